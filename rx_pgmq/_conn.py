@@ -1,0 +1,130 @@
+"""Where connections come from: a conninfo string, a pool, or one connection."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+from psycopg_pool import ConnectionPool
+
+from rx_pgmq.errors import InvalidArgument
+
+__all__ = ["ConnSource", "Conninfo", "connect", "describe"]
+
+Conninfo = str | ConnectionPool | psycopg.Connection[Any]
+"""A PostgreSQL conninfo/URI string, a ``psycopg_pool.ConnectionPool`` or a connection."""
+
+
+def connect(
+    conninfo: str, *, autocommit: bool = True, application_name: str = "rx_pgmq"
+) -> psycopg.Connection[Any]:
+    """Open a dedicated connection (autocommit by default) tagged with ``application_name``."""
+    return psycopg.connect(
+        conninfo, autocommit=autocommit, application_name=application_name, connect_timeout=10
+    )
+
+
+def describe(conninfo: Conninfo) -> str:
+    """A short description of a connection source for messages (never a password)."""
+    if isinstance(conninfo, str):
+        return "conninfo"
+    return type(conninfo).__name__
+
+
+def _first_connect_timeout(conninfo: str) -> float:
+    """How long a new private pool may take to open its first connection (seconds).
+
+    ``connect_timeout`` from the conninfo (plus a second of slack) when set, else 30 s
+    (psycopg_pool's default), so an unreachable server fails fast when the caller asked.
+    """
+    try:
+        value = float(conninfo_to_dict(conninfo).get("connect_timeout") or 0)
+    except (psycopg.Error, TypeError, ValueError):
+        value = 0.0
+    return value + 1.0 if value > 0 else 30.0
+
+
+class ConnSource:
+    """Hands out connections for short statements, committing each block.
+
+    A conninfo string gets a small private pool (opened lazily, closed by :meth:`close`);
+    a pool is borrowed from; a single connection is shared under a lock, inside
+    ``conn.transaction()`` (a savepoint if the caller has a transaction open).
+    """
+
+    def __init__(self, conninfo: Conninfo, *, application_name: str = "rx_pgmq") -> None:
+        if isinstance(conninfo, str):
+            if not conninfo.strip():
+                raise InvalidArgument("conninfo", "must be a non-empty conninfo string or URI")
+        elif not isinstance(conninfo, ConnectionPool | psycopg.Connection):
+            raise InvalidArgument(
+                "conninfo",
+                "must be a conninfo string, a psycopg_pool.ConnectionPool or a "
+                f"psycopg.Connection, got {type(conninfo).__name__}",
+            )
+        self._conninfo = conninfo
+        self._application_name = application_name
+        self._own_pool: ConnectionPool | None = None
+        self._lock = threading.Lock()
+        self._closed = False
+
+    @property
+    def conninfo(self) -> Conninfo:
+        """What this source was made from."""
+        return self._conninfo
+
+    def dsn(self) -> str:
+        """A conninfo string that opens a new connection to the same database."""
+        if isinstance(self._conninfo, str):
+            return self._conninfo
+        if isinstance(self._conninfo, ConnectionPool):
+            return str(self._conninfo.conninfo)
+        return self._conninfo.info.dsn
+
+    def _pool(self) -> ConnectionPool:
+        with self._lock:
+            if self._closed:
+                raise InvalidArgument("client", "is closed; create a new one")
+            if self._own_pool is None:
+                assert isinstance(self._conninfo, str)
+                pool = ConnectionPool(
+                    self._conninfo,
+                    min_size=1,
+                    max_size=4,
+                    kwargs={"application_name": self._application_name, "autocommit": True},
+                    open=True,
+                    name="rx_pgmq",
+                )
+                # Fail fast (PoolTimeout -> ConnectionLost; the pool closes itself) instead
+                # of every call waiting the pool's 30 s when the server is unreachable.
+                pool.wait(timeout=_first_connect_timeout(self._conninfo))
+                self._own_pool = pool
+            return self._own_pool
+
+    @contextmanager
+    def connection(self) -> Iterator[psycopg.Connection[Any]]:
+        """A connection whose work commits when the block exits without error."""
+        if isinstance(self._conninfo, psycopg.Connection):
+            conn = self._conninfo
+            with self._lock, conn.transaction():
+                yield conn
+            return
+        pool = self._conninfo if isinstance(self._conninfo, ConnectionPool) else self._pool()
+        with pool.connection() as conn:
+            if conn.autocommit:
+                with conn.transaction():
+                    yield conn
+            else:
+                yield conn
+
+    def close(self) -> None:
+        """Close the private pool, if any (a pool or connection passed in stays open)."""
+        with self._lock:
+            self._closed = True
+            pool, self._own_pool = self._own_pool, None
+        if pool is not None:
+            pool.close()

@@ -1,0 +1,70 @@
+"""Map psycopg errors to rx_pgmq's named errors (no I/O)."""
+
+from __future__ import annotations
+
+import re
+
+import psycopg
+from psycopg import errors as pgerr
+
+from rx_pgmq.errors import (
+    ConnectionLost,
+    PermissionDenied,
+    PGMQNotInstalled,
+    QueueNotFound,
+    RxPgmqError,
+)
+
+__all__ = ["is_transient", "translate"]
+
+# A missing ``pgmq.<table>`` that is not a queue (``q_``) or archive (``a_``) table, e.g.
+# ``pgmq.meta``: PGMQ itself is absent (the schema may exist without its catalog tables).
+_MISSING_PGMQ_CATALOG = re.compile(r'relation "pgmq\.(?![qa]_)')
+
+
+def translate(exc: BaseException, queue: str | None = None) -> BaseException:
+    """Return the named rx_pgmq error for a database exception (or ``exc`` unchanged).
+
+    Args:
+        exc: The exception psycopg raised.
+        queue: The queue the statement was about, if any.
+
+    Returns:
+        An :class:`RxPgmqError` when the failure has a name, else ``exc`` itself.
+    """
+    if isinstance(exc, RxPgmqError) or not isinstance(exc, psycopg.Error):
+        return exc
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if isinstance(exc, pgerr.InsufficientPrivilege):
+        return PermissionDenied(text)
+    if isinstance(exc, pgerr.InvalidSchemaName | pgerr.UndefinedFunction) and "pgmq" in text:
+        return PGMQNotInstalled(text)
+    if isinstance(exc, pgerr.UndefinedTable) and _MISSING_PGMQ_CATALOG.search(text):
+        return PGMQNotInstalled(text)
+    if queue is not None and isinstance(exc, pgerr.UndefinedTable):
+        return QueueNotFound(queue, text)
+    if queue is not None and isinstance(exc, pgerr.RaiseException) and "does not exist" in text:
+        return QueueNotFound(queue, text)
+    if is_transient(exc):
+        return ConnectionLost(f"lost the database connection: {text}; retry later")
+    return exc
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether retrying on a fresh connection may succeed (connection-level failures)."""
+    if isinstance(exc, ConnectionLost):
+        return True
+    if isinstance(
+        exc,
+        pgerr.AdminShutdown
+        | pgerr.CrashShutdown
+        | pgerr.CannotConnectNow
+        | pgerr.ConnectionException
+        | pgerr.SerializationFailure
+        | pgerr.DeadlockDetected,
+    ):
+        return True
+    if isinstance(exc, psycopg.OperationalError):
+        # OperationalError without a SQLSTATE is a client-side connection failure.
+        return getattr(exc, "sqlstate", None) is None or str(exc.sqlstate).startswith("08")
+    return isinstance(exc, psycopg.InterfaceError)

@@ -1,0 +1,110 @@
+"""Plain values read from PGMQ: messages, queue metrics and queue records."""
+
+from __future__ import annotations
+
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from rx_pgmq.actions import AckStatus, Action, Delete, SetVisibilityTimeout
+from rx_pgmq.errors import NotAcknowledgeable
+
+__all__ = ["Acknowledger", "Message", "QueueInfo", "QueueMetrics"]
+
+
+class Acknowledger(Protocol):
+    """What a consumer gives each message it emits so the message can be settled.
+
+    Broadway's acknowledger idea: the message carries a reference to whoever can
+    acknowledge it. ``settle`` may be called from any thread; it returns at once.
+    """
+
+    def settle(
+        self, message: Message, action: Action, reason: str | None = None
+    ) -> Future[AckStatus]:
+        """Request ``action`` for ``message``; the future resolves once it committed."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One PGMQ message as read by a consumer (PGMQ's ``message_record``).
+
+    Attributes:
+        msg_id: The id PGMQ assigned on send.
+        read_ct: How many times it has been read (this read included).
+        enqueued_at: When it was sent.
+        last_read_at: When it was last read (``None`` if never).
+        vt: When it becomes visible to other readers again.
+        body: The JSON body (PGMQ's ``message`` column), parsed.
+        headers: The JSON headers, parsed (``None`` if absent).
+        queue: The queue it was read from.
+    """
+
+    msg_id: int
+    read_ct: int
+    enqueued_at: datetime
+    last_read_at: datetime | None
+    vt: datetime
+    body: Any
+    headers: dict[str, Any] | None
+    queue: str
+    _acknowledger: Acknowledger | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def acknowledgeable(self) -> bool:
+        """Whether this message came from a consumer that can settle it."""
+        return self._acknowledger is not None
+
+    def settle(
+        self, action: Action | None = None, *, reason: str | None = None
+    ) -> Future[AckStatus]:
+        """Settle this message through its consumer (default action: ``Delete()``).
+
+        Settling returns the message's demand credit to its consumer once the action
+        commits. The ack operators call this for you.
+
+        Args:
+            action: What to do with the message; ``Delete()`` if omitted.
+            reason: A failure reason, recorded by ``MoveTo``.
+
+        Returns:
+            A future resolving to the :data:`rx_pgmq.actions.AckStatus`.
+
+        Raises:
+            NotAcknowledgeable: If the message was not emitted by a consumer.
+        """
+        if self._acknowledger is None:
+            raise NotAcknowledgeable(
+                f"message {self.msg_id} of queue {self.queue!r} was not read by a read_queue "
+                "consumer; use PGMQ.delete/archive/set_vt to acknowledge it"
+            )
+        return self._acknowledger.settle(self, action or Delete(), reason)
+
+    def release(self) -> Future[AckStatus]:
+        """Make the message visible to every reader again now (``set_vt`` 0) and settle it."""
+        return self.settle(SetVisibilityTimeout(0))
+
+
+@dataclass(frozen=True, slots=True)
+class QueueMetrics:
+    """``pgmq.metrics`` for one queue; field names are PGMQ's."""
+
+    queue_name: str
+    queue_length: int
+    newest_msg_age_sec: int | None
+    oldest_msg_age_sec: int | None
+    total_messages: int
+    scrape_time: datetime
+    queue_visible_length: int
+
+
+@dataclass(frozen=True, slots=True)
+class QueueInfo:
+    """One row of ``pgmq.list_queues``."""
+
+    queue_name: str
+    is_partitioned: bool
+    is_unlogged: bool
+    created_at: datetime
