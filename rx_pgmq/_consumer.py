@@ -1,0 +1,639 @@
+"""One subscription of a ``read_queue`` source: the reader loop and its acknowledger.
+
+Threads: the reader thread blocks in reads and delivers messages; the acknowledger thread
+flushes batched settle requests on its own connection, so reads and acks overlap. All
+decisions (how much to read, when, when to flush) live in :mod:`rx_pgmq._demand`,
+:mod:`rx_pgmq._planner` and :mod:`rx_pgmq._ackbatch`; this module only does the I/O and
+the locking around them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import psycopg
+from psycopg import sql
+from psycopg_pool import ConnectionPool
+from reactivex import abc
+
+from rx_pgmq import _sql
+from rx_pgmq._ackbatch import AckBatcher, Backoff, Batch, Pending
+from rx_pgmq._dberrors import is_transient, translate
+from rx_pgmq._demand import Demand
+from rx_pgmq._link import Link
+from rx_pgmq._listener import Listener, ListenerEvent
+from rx_pgmq._options import ReadOptions
+from rx_pgmq._planner import ReadNow, ReadPlanner
+from rx_pgmq._stats import StatsRecorder
+from rx_pgmq.actions import AckStatus, Action, Nothing
+from rx_pgmq.errors import QueueNotFound
+from rx_pgmq.message import Message
+
+__all__ = ["MOVED_HEADER", "Config", "Consumer"]
+
+_log = logging.getLogger("rx_pgmq")
+
+MOVED_HEADER = "x-rx-pgmq-moved"
+"""Header added to a message moved by ``MoveTo``: source queue, reason, attempts."""
+
+_FENCED_DELETE = "DELETE FROM {table} WHERE msg_id = %s AND read_ct = %s RETURNING msg_id"
+_FENCED_ARCHIVE = (
+    "WITH moved AS (DELETE FROM {table} WHERE msg_id = %s AND read_ct = %s"
+    " RETURNING msg_id, vt, read_ct, enqueued_at, last_read_at, message, headers)"
+    " INSERT INTO {archive} (msg_id, vt, read_ct, enqueued_at, last_read_at, message, headers)"
+    " SELECT msg_id, vt, read_ct, enqueued_at, last_read_at, message, headers FROM moved"
+    " RETURNING msg_id"
+)
+_FENCED_SET_VT = (
+    "UPDATE {table} SET vt = clock_timestamp() + make_interval(secs => %s)"
+    " WHERE msg_id = %s AND read_ct = %s RETURNING msg_id"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Everything a subscription needs; built and validated by ``read_queue``."""
+
+    conninfo: str | ConnectionPool
+    queue: str
+    vt: int
+    read_interval: float | None
+    listener: Listener | Literal[True] | None
+    batch_size: int
+    max_in_flight: int
+    options: ReadOptions
+    on_dispose: Literal["release", "keep"]
+    extend_visibility: bool
+    fenced: bool
+    ack_batch_size: int
+    ack_max_age: float
+    close_timeout: float
+    window: int | None = None
+    controlled: bool = False
+
+
+def _resolve(futures: list[tuple[Future[AckStatus], AckStatus]]) -> None:
+    for fut, status in futures:
+        if not fut.done():
+            fut.set_result(status)
+
+
+class Consumer:
+    """The state of one subscription. Created and started by the source."""
+
+    def __init__(
+        self,
+        config: Config,
+        observer: abc.ObserverBase[Message],
+        stats: StatsRecorder,
+        on_closed: Callable[[Consumer], None],
+    ) -> None:
+        self.config = config
+        self._observer = observer
+        self.stats = stats
+        self._on_closed = on_closed
+        self._cond = threading.Condition()
+        window = min(config.window or config.max_in_flight, config.max_in_flight)
+        self.demand = Demand(window, config.batch_size, controlled=config.controlled)
+        self._batcher = AckBatcher(max_batch=config.ack_batch_size, max_age=config.ack_max_age)
+        self._unsettled: dict[int, Message] = {}
+        self._read_at: dict[int, float] = {}
+        self._settling: set[int] = set()
+        self._closing = False
+        self._acker_stop = False
+        self._flushing = False
+        self._closed = threading.Event()
+        self._reader = Link(config.conninfo, "reader")
+        self._acker = Link(config.conninfo, "acker")
+        self._listener: Listener | None = None
+        self._listen_sub: abc.DisposableBase | None = None
+        self._planner: ReadPlanner | None = None
+        self._reading = False
+        self._ignored_warned = False
+        self._reader_thread = threading.Thread(
+            target=self._run_reader, name=f"rx_pgmq-reader-{config.queue}", daemon=True
+        )
+        self._acker_thread = threading.Thread(
+            target=self._run_acker, name=f"rx_pgmq-acker-{config.queue}", daemon=True
+        )
+
+    # -- public surface used by the source and by messages ------------------------------
+
+    def start(self) -> None:
+        """Start the reader and acknowledger threads."""
+        self.stats.add("consumers")
+        self._acker_thread.start()
+        self._reader_thread.start()
+
+    @property
+    def closed(self) -> bool:
+        """Whether the consumer has finished closing."""
+        return self._closed.is_set()
+
+    def wait_closed(self, timeout: float | None = None) -> bool:
+        """Block until closing finished (acks flushed, unsettled messages released)."""
+        return self._closed.wait(timeout)
+
+    def reader_backend_pid(self) -> int | None:
+        """The reader connection's server pid (for fault-injection tests)."""
+        return self._reader.backend_pid()
+
+    def acker_backend_pid(self) -> int | None:
+        """The acknowledger connection's server pid (for fault-injection tests)."""
+        return self._acker.backend_pid()
+
+    def request(self, n: int) -> None:
+        """Grant ``n`` more messages of credit (controlled sources)."""
+        with self._cond:
+            self.demand.request(n)
+            self._wake_for_demand()
+
+    def set_paused(self, paused: bool) -> None:
+        """Pause or resume reading (``pausable``)."""
+        with self._cond:
+            if paused:
+                self.demand.pause()
+            else:
+                self.demand.resume()
+                self._wake_for_demand()
+
+    def dispose(self) -> None:
+        """Stop reading at once; flush acks and release unsettled messages (bounded wait)."""
+        with self._cond:
+            if self._closing:
+                already = True
+            else:
+                already = False
+                self._closing = True
+                self._cond.notify_all()
+        if not already and self._reading and self.config.options.long_poll is not None:
+            self._reader.cancel()
+        current = threading.current_thread()
+        if current is not self._reader_thread and current is not self._acker_thread:
+            self._closed.wait(self.config.close_timeout + 5.0)
+
+    def settle(
+        self, message: Message, action: Action, reason: str | None = None
+    ) -> Future[AckStatus]:
+        """Queue ``action`` for ``message``; resolved once it committed (acknowledger)."""
+        fut: Future[AckStatus] = Future()
+        if self.config.options.delete_on_read:
+            if not self._ignored_warned:
+                self._ignored_warned = True
+                _log.warning(
+                    "queue %r is read with delete_on_read: messages are deleted on read, so "
+                    "acks (%s) are ignored",
+                    self.config.queue,
+                    action.name,
+                )
+            fut.set_result("ignored")
+            return fut
+        with self._cond:
+            if self._acker_stop or message.msg_id not in self._unsettled:
+                fut.set_result("unacked" if self._acker_stop else "ignored")
+                return fut
+            self._settling.add(message.msg_id)
+            self._batcher.add(
+                Pending(message.msg_id, message.read_ct, action, reason, fut), time.monotonic()
+            )
+            self._cond.notify_all()
+        return fut
+
+    # -- reader -------------------------------------------------------------------------
+
+    def _wake_for_demand(self) -> None:
+        if self._planner is not None:
+            self._planner.on_demand(time.monotonic())
+        self._cond.notify_all()
+
+    def _on_listener_event(self, event: ListenerEvent) -> None:
+        with self._cond:
+            if self._planner is None:
+                return
+            if event.kind == "notify":
+                self.stats.add("notifications")
+                self._planner.on_notification(event.at)
+            else:
+                self._planner.on_reconnected(event.at)
+            self._cond.notify_all()
+
+    def _setup(self) -> None:
+        cfg = self.config
+        conn = self._reader.get()
+        row = conn.execute(_sql.QUEUE_EXISTS, (cfg.queue,)).fetchone()
+        if not row or not row[0]:
+            raise QueueNotFound(cfg.queue)
+        throttle = 0.0
+        listening = cfg.listener is not None
+        if listening:
+            trow = conn.execute(_sql.NOTIFY_THROTTLE, (cfg.queue,)).fetchone()
+            if trow is None:
+                _log.warning(
+                    "queue %r has no insert notifications enabled; the consumer will not be "
+                    "woken by inserts. Call PGMQ.enable_notify(%r)",
+                    cfg.queue,
+                    cfg.queue,
+                )
+            else:
+                throttle = trow[0] / 1000.0
+        interval = cfg.read_interval
+        if cfg.options.long_poll is not None:
+            interval = 1e-3  # the server waits; ask again as soon as a long poll ends empty
+        planner = ReadPlanner(read_interval=interval, listening=listening, throttle=throttle)
+        if listening:
+            if cfg.listener is True:
+                self._listener = Listener(self._dsn())
+                listener = self._listener
+            else:
+                assert isinstance(cfg.listener, Listener)
+                listener = cfg.listener
+            self._listen_sub = listener.subscribe(cfg.queue, self._on_listener_event)
+        with self._cond:
+            self._planner = planner
+            planner.on_start(time.monotonic())
+
+    def _dsn(self) -> str:
+        ci = self.config.conninfo
+        return ci if isinstance(ci, str) else str(ci.conninfo)
+
+    def _read_statement(self, n: int) -> tuple[str | sql.Composed, tuple[Any, ...]]:
+        cfg, opts = self.config, self.config.options
+        if opts.delete_on_read:
+            return _sql.POP, (cfg.queue, n)
+        lp = opts.long_poll
+        if opts.fifo is not None:
+            stmt = _sql.read_grouped(opts.fifo, poll=lp is not None)
+            if lp is not None:
+                return stmt, (cfg.queue, cfg.vt, n, lp.max_seconds, lp.interval_ms)
+            return stmt, (cfg.queue, cfg.vt, n)
+        if lp is not None:
+            params = (cfg.queue, cfg.vt, n, lp.max_seconds, lp.interval_ms, opts.conditional_json)
+            return _sql.READ_WITH_POLL, params
+        return _sql.READ, (cfg.queue, cfg.vt, n, opts.conditional_json)
+
+    def _read(self, n: int) -> list[Message]:
+        stmt, params = self._read_statement(n)
+        conn = self._reader.get()
+        rows = conn.execute(stmt, params, prepare=True).fetchall()
+        return _sql.messages_from_rows(rows, self.config.queue, self)
+
+    def _next_read_size(self) -> int:
+        """Wait under the lock until a read is due; return its size (0 when closing)."""
+        assert self._planner is not None
+        while not self._closing:
+            now = time.monotonic()
+            size = self.demand.read_size()
+            plan = self._planner.next(now, size > 0)
+            if isinstance(plan, ReadNow):
+                return size
+            if self.demand.starved and len(self._batcher):
+                self._cond.notify_all()  # starved: the acknowledger flushes at once
+            timeout = None if plan.deadline is None else max(0.0, plan.deadline - now)
+            self._cond.wait(timeout)
+        return 0
+
+    def _run_reader(self) -> None:
+        backoff = Backoff(initial=0.05, maximum=5.0)
+        error: BaseException | None = None
+        try:
+            while True:
+                try:
+                    self._setup()
+                    break
+                except psycopg.Error as exc:
+                    if not is_transient(exc):
+                        raise translate(exc, self.config.queue) from exc
+                    if not self._retry_wait(backoff, "reader", exc):
+                        return
+            backoff.reset()
+            while True:
+                with self._cond:
+                    size = self._next_read_size()
+                    if size == 0:
+                        break
+                    self._reading = True
+                try:
+                    msgs = self._read(size)
+                except psycopg.Error as exc:
+                    with self._cond:
+                        self._reading = False
+                        assert self._planner is not None
+                        self._planner.on_read_failed(time.monotonic())
+                    if self._closing:
+                        break
+                    if not is_transient(exc):
+                        raise translate(exc, self.config.queue) from exc
+                    if not self._retry_wait(backoff, "reader", exc):
+                        break
+                    continue
+                backoff.reset()
+                self._deliver(size, msgs)
+        except BaseException as exc:
+            error = exc
+        finally:
+            self._shutdown(error)
+
+    def _retry_wait(self, backoff: Backoff, role: str, exc: BaseException) -> bool:
+        """Log, drop the connection and wait out the backoff; False if closing meanwhile."""
+        link = self._reader if role == "reader" else self._acker
+        link.drop()
+        self.stats.add("reconnects")
+        delay = backoff.next_delay() or 5.0
+        _log.warning(
+            "rx_pgmq %s of queue %r lost its connection (%s); reconnecting in %.2fs",
+            role,
+            self.config.queue,
+            str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
+            delay,
+        )
+        deadline = time.monotonic() + delay
+        with self._cond:
+            while not (self._closing if role == "reader" else self._acker_stop):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    if role == "reader" and self._planner is not None:
+                        self._planner.on_reconnected(time.monotonic())
+                    return True
+                self._cond.wait(left)
+        return False
+
+    def _deliver(self, asked: int, msgs: list[Message]) -> None:
+        now = time.monotonic()
+        with self._cond:
+            self._reading = False
+            assert self._planner is not None
+            self._planner.on_read(now, asked, len(msgs))
+            self.demand.on_emitted(len(msgs))
+            if not self.config.options.delete_on_read:
+                for m in msgs:
+                    self._unsettled[m.msg_id] = m
+                    self._read_at[m.msg_id] = now
+            self.stats.in_flight = self.demand.in_flight
+        self.stats.add("reads")
+        if not msgs:
+            self.stats.add("empty_reads")
+            return
+        for m in msgs:
+            if self._closing:
+                break  # not emitted: released on shutdown like any unsettled message
+            self.stats.add("messages")
+            self._observer.on_next(m)
+            if self.config.options.delete_on_read:
+                with self._cond:
+                    self.demand.on_settled(1)
+                    self.stats.in_flight = self.demand.in_flight
+                    self._wake_for_demand()
+                self.stats.settled("pop")
+
+    def _shutdown(self, error: BaseException | None) -> None:
+        """Stop everything; flush acks, release what is unsettled, then report."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        if self._listen_sub is not None:
+            self._listen_sub.dispose()
+        if self._listener is not None:
+            self._listener.close()
+        # Let pending acks flush (bounded), then stop the acknowledger.
+        deadline = time.monotonic() + self.config.close_timeout
+        with self._cond:
+            while (len(self._batcher) or self._flushing) and self._acker_thread.is_alive():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(left)
+            self._acker_stop = True
+            self._cond.notify_all()
+        if threading.current_thread() is not self._acker_thread:
+            self._acker_thread.join(self.config.close_timeout)
+        with self._cond:
+            leftovers = list(self._batcher.take().items) if len(self._batcher) else []
+            unsettled = sorted(self._unsettled)
+        _resolve([(p.token, "unacked") for p in leftovers])  # type: ignore[misc]
+        if unsettled and self.config.on_dispose == "release":
+            self._release(unsettled)
+        self._reader.close()
+        self._acker.close()
+        with self._cond:
+            self.demand.on_settled(min(self.demand.in_flight, len(unsettled)))
+            self.stats.in_flight = 0
+            self._unsettled.clear()
+        self._closed.set()
+        self._on_closed(self)
+        if error is not None and not isinstance(error, GeneratorExit):
+            if isinstance(error, psycopg.Error):
+                error = translate(error, self.config.queue)
+            _log.error("rx_pgmq consumer of queue %r failed: %s", self.config.queue, error)
+            try:
+                self._observer.on_error(error if isinstance(error, Exception) else Exception(error))
+            except Exception as exc:  # the observer itself failed while reporting
+                _log.error("on_error of a subscriber raised: %s", exc)
+
+    def _release(self, ids: list[int]) -> None:
+        backoff = Backoff(initial=0.05, maximum=1.0, max_attempts=4)
+        while True:
+            try:
+                conn = self._reader.get()
+                conn.execute(_sql.SET_VT_MANY, (self.config.queue, ids, 0)).fetchall()
+                self.stats.settled("release", len(ids))
+                return
+            except psycopg.Error as exc:
+                self._reader.drop()
+                delay = backoff.next_delay()
+                if delay is None or not is_transient(exc):
+                    _log.warning(
+                        "could not release %d unsettled messages of queue %r (%s); they "
+                        "reappear when their visibility timeout ends",
+                        len(ids),
+                        self.config.queue,
+                        exc,
+                    )
+                    return
+                time.sleep(delay)
+
+    # -- acknowledger -------------------------------------------------------------------
+
+    def _run_acker(self) -> None:
+        backoff = Backoff(initial=0.05, maximum=2.0, max_attempts=8)
+        heartbeat = self.config.vt / 2.0 if self.config.extend_visibility else None
+        next_beat = time.monotonic() + heartbeat if heartbeat else None
+        while True:
+            with self._cond:
+                while True:
+                    now = time.monotonic()
+                    closing = self._closing
+                    if self._acker_stop:
+                        return
+                    if len(self._batcher) and self._batcher.due(now, self.demand.starved, closing):
+                        break
+                    if next_beat is not None and now >= next_beat:
+                        break
+                    deadlines = [d for d in (self._batcher.deadline(), next_beat) if d]
+                    timeout = max(0.0, min(deadlines) - now) if deadlines else None
+                    self._cond.wait(timeout)
+                batch = self._batcher.take() if len(self._batcher) else None
+                self._flushing = batch is not None
+                beat_ids: list[int] = []
+                if batch is None and next_beat is not None and heartbeat is not None:
+                    limit = now - heartbeat
+                    beat_ids = [
+                        i
+                        for i, t in self._read_at.items()
+                        if t <= limit and i not in self._settling
+                    ]
+                    next_beat = now + heartbeat / 2.0
+            if batch is not None:
+                self._flush(batch, backoff)
+            elif beat_ids:
+                self._extend(beat_ids)
+
+    def _extend(self, ids: list[int]) -> None:
+        try:
+            conn = self._acker.get()
+            conn.execute(_sql.SET_VT_MANY, (self.config.queue, ids, self.config.vt)).fetchall()
+        except psycopg.Error as exc:
+            self._acker.drop()
+            _log.warning("visibility heartbeat of queue %r failed: %s", self.config.queue, exc)
+            return
+        now = time.monotonic()
+        with self._cond:
+            for i in ids:
+                if i in self._read_at:
+                    self._read_at[i] = now
+        self.stats.add("extended", len(ids))
+
+    def _flush(self, batch: Batch, backoff: Backoff) -> None:
+        try:
+            lost = self._execute(batch) if batch.sql_needed else set()
+        except psycopg.Error as exc:
+            delay = backoff.next_delay() if is_transient(exc) else None
+            self._acker.drop()
+            if delay is not None and not self._acker_stop:
+                self.stats.add("reconnects")
+                _log.warning(
+                    "ack flush for queue %r failed (%s); retrying in %.2fs",
+                    self.config.queue,
+                    str(exc).strip().splitlines()[0],
+                    delay,
+                )
+                with self._cond:
+                    now = time.monotonic()
+                    self._batcher.requeue(batch, now, retry_at=now + delay)
+                    self._flushing = False
+                    self._cond.notify_all()
+                return
+            _log.error(
+                "could not acknowledge %d messages of queue %r (%s); they stay unsettled "
+                "and reappear after their visibility timeout",
+                len(batch.items),
+                self.config.queue,
+                exc,
+            )
+            backoff.reset()
+            self._finish(batch, failed=True, lost=set())
+            return
+        backoff.reset()
+        self.stats.add("ack_flushes")
+        self._finish(batch, failed=False, lost=lost)
+
+    def _finish(self, batch: Batch, *, failed: bool, lost: set[int]) -> None:
+        results: list[tuple[Future[AckStatus], AckStatus]] = []
+        with self._cond:
+            n = 0
+            for p in batch.items:
+                self._settling.discard(p.msg_id)
+                if self._unsettled.pop(p.msg_id, None) is not None:
+                    n += 1
+                self._read_at.pop(p.msg_id, None)
+                if failed:
+                    status: AckStatus = "unacked"
+                    self.stats.add("ack_failures")
+                elif p.msg_id in lost:
+                    status = "lost_lease"
+                    self.stats.settled("lost_lease")
+                else:
+                    status = "acked"
+                    self.stats.settled(p.action.name)
+                results.append((p.token, status))  # type: ignore[arg-type]
+            for p in batch.duplicates:
+                results.append((p.token, "ignored"))  # type: ignore[arg-type]
+            self.demand.on_settled(min(n, self.demand.in_flight))
+            self.stats.in_flight = self.demand.in_flight
+            self._flushing = False
+            self._wake_for_demand()
+        _resolve(results)
+
+    def _execute(self, batch: Batch) -> set[int]:
+        """Apply one batch in one transaction and one round trip; return lost-lease ids."""
+        q = self.config.queue
+        conn = self._acker.get()
+        if self.config.fenced:
+            return self._execute_fenced(conn, batch)
+        with conn.transaction(), conn.pipeline(), conn.cursor() as cur:
+            if batch.delete:
+                cur.execute(_sql.DELETE_MANY, (q, list(batch.delete)), prepare=True)
+            if batch.archive:
+                cur.execute(_sql.ARCHIVE_MANY, (q, list(batch.archive)), prepare=True)
+            for vt, ids in batch.set_vt.items():
+                cur.execute(_sql.SET_VT_MANY, (q, list(ids), vt), prepare=True)
+            for dest, items in batch.move.items():
+                self._move(cur, dest, items)
+        return set()
+
+    def _move(self, cur: psycopg.Cursor[Any], dest: str, items: tuple[Pending, ...]) -> None:
+        q = self.config.queue
+        bodies, heads = [], []
+        for p in items:
+            m = self._unsettled.get(p.msg_id)
+            if m is None:
+                continue
+            headers = dict(m.headers or {})
+            headers[MOVED_HEADER] = {"from": q, "reason": p.reason, "attempts": m.read_ct}
+            bodies.append(json.dumps(m.body))
+            heads.append(json.dumps(headers))
+        if bodies:
+            cur.execute(_sql.SEND_BATCH, (dest, bodies, heads, 0))
+            cur.execute(_sql.DELETE_MANY, (q, [p.msg_id for p in items]))
+
+    def _execute_fenced(self, conn: psycopg.Connection[Any], batch: Batch) -> set[int]:
+        """Acks that only touch a message still holding the read_ct this consumer saw."""
+        q = self.config.queue
+        table, archive = _sql.queue_table(q), _sql.queue_table(q, "a")
+        by_id = {p.msg_id: p for p in batch.items}
+        lost: set[int] = set()
+        with conn.transaction(), conn.cursor() as cur:
+            for p in batch.items:
+                action = p.action
+                if isinstance(action, Nothing):
+                    continue
+                if action.name == "delete":
+                    stmt = sql.SQL(_FENCED_DELETE).format(table=table)
+                    params: tuple[Any, ...] = (p.msg_id, p.read_ct)
+                elif action.name == "archive":
+                    stmt = sql.SQL(_FENCED_ARCHIVE).format(table=table, archive=archive)
+                    params = (p.msg_id, p.read_ct)
+                elif action.name == "set_vt":
+                    stmt = sql.SQL(_FENCED_SET_VT).format(table=table)
+                    params = (action.vt, p.msg_id, p.read_ct)
+                else:
+                    row = cur.execute(
+                        sql.SQL("SELECT 1 FROM {table} WHERE msg_id = %s AND read_ct = %s").format(
+                            table=table
+                        ),
+                        (p.msg_id, p.read_ct),
+                    ).fetchone()
+                    if row is None:
+                        lost.add(p.msg_id)
+                    else:
+                        self._move(cur, action.queue, (by_id[p.msg_id],))
+                    continue
+                if cur.execute(stmt, params).fetchone() is None:
+                    lost.add(p.msg_id)
+        return lost

@@ -1,0 +1,1 @@
+"""Implementations of the public operators in :mod:`rx_pgmq.operators`."""

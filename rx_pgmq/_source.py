@@ -1,0 +1,279 @@
+"""``read_queue``: a PGMQ queue as an Observable of messages."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import replace
+from datetime import timedelta
+from typing import Any, Literal
+
+from psycopg_pool import ConnectionPool
+from reactivex import Observable, abc
+from reactivex import operators as ops
+from reactivex.disposable import CompositeDisposable, Disposable
+
+from rx_pgmq._consumer import Config, Consumer
+from rx_pgmq._listener import Listener
+from rx_pgmq._options import ReadOptions
+from rx_pgmq._stats import ConsumerStats, StatsRecorder
+from rx_pgmq._validate import (
+    check_positive_int,
+    check_queue_name,
+    seconds,
+    whole_seconds,
+)
+from rx_pgmq.errors import InvalidArgument
+from rx_pgmq.message import Message
+
+__all__ = ["ControlledSource", "QueueSource", "read_queue"]
+
+
+def read_queue(
+    conninfo_or_pool: str | ConnectionPool,
+    queue: str,
+    *,
+    visibility_timeout: int | timedelta,
+    read_interval: float | timedelta | None = 5.0,
+    listener: Listener | bool | None = None,
+    batch_size: int = 10,
+    max_in_flight: int = 100,
+    read_options: ReadOptions | None = None,
+    scheduler: abc.SchedulerBase | None = None,
+    on_dispose: Literal["release", "keep"] = "release",
+    extend_visibility: bool = False,
+    fenced: bool = False,
+    ack_batch_size: int | None = None,
+    ack_max_age: float | timedelta = 0.005,
+    close_timeout: float | timedelta = 5.0,
+) -> QueueSource:
+    """A PGMQ queue as an ``Observable[Message]``; each subscription is a consumer.
+
+    Subscribing starts a competing consumer that reads only as many messages as it has
+    room for: at most ``max_in_flight`` messages are emitted and not yet settled, and each
+    read asks for ``min(batch_size, room)``. Settling a message (the ack operators of
+    :mod:`rx_pgmq.operators` do it, or ``message.settle()``) gives its room back.
+
+    Modes (EctoPGMQ.Producer's): poll (``listener=None``): read when demand arrives and,
+    while it is unmet, every ``read_interval``; notification (a listener and
+    ``read_interval=None``): read on an insert notification or new demand, drain while
+    reads come back full; hybrid (both, recommended).
+
+    Disposing stops reading at once, lets pending acks flush (up to ``close_timeout``) and
+    releases unsettled messages (``set_vt`` 0) unless ``on_dispose="keep"``.
+
+    Args:
+        conninfo_or_pool: A conninfo string/URI or a ``psycopg_pool.ConnectionPool``.
+        queue: The queue to consume.
+        visibility_timeout: How long a read message stays hidden (int seconds or
+            timedelta, rounded up); required.
+        read_interval: Seconds (or timedelta) between polls while demand is unmet;
+            ``None`` disables polling (needs a listener).
+        listener: ``None``, a shared :class:`rx_pgmq.Listener`, or ``True`` for a private one.
+        batch_size: Most messages per read.
+        max_in_flight: Most messages emitted and not yet settled.
+        read_options: Delete-on-read, conditional, long poll, FIFO reads.
+        scheduler: Deliver messages on this scheduler instead of the reader thread.
+        on_dispose: ``"release"`` unsettled messages on dispose, or ``"keep"`` them hidden
+            until their timeout.
+        extend_visibility: Extend the timeout of messages still in flight at ~vt/2
+            (one batched ``set_vt``), so slow work is not redelivered.
+        fenced: Ack only messages whose ``read_ct`` is still the one read (a message whose
+            lease passed to another reader is left alone and reported ``lost_lease``).
+        ack_batch_size: Flush acks once this many are pending (default ``batch_size``).
+        ack_max_age: Flush acks once the oldest pending is this old (seconds).
+        close_timeout: Longest wait for pending acks when disposing (seconds).
+
+    Returns:
+        A :class:`QueueSource` (an ``Observable[Message]`` with ``stats``).
+
+    Raises:
+        InvalidArgument: For a bad queue name, duration, size or combination.
+
+    Example:
+        >>> source = read_queue(dsn, "orders", visibility_timeout=30)  # doctest: +SKIP
+        >>> source.pipe(pgops.process(handle), pgops.ack()).subscribe(print)  # doctest: +SKIP
+    """
+    if isinstance(conninfo_or_pool, str):
+        if not conninfo_or_pool.strip():
+            raise InvalidArgument("conninfo_or_pool", "must be a non-empty conninfo string")
+    elif not isinstance(conninfo_or_pool, ConnectionPool):
+        raise InvalidArgument(
+            "conninfo_or_pool",
+            "must be a conninfo string or a psycopg_pool.ConnectionPool, got "
+            f"{type(conninfo_or_pool).__name__}",
+        )
+    check_queue_name(queue)
+    vt = whole_seconds(visibility_timeout, "visibility_timeout")
+    if vt < 1:
+        raise InvalidArgument("visibility_timeout", "must be at least 1 second for a consumer")
+    interval = (
+        None if read_interval is None else seconds(read_interval, "read_interval", allow_zero=False)
+    )
+    if listener is False:
+        listener = None
+    if listener is not None and listener is not True and not isinstance(listener, Listener):
+        raise InvalidArgument(
+            "listener", f"must be None, True or an rx_pgmq.Listener, got {listener!r}"
+        )
+    options = read_options if read_options is not None else ReadOptions()
+    if not isinstance(options, ReadOptions):
+        raise InvalidArgument("read_options", f"must be a ReadOptions, got {read_options!r}")
+    if interval is None and listener is None and options.long_poll is None:
+        raise InvalidArgument(
+            "read_interval",
+            "is None (no polling) and there is no listener, so nothing would read after the "
+            "queue runs empty; pass listener=True or a read_interval",
+        )
+    if on_dispose not in ("release", "keep"):
+        raise InvalidArgument("on_dispose", f"must be 'release' or 'keep', got {on_dispose!r}")
+    for flag, name in ((extend_visibility, "extend_visibility"), (fenced, "fenced")):
+        if not isinstance(flag, bool):
+            raise InvalidArgument(name, f"must be a bool, got {flag!r}")
+    if scheduler is not None and not isinstance(scheduler, abc.SchedulerBase):
+        raise InvalidArgument("scheduler", f"must be a reactivex scheduler, got {scheduler!r}")
+    config = Config(
+        conninfo=conninfo_or_pool,
+        queue=queue,
+        vt=vt,
+        read_interval=interval,
+        listener=listener,
+        batch_size=check_positive_int(batch_size, "batch_size"),
+        max_in_flight=check_positive_int(max_in_flight, "max_in_flight"),
+        options=options,
+        on_dispose=on_dispose,
+        extend_visibility=extend_visibility,
+        fenced=fenced,
+        ack_batch_size=check_positive_int(
+            ack_batch_size if ack_batch_size is not None else batch_size, "ack_batch_size"
+        ),
+        ack_max_age=seconds(ack_max_age, "ack_max_age"),
+        close_timeout=seconds(close_timeout, "close_timeout"),
+    )
+    return QueueSource(config, scheduler)
+
+
+class QueueSource(Observable[Message]):
+    """The Observable ``read_queue`` returns: each subscription is one consumer.
+
+    Backpressure operators (``rx_pgmq.operators.windowed``, ``stop_and_wait``,
+    ``pausable``, ``controlled``) apply only to a ``QueueSource`` and return a new one.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        scheduler: abc.SchedulerBase | None = None,
+        pauser: Observable[bool] | None = None,
+        start_paused: bool = False,
+    ) -> None:
+        super().__init__()
+        self._config = config
+        self._scheduler = scheduler
+        self._pauser = pauser
+        self._start_paused = start_paused
+        self._lock = threading.Lock()
+        self._consumers: list[Consumer] = []
+        self._stats = StatsRecorder()
+
+    @property
+    def config(self) -> Config:
+        """The consumer configuration (read-only)."""
+        return self._config
+
+    @property
+    def queue(self) -> str:
+        """The queue this source reads."""
+        return self._config.queue
+
+    @property
+    def stats(self) -> ConsumerStats:
+        """Counters over every subscription of this source (``in_flight`` is current)."""
+        with self._lock:
+            in_flight = sum(c.demand.in_flight for c in self._consumers)
+        return self._stats.snapshot(in_flight)
+
+    @property
+    def consumers(self) -> list[Consumer]:
+        """The live subscriptions (for tests and tools)."""
+        with self._lock:
+            return list(self._consumers)
+
+    def derive(self, **changes: Any) -> QueueSource:
+        """A copy with other consumer settings (used by the backpressure operators)."""
+        pauser = changes.pop("pauser", self._pauser)
+        start_paused = changes.pop("start_paused", self._start_paused)
+        cls = ControlledSource if changes.get("controlled") else type(self)
+        return cls(replace(self._config, **changes), self._scheduler, pauser, start_paused)
+
+    def _forget(self, consumer: Consumer) -> None:
+        with self._lock:
+            if consumer in self._consumers:
+                self._consumers.remove(consumer)
+
+    def _subscribe_core(
+        self,
+        observer: abc.ObserverBase[Message],
+        scheduler: abc.SchedulerBase | None = None,
+    ) -> abc.DisposableBase:
+        if self._scheduler is not None:
+            inner: Observable[Message] = Observable(self._subscribe_direct)
+            return inner.pipe(ops.observe_on(self._scheduler)).subscribe(
+                observer, scheduler=scheduler
+            )
+        return self._subscribe_direct(observer, scheduler)
+
+    def _subscribe_direct(
+        self,
+        observer: abc.ObserverBase[Message],
+        scheduler: abc.SchedulerBase | None = None,
+    ) -> abc.DisposableBase:
+        consumer = Consumer(self._config, observer, self._stats, self._forget)
+        with self._lock:
+            self._consumers.append(consumer)
+        self._on_new_consumer(consumer)
+        disposables = CompositeDisposable()
+        if self._pauser is not None:
+            if self._start_paused:
+                consumer.set_paused(True)
+            disposables.add(
+                self._pauser.subscribe(
+                    on_next=lambda reading: consumer.set_paused(not reading),
+                    on_error=lambda _e: None,
+                )
+            )
+        consumer.start()
+        disposables.add(Disposable(consumer.dispose))
+        return disposables
+
+    def _on_new_consumer(self, consumer: Consumer) -> None:
+        """Hook for subclasses (``ControlledSource`` hands out stored credit)."""
+
+
+class ControlledSource(QueueSource):
+    """A source that reads only what :meth:`request` asks for (``operators.controlled``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._banked = 0
+
+    def request(self, n: int) -> None:
+        """Read ``n`` more messages (in total, shared by the live subscriptions).
+
+        With no live subscription the credit is kept for the next one.
+
+        Raises:
+            InvalidArgument: If ``n`` is not an int >= 1.
+        """
+        check_positive_int(n, "n")
+        consumers = self.consumers
+        if not consumers:
+            with self._lock:
+                self._banked += n
+            return
+        consumers[0].request(n)
+
+    def _on_new_consumer(self, consumer: Consumer) -> None:
+        with self._lock:
+            banked, self._banked = self._banked, 0
+        if banked:
+            consumer.request(banked)

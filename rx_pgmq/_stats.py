@@ -1,0 +1,84 @@
+"""Counters of a consumer, shown by notebooks and the CLI."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+
+__all__ = ["ConsumerStats", "StatsRecorder"]
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerStats:
+    """A snapshot of a consumer's counters (or of all consumers of one source).
+
+    Attributes:
+        reads: Read statements issued.
+        empty_reads: Reads that returned nothing.
+        messages: Messages emitted.
+        in_flight: Messages emitted and not yet settled, now.
+        notifications: Insert notifications received.
+        reconnects: Reconnections after a connection failure (reader, acker, listener).
+        settled: Messages settled, by action name (``delete``, ``archive``, ``nothing``,
+            ``set_vt``, ``move``, ``release``, ``ignored``).
+        ack_flushes: Ack batches committed.
+        ack_failures: Messages whose ack could not be applied.
+        extended: Visibility timeouts extended by the heartbeat.
+        consumers: Subscriptions counted.
+    """
+
+    reads: int = 0
+    empty_reads: int = 0
+    messages: int = 0
+    in_flight: int = 0
+    notifications: int = 0
+    reconnects: int = 0
+    settled: dict[str, int] = field(default_factory=dict)
+    ack_flushes: int = 0
+    ack_failures: int = 0
+    extended: int = 0
+    consumers: int = 0
+
+    @property
+    def settled_total(self) -> int:
+        """All settled messages, whatever the action."""
+        return sum(self.settled.values())
+
+
+class StatsRecorder:
+    """Thread-safe mutable counters behind :class:`ConsumerStats`."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: Counter[str] = Counter()
+        self._settled: Counter[str] = Counter()
+        self.in_flight = 0
+
+    def add(self, name: str, n: int = 1) -> None:
+        """Add ``n`` to counter ``name`` (a ConsumerStats field)."""
+        with self._lock:
+            self._counts[name] += n
+
+    def settled(self, action: str, n: int = 1) -> None:
+        """Count ``n`` messages settled with ``action``."""
+        with self._lock:
+            self._settled[action] += n
+
+    def snapshot(self, in_flight: int | None = None) -> ConsumerStats:
+        """The counters now."""
+        with self._lock:
+            c = self._counts
+            return ConsumerStats(
+                reads=c["reads"],
+                empty_reads=c["empty_reads"],
+                messages=c["messages"],
+                in_flight=self.in_flight if in_flight is None else in_flight,
+                notifications=c["notifications"],
+                reconnects=c["reconnects"],
+                settled=dict(self._settled),
+                ack_flushes=c["ack_flushes"],
+                ack_failures=c["ack_failures"],
+                extended=c["extended"],
+                consumers=c["consumers"],
+            )
