@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import ConnectionPool
 
 from rx_pgmq.errors import InvalidArgument
@@ -83,7 +83,9 @@ class ConnSource:
             return self._conninfo
         if isinstance(self._conninfo, ConnectionPool):
             return str(self._conninfo.conninfo)
-        return self._conninfo.info.dsn
+        info = self._conninfo.info
+        # info.dsn leaves the password out; a new connection needs it.
+        return make_conninfo(info.dsn, password=info.password) if info.password else info.dsn
 
     def _pool(self) -> ConnectionPool:
         with self._lock:

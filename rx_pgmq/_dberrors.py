@@ -45,7 +45,8 @@ def translate(exc: BaseException, queue: str | None = None) -> BaseException:
         return QueueNotFound(queue, text)
     if queue is not None and isinstance(exc, pgerr.RaiseException) and "does not exist" in text:
         return QueueNotFound(queue, text)
-    if is_transient(exc):
+    if is_transient(exc) and not (exc.sqlstate or "").startswith("40"):
+        # Class 40 (serialization failure, deadlock) is worth a retry; the connection is fine.
         return ConnectionLost(f"lost the database connection: {text}; retry later")
     return exc
 
