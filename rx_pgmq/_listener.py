@@ -1,0 +1,576 @@
+"""One LISTEN connection shared by many consumers: PGMQ insert notifications as events.
+
+A :class:`Listener` owns one dedicated autocommit psycopg connection and one daemon
+thread. The thread is the only code that touches the connection: it waits with a selector
+on the connection socket and on a wake-up socket pair, so LISTEN/UNLISTEN requests from
+other threads are applied at once (no lock is held while waiting), and notifications are
+read the moment they arrive (``PQconsumeInput`` + ``PQnotifies``, no polling interval).
+
+Notifications are a wake-up hint only: PGMQ throttles them (leading edge) and a broken
+connection loses them. After every reconnect the listener LISTENs again and sends a
+``"reconnected"`` event to every subscriber so consumers re-read their queue.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import selectors
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Literal
+
+import psycopg
+import reactivex
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
+from reactivex import abc
+from reactivex.disposable import Disposable
+
+from rx_pgmq._validate import check_queue_name, seconds
+from rx_pgmq.errors import ConnectionLost, InvalidArgument, RxPgmqError
+
+__all__ = [
+    "APPLICATION_NAME",
+    "Listener",
+    "ListenerCallback",
+    "ListenerEvent",
+    "channel_name",
+    "queue_of_channel",
+]
+
+logger = logging.getLogger(__name__)
+
+APPLICATION_NAME = "rx_pgmq.listener"
+"""``application_name`` of the listener connection unless the conninfo sets one."""
+
+_CHANNEL_PREFIX = "pgmq.q_"
+_CHANNEL_SUFFIX = ".INSERT"
+_CLOSE_JOIN_TIMEOUT = 2.0
+# TCP keepalives so a silently dropped LISTEN connection (no traffic of its own) is noticed;
+# applied only when the conninfo does not set them; libpq ignores them on Unix sockets.
+_KEEPALIVE_DEFAULTS = {
+    "keepalives": "1",
+    "keepalives_idle": "30",
+    "keepalives_interval": "10",
+    "keepalives_count": "3",
+}
+
+EventKind = Literal["notify", "reconnected"]
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerEvent:
+    """Something a subscriber of a :class:`Listener` should react to.
+
+    Attributes:
+        queue: The PGMQ queue the event is about.
+        kind: ``"notify"`` when PGMQ signalled an insert into the queue; ``"reconnected"``
+            after the listener lost its connection and LISTENs again (notifications may
+            have been missed meanwhile, so read the queue).
+        at: ``time.monotonic()`` when the event was received.
+    """
+
+    queue: str
+    kind: EventKind
+    at: float
+
+
+ListenerCallback = Callable[[ListenerEvent], None]
+"""A subscriber: called on the listener thread, must return quickly."""
+
+
+def channel_name(queue: str) -> str:
+    """Return the NOTIFY channel PGMQ uses for inserts into ``queue``.
+
+    Args:
+        queue: A valid queue name.
+
+    Returns:
+        ``pgmq.q_<queue>.INSERT`` (quote it with ``psycopg.sql.Identifier``).
+    """
+    return f"{_CHANNEL_PREFIX}{queue}{_CHANNEL_SUFFIX}"
+
+
+def queue_of_channel(channel: str) -> str | None:
+    """Return the queue a PGMQ insert channel belongs to, or ``None`` for other channels."""
+    if channel.startswith(_CHANNEL_PREFIX) and channel.endswith(_CHANNEL_SUFFIX):
+        queue = channel[len(_CHANNEL_PREFIX) : -len(_CHANNEL_SUFFIX)]
+        return queue or None
+    return None
+
+
+def _one_line(exc: BaseException | str) -> str:
+    return " ".join(str(exc).split())
+
+
+class _Backoff:
+    """Exponential reconnect delays: initial, 2 x initial, ... capped at maximum."""
+
+    def __init__(self, initial: float, maximum: float) -> None:
+        self._initial = initial
+        self._maximum = maximum
+        self._next = initial
+
+    def next(self) -> float:
+        """Return the delay to wait now and double the following one."""
+        delay = self._next
+        self._next = min(self._next * 2, self._maximum)
+        return delay
+
+    def reset(self) -> None:
+        """Start again from the initial delay (after a successful connection)."""
+        self._next = self._initial
+
+
+@dataclass(eq=False)
+class _Subscription:
+    queue: str
+    callback: ListenerCallback
+    on_close: Callable[[], None] | None = None
+    active: bool = True
+
+
+class Listener:
+    """One LISTEN connection shared by any number of consumers and queues.
+
+    Each :meth:`subscribe` registers a callback for a queue's insert notifications
+    (``LISTEN "pgmq.q_<queue>.INSERT"``; enable them with
+    ``PGMQ.enable_notify(queue)``). Callbacks run on the listener's daemon thread: keep
+    them quick (set a flag, notify a condition); an exception from a callback is logged
+    and ignored. When the connection breaks, the listener logs a WARNING, reconnects with
+    exponential backoff, LISTENs again and sends a ``"reconnected"`` event to every
+    callback, because notifications may have been missed.
+
+    The connection and the thread start with the first subscription. ``subscribe``,
+    disposing a subscription and :meth:`close` may be called from any thread.
+
+    Args:
+        conninfo: PostgreSQL conninfo string or URI. ``application_name`` defaults to
+            ``"rx_pgmq.listener"``.
+        reconnect_initial: Seconds to wait before the first reconnect attempt; doubles
+            after every failed attempt.
+        reconnect_max: Longest wait between reconnect attempts, in seconds.
+        connect_timeout: Seconds one connection attempt may take, and how long
+            :meth:`subscribe` waits for its LISTEN to become active.
+
+    Raises:
+        InvalidArgument: If an argument is malformed.
+
+    Example:
+        >>> with rx_pgmq.Listener(dsn) as listener:  # doctest: +SKIP
+        ...     sub = listener.subscribe("orders", lambda event: wake.set())
+        ...     listener.notifications("orders").subscribe(print)
+    """
+
+    def __init__(
+        self,
+        conninfo: str,
+        *,
+        reconnect_initial: float = 0.05,
+        reconnect_max: float = 5.0,
+        connect_timeout: float = 10.0,
+    ) -> None:
+        if not isinstance(conninfo, str) or not conninfo.strip():
+            raise InvalidArgument("conninfo", "must be a non-empty conninfo string or URI")
+        try:
+            params: dict[str, Any] = conninfo_to_dict(conninfo)
+        except psycopg.ProgrammingError as exc:
+            raise InvalidArgument("conninfo", f"is not a valid conninfo string: {exc}") from None
+        self._reconnect_initial = seconds(reconnect_initial, "reconnect_initial", allow_zero=False)
+        self._reconnect_max = seconds(reconnect_max, "reconnect_max", allow_zero=False)
+        if self._reconnect_max < self._reconnect_initial:
+            raise InvalidArgument(
+                "reconnect_max", f"must be >= reconnect_initial ({reconnect_initial!r} seconds)"
+            )
+        self._connect_timeout = seconds(connect_timeout, "connect_timeout", allow_zero=False)
+
+        params.setdefault("application_name", APPLICATION_NAME)
+        for key, value in _KEEPALIVE_DEFAULTS.items():
+            params.setdefault(key, value)
+        # libpq counts whole seconds, at least 2.
+        params["connect_timeout"] = max(2, math.ceil(self._connect_timeout))
+        params["autocommit"] = True
+        self._params = params
+
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._subs: dict[str, list[_Subscription]] = {}
+        self._active: set[str] = set()  # queues LISTENed on the current connection
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        self._connecting = False  # the thread is inside a (non-interruptible) connect
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._sockets_closed = False
+        self._reconnects = 0
+        self._notifications_received = 0
+        self._backend_pid: int | None = None
+        self._last_error: BaseException | None = None
+
+    # -- public API ---------------------------------------------------------------------
+
+    @property
+    def reconnects(self) -> int:
+        """How many times the listener reconnected after losing its connection."""
+        return self._reconnects
+
+    @property
+    def notifications_received(self) -> int:
+        """How many notifications arrived on the connection (one per NOTIFY)."""
+        return self._notifications_received
+
+    @property
+    def backend_pid(self) -> int | None:
+        """The PostgreSQL backend pid of the current connection, ``None`` if disconnected."""
+        return self._backend_pid
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
+
+    @property
+    def queues(self) -> list[str]:
+        """The queues with at least one subscriber, sorted."""
+        with self._lock:
+            return sorted(self._subs)
+
+    def subscribe(self, queue: str, callback: ListenerCallback) -> abc.DisposableBase:
+        """Call ``callback`` for every notification about ``queue`` (and after reconnects).
+
+        Blocks until LISTEN on the queue's channel is active, so a message sent after
+        this returns is notified. Several callbacks per queue are fine. Called from a
+        listener callback (the listener thread), it cannot wait: the LISTEN then becomes
+        active right after that callback returns.
+
+        Args:
+            queue: The queue name.
+            callback: Called on the listener thread with each :class:`ListenerEvent`.
+
+        Returns:
+            A disposable; disposing it stops calls to ``callback`` (a call already
+            running finishes) and UNLISTENs when the queue has no callback left.
+
+        Raises:
+            InvalidArgument: If the queue name or callback is invalid.
+            ConnectionLost: If LISTEN is not active within ``connect_timeout`` seconds
+                (database unreachable); retry later.
+            RxPgmqError: If the listener is closed.
+        """
+        check_queue_name(queue)
+        if not callable(callback):
+            raise InvalidArgument("callback", f"must be callable, got {callback!r}")
+        return self._add(_Subscription(queue, callback))
+
+    def notifications(self, queue: str) -> reactivex.Observable[ListenerEvent]:
+        """Return a hot Observable of the events about ``queue``.
+
+        Each subscription registers with :meth:`subscribe` (so subscribing starts
+        listening to the queue and blocks until the LISTEN is active) and receives the
+        ``"notify"`` and ``"reconnected"`` events that arrive afterwards, on the
+        listener thread (use ``ops.observe_on`` to move them). It completes when the
+        listener closes; subscribing to a closed or unreachable listener sends
+        ``on_error``.
+
+        Args:
+            queue: The queue name.
+
+        Returns:
+            An ``Observable[ListenerEvent]``.
+
+        Raises:
+            InvalidArgument: If the queue name is invalid (raised at once).
+
+        Example:
+            >>> listener.notifications("orders").subscribe(print)  # doctest: +SKIP
+        """
+        check_queue_name(queue)
+
+        def subscribe(
+            observer: abc.ObserverBase[ListenerEvent],
+            scheduler: abc.SchedulerBase | None = None,
+        ) -> abc.DisposableBase:
+            return self._add(_Subscription(queue, observer.on_next, observer.on_completed))
+
+        return reactivex.create(subscribe)
+
+    def close(self) -> None:
+        """Stop the thread and close the connection; idempotent, never hangs.
+
+        Waits for the thread to close the connection, but not for a connection attempt
+        in progress (an unreachable server may take ``connect_timeout``): the thread then
+        exits on its own when the attempt ends.
+        Observables from :meth:`notifications` complete.
+        """
+        with self._cond:
+            if self._closed:
+                return
+            self._closed = True
+            self._cond.notify_all()
+            thread = self._thread
+        if thread is None:
+            self._close_sockets()
+            return
+        self._wake()
+        # A connection attempt cannot be interrupted: don't wait for it, the thread
+        # closes what it gets and exits. Otherwise the thread stops within milliseconds.
+        if thread is not threading.current_thread() and not self._connecting:
+            thread.join(_CLOSE_JOIN_TIMEOUT)
+            if thread.is_alive():
+                logger.debug("listener thread still busy after close(); it exits on its own")
+
+    def __enter__(self) -> Listener:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"backend_pid={self._backend_pid}"
+        return f"<rx_pgmq.Listener {state} queues={self.queues} reconnects={self._reconnects}>"
+
+    # -- subscriptions (any thread) -------------------------------------------------------
+
+    def _add(self, sub: _Subscription) -> abc.DisposableBase:
+        queue = sub.queue
+        with self._cond:
+            if self._closed:
+                raise RxPgmqError(
+                    "this Listener is closed; create a new rx_pgmq.Listener(conninfo) "
+                    "to receive notifications"
+                )
+            self._subs.setdefault(queue, []).append(sub)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="rx_pgmq-listener", daemon=True
+                )
+                self._thread.start()
+            on_listener_thread = self._thread is threading.current_thread()
+            if not on_listener_thread and queue not in self._active:
+                self._wake()
+                self._cond.wait_for(
+                    lambda: queue in self._active or self._closed, self._connect_timeout
+                )
+                if queue not in self._active:
+                    self._discard(sub)
+                    self._wake()
+                    if self._closed:
+                        raise RxPgmqError(
+                            "the Listener was closed while subscribing; create a new "
+                            "rx_pgmq.Listener(conninfo)"
+                        )
+                    raise ConnectionLost(
+                        f"could not LISTEN for queue {queue!r} within "
+                        f"{self._connect_timeout:g} s (last error: {self._last_error!r}); "
+                        "check that the database is reachable, then subscribe again"
+                    )
+            elif on_listener_thread:
+                self._wake()
+        return Disposable(lambda: self._remove(sub))
+
+    def _remove(self, sub: _Subscription) -> None:
+        with self._lock:
+            if self._discard(sub) and not self._closed:
+                self._wake()
+
+    def _discard(self, sub: _Subscription) -> bool:
+        """Unregister ``sub`` (lock held); return True if its queue has no callback left."""
+        if not sub.active:
+            return False
+        sub.active = False
+        subs = self._subs.get(sub.queue)
+        if subs is None:
+            return False
+        subs.remove(sub)
+        if subs:
+            return False
+        del self._subs[sub.queue]
+        return True
+
+    def _wake(self) -> None:
+        with contextlib.suppress(OSError):  # full (already awake) or closed (thread gone)
+            self._wake_w.send(b"\0")
+
+    def _close_sockets(self) -> None:
+        with self._lock:
+            if self._sockets_closed:
+                return
+            self._sockets_closed = True
+        self._wake_r.close()
+        self._wake_w.close()
+
+    # -- the listener thread ----------------------------------------------------------------
+
+    def _run(self) -> None:
+        backoff = _Backoff(self._reconnect_initial, self._reconnect_max)
+        was_connected = False
+        failures = 0
+        try:
+            while not self._closed:
+                conn = self._try_connect()
+                if self._closed:
+                    if conn is not None:
+                        conn.close()
+                    break
+                if conn is None:
+                    failures += 1
+                    delay = backoff.next()
+                    logger.log(
+                        logging.WARNING if failures == 1 else logging.INFO,
+                        "rx_pgmq listener cannot connect (attempt %d): %s; retrying in %.2f s",
+                        failures,
+                        _one_line(self._last_error or "?"),
+                        delay,
+                    )
+                    self._pause(delay)
+                    continue
+                failures = 0
+                backoff.reset()
+                try:
+                    self._serve(conn, reconnected=was_connected)
+                except Exception as exc:
+                    if self._closed:
+                        break
+                    self._last_error = exc
+                    logger.warning(
+                        "rx_pgmq listener lost its connection (%s: %s); reconnecting",
+                        type(exc).__name__,
+                        _one_line(exc),
+                        exc_info=not isinstance(exc, psycopg.Error | OSError),
+                    )
+                finally:
+                    with self._lock:
+                        self._active.clear()
+                        self._backend_pid = None
+                    conn.close()
+                was_connected = True
+                if not self._closed:
+                    self._pause(backoff.next())
+        finally:
+            self._finish()
+
+    def _try_connect(self) -> psycopg.Connection[Any] | None:
+        """Open the listener connection, or return ``None`` (error in ``_last_error``)."""
+        self._connecting = True
+        try:
+            return psycopg.Connection.connect(**self._params)
+        except Exception as exc:
+            self._last_error = exc
+            return None
+        finally:
+            self._connecting = False
+
+    def _finish(self) -> None:
+        """On thread exit: drop subscriptions, complete notification observables."""
+        with self._cond:
+            subs = [sub for subs in self._subs.values() for sub in subs]
+            self._subs.clear()
+            self._active.clear()
+            for sub in subs:
+                sub.active = False
+            self._cond.notify_all()
+        self._close_sockets()
+        for sub in subs:
+            if sub.on_close is not None:
+                try:
+                    sub.on_close()
+                except Exception:
+                    logger.exception("rx_pgmq listener: on_completed of %r failed", sub.queue)
+
+    def _pause(self, delay: float) -> None:
+        """Wait ``delay`` seconds, or less if the listener is closed meanwhile."""
+        deadline = time.monotonic() + delay
+        with selectors.DefaultSelector() as sel:
+            sel.register(self._wake_r, selectors.EVENT_READ)
+            while not self._closed and (remaining := deadline - time.monotonic()) > 0:
+                if sel.select(remaining):
+                    self._drain_wake()
+
+    def _drain_wake(self) -> None:
+        with contextlib.suppress(OSError):
+            while self._wake_r.recv(4096):
+                pass
+
+    def _serve(self, conn: psycopg.Connection[Any], *, reconnected: bool) -> None:
+        """Listen and dispatch on ``conn`` until it breaks (raises) or the listener closes."""
+        conn.add_notify_handler(lambda n: self._on_notify(n.channel))
+        pgconn = conn.pgconn
+        with self._lock:
+            self._backend_pid = conn.info.backend_pid
+        listening: set[str] = set()
+        with selectors.DefaultSelector() as sel:
+            sel.register(self._wake_r, selectors.EVENT_READ, "wake")
+            sel.register(pgconn.socket, selectors.EVENT_READ, "db")
+            self._reconcile(conn, listening)
+            if reconnected:
+                self._reconnects += 1
+                logger.info("rx_pgmq listener reconnected (backend pid %s)", self._backend_pid)
+                self._broadcast_reconnected()
+            while not self._closed:
+                for key, _ in sel.select():
+                    if key.data == "wake":
+                        self._drain_wake()
+                if self._closed:
+                    return
+                # Read whatever arrived (a no-op read if only the wake-up socket fired).
+                pgconn.consume_input()
+                while (pgn := pgconn.notifies()) is not None:
+                    self._on_notify(pgn.relname.decode("utf-8", "replace"))
+                self._reconcile(conn, listening)
+
+    def _reconcile(self, conn: psycopg.Connection[Any], listening: set[str]) -> None:
+        """LISTEN/UNLISTEN so the connection listens to exactly the subscribed queues."""
+        with self._lock:
+            wanted = set(self._subs)
+            to_listen = sorted(wanted - listening)
+            to_unlisten = sorted(listening - wanted)
+            self._active.difference_update(to_unlisten)
+        if not to_listen and not to_unlisten:
+            return
+        statements = [
+            sql.SQL("UNLISTEN {}").format(sql.Identifier(channel_name(q))) for q in to_unlisten
+        ] + [sql.SQL("LISTEN {}").format(sql.Identifier(channel_name(q))) for q in to_listen]
+        conn.execute(sql.SQL("; ").join(statements))
+        listening.difference_update(to_unlisten)
+        listening.update(to_listen)
+        with self._cond:
+            self._active.update(to_listen)
+            self._cond.notify_all()
+
+    def _on_notify(self, channel: str) -> None:
+        self._notifications_received += 1
+        queue = queue_of_channel(channel)
+        if queue is not None:
+            self._dispatch(ListenerEvent(queue, "notify", time.monotonic()))
+
+    def _broadcast_reconnected(self) -> None:
+        with self._lock:
+            queues = list(self._subs)
+        at = time.monotonic()
+        for queue in queues:
+            self._dispatch(ListenerEvent(queue, "reconnected", at))
+
+    def _dispatch(self, event: ListenerEvent) -> None:
+        with self._lock:
+            subs = list(self._subs.get(event.queue, ()))
+        for sub in subs:
+            if not sub.active:
+                continue
+            try:
+                sub.callback(event)
+            except Exception:
+                logger.exception(
+                    "rx_pgmq listener callback for queue %r raised; ignored", event.queue
+                )
