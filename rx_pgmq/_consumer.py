@@ -246,7 +246,11 @@ class Consumer:
         interval = cfg.read_interval
         if cfg.options.long_poll is not None:
             interval = 1e-3  # the server waits; ask again as soon as a long poll ends empty
-        planner = ReadPlanner(read_interval=interval, listening=listening, throttle=throttle)
+        # New demand always reads (issue contract): request(n), resume, and messages made
+        # visible by set_vt/Nothing or FIFO heads send no notification.
+        planner = ReadPlanner(
+            read_interval=interval, listening=listening, throttle=throttle, eager_demand=True
+        )
         if listening:
             if cfg.listener is True:
                 self._listener = Listener(self._dsn())

@@ -1,0 +1,310 @@
+"""Backpressure operators (windowed, stop_and_wait, pausable, controlled) on a real queue.
+
+What a consumer has read is checked on the database: a read message has ``read_ct >= 1``
+and, until settled, a visibility timeout in the future.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import psycopg
+import pytest
+import reactivex
+from psycopg import sql
+from reactivex import abc
+from reactivex import operators as ops
+from reactivex.subject import BehaviorSubject, Subject
+
+import rx_pgmq
+from rx_pgmq import operators as pgops
+from rx_pgmq.client import PGMQ
+from rx_pgmq.errors import InvalidArgument
+from rx_pgmq.message import Message
+
+WAIT = 10.0  # generous bound for things that normally take milliseconds
+SETTLE = 0.5  # how long to watch for reads that must not happen
+
+Conn = psycopg.Connection[tuple[Any, ...]]
+
+
+# -- helpers ----------------------------------------------------------------------------
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = WAIT) -> bool:
+    """Poll ``predicate`` every 10 ms until it holds or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() >= deadline:
+            return predicate()
+        time.sleep(0.01)
+    return True
+
+
+class Sink(abc.ObserverBase[Message]):
+    """Records delivered messages and errors; waits with deadlines."""
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.messages: list[Message] = []
+        self.errors: list[Exception] = []
+
+    def on_next(self, value: Message) -> None:
+        with self.cond:
+            self.messages.append(value)
+            self.cond.notify_all()
+
+    def on_error(self, error: Exception) -> None:
+        with self.cond:
+            self.errors.append(error)
+            self.cond.notify_all()
+
+    def on_completed(self) -> None:
+        pass
+
+    def wait_for(self, n: int, timeout: float = WAIT) -> bool:
+        with self.cond:
+            return self.cond.wait_for(lambda: len(self.messages) >= n, timeout)
+
+    @property
+    def ids(self) -> list[int]:
+        with self.cond:
+            return [m.msg_id for m in self.messages]
+
+
+@pytest.fixture
+def subscribe(pgmq_queue: str) -> Iterator[Callable[[reactivex.Observable[Message]], Sink]]:
+    """Subscribe a Sink; every subscription is disposed after the test."""
+    subs: list[abc.DisposableBase] = []
+
+    def run(source: reactivex.Observable[Message]) -> Sink:
+        sink = Sink()
+        subs.append(source.subscribe(sink))
+        return sink
+
+    yield run
+    for sub in subs:
+        sub.dispose()
+
+
+@pytest.fixture
+def db(pgmq_dsn: str) -> Iterator[Conn]:
+    with psycopg.connect(pgmq_dsn, autocommit=True) as conn:
+        yield conn
+
+
+def count(db: Conn, queue: str, where: str) -> int:
+    row = db.execute(
+        sql.SQL("SELECT count(*) FROM {} WHERE " + where).format(
+            sql.Identifier("pgmq", f"q_{queue}")
+        )
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def leased(db: Conn, queue: str) -> int:
+    """Messages read and hidden now."""
+    return count(db, queue, "read_ct >= 1 AND vt > clock_timestamp()")
+
+
+def unread(db: Conn, queue: str) -> int:
+    return count(db, queue, "read_ct = 0")
+
+
+def watch(seconds: float = SETTLE) -> None:
+    """Give the consumer time to do something it must not do."""
+    threading.Event().wait(seconds)
+
+
+def source_of(dsn: str, queue: str, **kwargs: Any) -> rx_pgmq.QueueSource:
+    kwargs.setdefault("read_interval", 0.05)
+    return rx_pgmq.read_queue(dsn, queue, visibility_timeout=30, **kwargs)
+
+
+# -- windowed / stop_and_wait -----------------------------------------------------------
+
+
+def test_windowed_bounds_messages_in_flight_below_max_in_flight(
+    pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, subscribe: Callable[..., Sink], db: Conn
+) -> None:
+    """windowed(3) on a max_in_flight=10 source: 3 read of 10, still 3 after polling;
+    settling one lets exactly one more be read."""
+    pgmq.send_batch(pgmq_queue, [{"i": i} for i in range(10)])
+    source = source_of(pgmq_dsn, pgmq_queue, max_in_flight=10).pipe(pgops.windowed(3))
+    assert isinstance(source, rx_pgmq.QueueSource)
+    sink = subscribe(source)
+    assert sink.wait_for(3)
+    watch()
+    assert len(sink.messages) == 3 and leased(db, pgmq_queue) == 3
+    sink.messages[0].settle()
+    assert sink.wait_for(4)
+    watch()
+    assert len(sink.messages) == 4 and leased(db, pgmq_queue) == 3
+
+
+def test_windowed_is_capped_by_max_in_flight(
+    pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, subscribe: Callable[..., Sink], db: Conn
+) -> None:
+    """windowed(50) on a max_in_flight=4 source keeps at most 4 in flight."""
+    pgmq.send_batch(pgmq_queue, [{"i": i} for i in range(10)])
+    sink = subscribe(source_of(pgmq_dsn, pgmq_queue, max_in_flight=4).pipe(pgops.windowed(50)))
+    assert sink.wait_for(4)
+    watch()
+    assert len(sink.messages) == 4 and leased(db, pgmq_queue) == 4
+
+
+def test_stop_and_wait_reads_the_next_message_only_after_the_previous_one_is_settled(
+    pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, subscribe: Callable[..., Sink], db: Conn
+) -> None:
+    """stop_and_wait(): one message in flight at a time, in msg_id order."""
+    ids = pgmq.send_batch(pgmq_queue, [{"i": i} for i in range(3)])
+    source = source_of(pgmq_dsn, pgmq_queue, batch_size=10).pipe(pgops.stop_and_wait())
+    sink = subscribe(source)
+    for n in range(1, 4):
+        assert sink.wait_for(n)
+        watch(0.4)
+        assert len(sink.messages) == n, "read a second message before settling the first"
+        assert leased(db, pgmq_queue) == 1
+        assert sink.messages[-1].settle().result(WAIT) == "acked"
+    assert sink.ids == ids
+
+
+# -- pausable ---------------------------------------------------------------------------
+
+
+def test_pausable_reads_nothing_while_paused_and_everything_after_resuming(
+    pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, subscribe: Callable[..., Sink], db: Conn
+) -> None:
+    """pausable(BehaviorSubject(False)): no read while paused (messages stay unread in the
+    database); True reads them; pausing again stops reads with nothing lost."""
+    gate: BehaviorSubject[bool] = BehaviorSubject(False)
+    first = pgmq.send_batch(pgmq_queue, [{"i": i} for i in range(6)])
+    source = source_of(pgmq_dsn, pgmq_queue).pipe(pgops.pausable(gate))
+    assert isinstance(source, rx_pgmq.QueueSource)
+    sink = subscribe(source)
+    watch()
+    assert sink.messages == []
+    assert source.stats.reads == 0
+    assert unread(db, pgmq_queue) == 6
+
+    gate.on_next(True)
+    assert sink.wait_for(6)
+    gate.on_next(False)
+    watch(0.3)  # a read already running when the pause landed may finish
+    reads = source.stats.reads
+    second = pgmq.send_batch(pgmq_queue, [{"i": i} for i in range(6, 10)])
+    watch()
+    assert source.stats.reads == reads, "read while paused"
+    assert len(sink.messages) == 6
+    assert unread(db, pgmq_queue) == 4
+
+    gate.on_next(True)
+    assert sink.wait_for(10)
+    watch(0.3)
+    assert sorted(sink.ids) == sorted(first + second)
+    assert unread(db, pgmq_queue) == 0
+    assert sink.errors == []
+
+
+def test_pausable_start_paused_waits_for_the_first_true(
+    pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, subscribe: Callable[..., Sink], db: Conn
+) -> None:
+    """pausable(subject, start_paused=True) reads nothing until the pauser emits True."""
+    gate: Subject[bool] = Subject()
+    pgmq.send_batch(pgmq_queue, [{"i": i} for i in range(3)])
+    source = source_of(pgmq_dsn, pgmq_queue).pipe(pgops.pausable(gate, start_paused=True))
+    sink = subscribe(source)
+    watch()
+    assert source.stats.reads == 0 and unread(db, pgmq_queue) == 3
+    gate.on_next(True)
+    assert sink.wait_for(3)
+
+
+# -- controlled -------------------------------------------------------------------------
+
+
+def test_controlled_reads_exactly_what_request_asks_for(
+    pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, subscribe: Callable[..., Sink], db: Conn
+) -> None:
+    """controlled(): nothing is read until request(n); request(3) reads exactly 3 of 10,
+    request(2) then 2 more (5), and settling grants no credit by itself."""
+    pgmq.send_batch(pgmq_queue, [{"i": i} for i in range(10)])
+    source = source_of(pgmq_dsn, pgmq_queue).pipe(pgops.controlled())
+    assert isinstance(source, rx_pgmq.ControlledSource)
+    sink = subscribe(source)
+    watch(0.5)
+    assert source.stats.reads == 0 and unread(db, pgmq_queue) == 10
+
+    source.request(3)
+    assert sink.wait_for(3)
+    watch()
+    assert len(sink.messages) == 3 and leased(db, pgmq_queue) == 3
+
+    source.request(2)
+    assert sink.wait_for(5)
+    watch()
+    assert len(sink.messages) == 5 and leased(db, pgmq_queue) == 5
+    assert unread(db, pgmq_queue) == 5
+
+    for m in sink.messages:
+        m.settle()
+    watch()
+    assert len(sink.messages) == 5, "settling granted credit on a controlled source"
+    assert unread(db, pgmq_queue) == 5
+
+
+def test_controlled_keeps_credit_requested_before_subscribing(
+    pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, subscribe: Callable[..., Sink], db: Conn
+) -> None:
+    """request(n) with no live subscription is banked and read by the next subscriber."""
+    pgmq.send_batch(pgmq_queue, [{"i": i} for i in range(5)])
+    source = source_of(pgmq_dsn, pgmq_queue).pipe(pgops.controlled())
+    source.request(2)
+    sink = subscribe(source)
+    assert sink.wait_for(2)
+    watch()
+    assert len(sink.messages) == 2 and leased(db, pgmq_queue) == 2
+
+
+def test_controlled_request_rejects_non_positive_counts(pgmq_dsn: str, pgmq_queue: str) -> None:
+    """request(0) and request(-1) raise InvalidArgument."""
+    source = source_of(pgmq_dsn, pgmq_queue).pipe(pgops.controlled())
+    for bad in (0, -1):
+        with pytest.raises(InvalidArgument):
+            source.request(bad)
+
+
+# -- misuse -----------------------------------------------------------------------------
+
+OPERATORS: dict[str, Callable[[], Callable[[Any], Any]]] = {
+    "windowed": lambda: pgops.windowed(2),
+    "stop_and_wait": pgops.stop_and_wait,
+    "pausable": lambda: pgops.pausable(BehaviorSubject(True)),
+    "controlled": pgops.controlled,
+}
+
+
+@pytest.mark.parametrize("name", sorted(OPERATORS))
+def test_backpressure_operator_on_a_non_queue_source_raises_a_clear_type_error(
+    name: str, pgmq_dsn: str, pgmq_queue: str
+) -> None:
+    """Each backpressure operator applied to a plain Observable, or after another
+    operator, raises TypeError naming the operator and telling where it goes."""
+    with pytest.raises(TypeError, match=rf"{name} applies only to a read_queue source"):
+        reactivex.of(1, 2).pipe(OPERATORS[name]())
+    mapped = source_of(pgmq_dsn, pgmq_queue).pipe(ops.map(lambda m: m))
+    with pytest.raises(TypeError, match=r"right after\s+rx_pgmq\.read_queue"):
+        mapped.pipe(OPERATORS[name]())
+
+
+def test_backpressure_operator_arguments_are_checked_when_the_operator_is_made() -> None:
+    """windowed(0) raises InvalidArgument and pausable(non-observable) raises TypeError,
+    before any source is involved."""
+    with pytest.raises(InvalidArgument):
+        pgops.windowed(0)
+    with pytest.raises(TypeError, match="Observable"):
+        pgops.pausable(True)  # type: ignore[arg-type]
