@@ -32,8 +32,8 @@ from rx_pgmq._listener import Listener, ListenerEvent
 from rx_pgmq._options import ReadOptions
 from rx_pgmq._planner import ReadNow, ReadPlanner
 from rx_pgmq._stats import StatsRecorder
-from rx_pgmq.actions import AckStatus, Action, Nothing
-from rx_pgmq.errors import QueueNotFound
+from rx_pgmq.actions import AckStatus, Action
+from rx_pgmq.errors import ConnectionLost, QueueNotFound
 from rx_pgmq.message import Message
 
 __all__ = ["MOVED_HEADER", "Config", "Consumer"]
@@ -51,6 +51,7 @@ _FENCED_ARCHIVE = (
     " SELECT msg_id, vt, read_ct, enqueued_at, last_read_at, message, headers FROM moved"
     " RETURNING msg_id"
 )
+_FENCED_LOCK = "SELECT 1 FROM {table} WHERE msg_id = %s AND read_ct = %s FOR UPDATE"
 _FENCED_SET_VT = (
     "UPDATE {table} SET vt = clock_timestamp() + make_interval(secs => %s)"
     " WHERE msg_id = %s AND read_ct = %s RETURNING msg_id"
@@ -107,6 +108,7 @@ class Consumer:
         self._read_at: dict[int, float] = {}
         self._settling: set[int] = set()
         self._closing = False
+        self._failure: Exception | None = None
         self._acker_stop = False
         self._flushing = False
         self._closed = threading.Event()
@@ -164,6 +166,17 @@ class Consumer:
                 self.demand.resume()
                 self._wake_for_demand()
 
+    def fail(self, error: Exception) -> None:
+        """Stop like :meth:`dispose`, then report ``error`` to the subscriber.
+
+        Used when something the consumer depends on fails (e.g. a ``pausable`` pauser).
+        """
+        with self._cond:
+            if self._failure is None:
+                self._failure = error
+            self._closing = True
+            self._cond.notify_all()
+
     def dispose(self) -> None:
         """Stop reading at once; flush acks and release unsettled messages (bounded wait)."""
         with self._cond:
@@ -185,8 +198,9 @@ class Consumer:
         """Queue ``action`` for ``message``; resolved once it committed (acknowledger)."""
         fut: Future[AckStatus] = Future()
         if self.config.options.delete_on_read:
-            if not self._ignored_warned:
-                self._ignored_warned = True
+            with self._cond:
+                warn, self._ignored_warned = not self._ignored_warned, True
+            if warn:
                 _log.warning(
                     "queue %r is read with delete_on_read: messages are deleted on read, so "
                     "acks (%s) are ignored",
@@ -196,8 +210,11 @@ class Consumer:
             fut.set_result("ignored")
             return fut
         with self._cond:
-            if self._acker_stop or message.msg_id not in self._unsettled:
-                fut.set_result("unacked" if self._acker_stop else "ignored")
+            if self._acker_stop:
+                fut.set_result("unacked")
+                return fut
+            if message.msg_id not in self._unsettled or message.msg_id in self._settling:
+                fut.set_result("ignored")  # settled already, or a settle is pending
                 return fut
             self._settling.add(message.msg_id)
             self._batcher.add(
@@ -253,7 +270,8 @@ class Consumer:
         )
         if listening:
             if cfg.listener is True:
-                self._listener = Listener(self._dsn())
+                if self._listener is None:
+                    self._listener = Listener(self._dsn())
                 listener = self._listener
             else:
                 assert isinstance(cfg.listener, Listener)
@@ -311,7 +329,7 @@ class Consumer:
                 try:
                     self._setup()
                     break
-                except psycopg.Error as exc:
+                except (psycopg.Error, ConnectionLost) as exc:
                     if not is_transient(exc):
                         raise translate(exc, self.config.queue) from exc
                     if not self._retry_wait(backoff, "reader", exc):
@@ -342,7 +360,7 @@ class Consumer:
         except BaseException as exc:
             error = exc
         finally:
-            self._shutdown(error)
+            self._shutdown(error if error is not None else self._failure)
 
     def _retry_wait(self, backoff: Backoff, role: str, exc: BaseException) -> bool:
         """Log, drop the connection and wait out the backoff; False if closing meanwhile."""
@@ -515,7 +533,7 @@ class Consumer:
 
     def _flush(self, batch: Batch, backoff: Backoff) -> None:
         try:
-            lost = self._execute(batch) if batch.sql_needed else set()
+            lost, skipped = self._execute(batch) if batch.sql_needed else (set(), set())
         except psycopg.Error as exc:
             delay = backoff.next_delay() if is_transient(exc) else None
             self._acker.drop()
@@ -541,13 +559,19 @@ class Consumer:
                 exc,
             )
             backoff.reset()
-            self._finish(batch, failed=True, lost=set())
+            self._finish(batch, lost=set(), failed={p.msg_id for p in batch.items})
             return
         backoff.reset()
         self.stats.add("ack_flushes")
-        self._finish(batch, failed=False, lost=lost)
+        self._finish(batch, lost=lost, failed=skipped)
 
-    def _finish(self, batch: Batch, *, failed: bool, lost: set[int]) -> None:
+    def _finish(self, batch: Batch, *, lost: set[int], failed: set[int]) -> None:
+        """Record a flushed batch: credit back, counters, then resolve the futures.
+
+        ``failed`` ids were not applied (flush failed, or a move had nowhere to go): they
+        stay hidden until their timeout and are reported ``unacked``. Their credit returns
+        too, since this consumer no longer holds them.
+        """
         results: list[tuple[Future[AckStatus], AckStatus]] = []
         with self._cond:
             n = 0
@@ -556,7 +580,7 @@ class Consumer:
                 if self._unsettled.pop(p.msg_id, None) is not None:
                     n += 1
                 self._read_at.pop(p.msg_id, None)
-                if failed:
+                if p.msg_id in failed:
                     status: AckStatus = "unacked"
                     self.stats.add("ack_failures")
                 elif p.msg_id in lost:
@@ -574,12 +598,49 @@ class Consumer:
             self._wake_for_demand()
         _resolve(results)
 
-    def _execute(self, batch: Batch) -> set[int]:
-        """Apply one batch in one transaction and one round trip; return lost-lease ids."""
+    def _moves(
+        self, conn: psycopg.Connection[Any], batch: Batch
+    ) -> tuple[dict[str, list[tuple[Pending, Message]]], set[int]]:
+        """The moves of a batch with their messages, and the ids that cannot move.
+
+        A destination queue that does not exist fails only its own moves (logged), not
+        the rest of the batch.
+        """
+        if not batch.move:
+            return {}, set()
+        with self._cond:
+            wanted = {
+                dest: [(p, self._unsettled.get(p.msg_id)) for p in items]
+                for dest, items in batch.move.items()
+            }
+        rows = conn.execute(_sql.QUEUES_EXISTING, (list(wanted),)).fetchall()
+        existing = {r[0] for r in rows}
+        moves: dict[str, list[tuple[Pending, Message]]] = {}
+        skipped: set[int] = set()
+        for dest, pairs in wanted.items():
+            for p, m in pairs:
+                if m is None or dest not in existing:
+                    skipped.add(p.msg_id)
+                else:
+                    moves.setdefault(dest, []).append((p, m))
+            if dest not in existing:
+                _log.error(
+                    "MoveTo(%r): queue %r does not exist; %d messages of queue %r stay and "
+                    "reappear after their visibility timeout",
+                    dest,
+                    dest,
+                    len(pairs),
+                    self.config.queue,
+                )
+        return moves, skipped
+
+    def _execute(self, batch: Batch) -> tuple[set[int], set[int]]:
+        """Apply one batch in one transaction; return (lost-lease ids, ids not applied)."""
         q = self.config.queue
         conn = self._acker.get()
+        moves, skipped = self._moves(conn, batch)
         if self.config.fenced:
-            return self._execute_fenced(conn, batch)
+            return self._execute_fenced(conn, batch, moves), skipped
         with conn.transaction(), conn.pipeline(), conn.cursor() as cur:
             if batch.delete:
                 cur.execute(_sql.DELETE_MANY, (q, list(batch.delete)), prepare=True)
@@ -587,35 +648,52 @@ class Consumer:
                 cur.execute(_sql.ARCHIVE_MANY, (q, list(batch.archive)), prepare=True)
             for vt, ids in batch.set_vt.items():
                 cur.execute(_sql.SET_VT_MANY, (q, list(ids), vt), prepare=True)
-            for dest, items in batch.move.items():
-                self._move(cur, dest, items)
-        return set()
+            for dest, pairs in moves.items():
+                self._move(cur, dest, pairs)
+        return set(), skipped
 
-    def _move(self, cur: psycopg.Cursor[Any], dest: str, items: tuple[Pending, ...]) -> None:
+    def _move(
+        self, cur: psycopg.Cursor[Any], dest: str, pairs: list[tuple[Pending, Message]]
+    ) -> None:
+        """Copy messages to ``dest`` and delete exactly those here (caller's transaction)."""
         q = self.config.queue
         bodies, heads = [], []
-        for p in items:
-            m = self._unsettled.get(p.msg_id)
-            if m is None:
-                continue
+        for p, m in pairs:
             headers = dict(m.headers or {})
             headers[MOVED_HEADER] = {"from": q, "reason": p.reason, "attempts": m.read_ct}
             bodies.append(json.dumps(m.body))
             heads.append(json.dumps(headers))
         if bodies:
             cur.execute(_sql.SEND_BATCH, (dest, bodies, heads, 0))
-            cur.execute(_sql.DELETE_MANY, (q, [p.msg_id for p in items]))
+            cur.execute(_sql.DELETE_MANY, (q, [p.msg_id for p, _m in pairs]))
 
-    def _execute_fenced(self, conn: psycopg.Connection[Any], batch: Batch) -> set[int]:
+    def _execute_fenced(
+        self,
+        conn: psycopg.Connection[Any],
+        batch: Batch,
+        moves: dict[str, list[tuple[Pending, Message]]],
+    ) -> set[int]:
         """Acks that only touch a message still holding the read_ct this consumer saw."""
         q = self.config.queue
         table, archive = _sql.queue_table(q), _sql.queue_table(q, "a")
-        by_id = {p.msg_id: p for p in batch.items}
+        movable = {p.msg_id: (dest, p, m) for dest, pairs in moves.items() for p, m in pairs}
         lost: set[int] = set()
         with conn.transaction(), conn.cursor() as cur:
             for p in batch.items:
                 action = p.action
-                if isinstance(action, Nothing):
+                if action.name == "nothing":
+                    continue
+                if action.name == "move":
+                    if p.msg_id not in movable:
+                        continue  # skipped: destination missing
+                    row = cur.execute(
+                        sql.SQL(_FENCED_LOCK).format(table=table), (p.msg_id, p.read_ct)
+                    ).fetchone()
+                    if row is None:
+                        lost.add(p.msg_id)
+                    else:
+                        dest, pending, message = movable[p.msg_id]
+                        self._move(cur, dest, [(pending, message)])
                     continue
                 if action.name == "delete":
                     stmt = sql.SQL(_FENCED_DELETE).format(table=table)
@@ -623,21 +701,10 @@ class Consumer:
                 elif action.name == "archive":
                     stmt = sql.SQL(_FENCED_ARCHIVE).format(table=table, archive=archive)
                     params = (p.msg_id, p.read_ct)
-                elif action.name == "set_vt":
+                else:
+                    assert action.name == "set_vt"
                     stmt = sql.SQL(_FENCED_SET_VT).format(table=table)
                     params = (action.vt, p.msg_id, p.read_ct)
-                else:
-                    row = cur.execute(
-                        sql.SQL("SELECT 1 FROM {table} WHERE msg_id = %s AND read_ct = %s").format(
-                            table=table
-                        ),
-                        (p.msg_id, p.read_ct),
-                    ).fetchone()
-                    if row is None:
-                        lost.add(p.msg_id)
-                    else:
-                        self._move(cur, action.queue, (by_id[p.msg_id],))
-                    continue
                 if cur.execute(stmt, params).fetchone() is None:
                     lost.add(p.msg_id)
         return lost

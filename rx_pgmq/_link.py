@@ -28,6 +28,7 @@ class Link:
         self._conninfo = conninfo
         self._role = role
         self._conn: psycopg.Connection[Any] | None = None
+        self._was_autocommit = True
 
     @property
     def connected(self) -> psycopg.Connection[Any] | None:
@@ -43,6 +44,7 @@ class Link:
         if self._conn is None or self._conn.closed:
             if isinstance(self._conninfo, ConnectionPool):
                 conn = self._conninfo.getconn()
+                self._was_autocommit = conn.autocommit
                 if not conn.autocommit:
                     conn.autocommit = True
             else:
@@ -71,6 +73,8 @@ class Link:
             return
         if isinstance(self._conninfo, ConnectionPool):
             try:
+                if not conn.closed and not conn.broken and not self._was_autocommit:
+                    conn.autocommit = False  # give it back as the pool handed it out
                 self._conninfo.putconn(conn)
             except Exception as exc:
                 _log.debug("returning a %s connection to its pool failed: %s", self._role, exc)

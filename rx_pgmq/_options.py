@@ -38,7 +38,9 @@ class ReadOptions:
 
     Args:
         delete_on_read: Read with ``pgmq.pop`` (at-most-once): messages are deleted as they
-            are read, count as settled when emitted, and acks are ignored.
+            are read, count as settled when emitted, and acks are ignored. Messages of a
+            batch not yet emitted when the subscription is disposed are lost with it, so
+            keep ``batch_size`` small in this mode.
         conditional: A jsonb containment filter: only messages whose body contains it.
         long_poll: Wait in the server for messages (``pgmq.read_with_poll``).
         fifo: FIFO group reads by header ``x-pgmq-group``: ``"grouped"``

@@ -238,7 +238,7 @@ class QueueSource(Observable[Message]):
             disposables.add(
                 self._pauser.subscribe(
                     on_next=lambda reading: consumer.set_paused(not reading),
-                    on_error=lambda _e: None,
+                    on_error=consumer.fail,
                 )
             )
         consumer.start()

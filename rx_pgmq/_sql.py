@@ -29,6 +29,7 @@ __all__ = [
     "NOTIFY_THROTTLE",
     "POP",
     "PURGE",
+    "QUEUES_EXISTING",
     "QUEUE_EXISTS",
     "READ",
     "READ_WITH_POLL",
@@ -52,6 +53,7 @@ CREATE_UNLOGGED: Final = "SELECT pgmq.create_unlogged(%s)"
 DROP: Final = "SELECT pgmq.drop_queue(%s)"
 PURGE: Final = "SELECT pgmq.purge_queue(%s)"
 QUEUE_EXISTS: Final = "SELECT EXISTS (SELECT 1 FROM pgmq.meta WHERE queue_name = %s)"
+QUEUES_EXISTING: Final = "SELECT queue_name FROM pgmq.meta WHERE queue_name = ANY(%s::text[])"
 LIST_QUEUES: Final = (
     "SELECT queue_name, is_partitioned, is_unlogged, created_at FROM pgmq.list_queues() "
     "ORDER BY queue_name"

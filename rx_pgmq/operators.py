@@ -7,6 +7,26 @@ Example:
     ... ).subscribe(print)  # doctest: +SKIP
 """
 
+from rx_pgmq._operators._ack import ack, ack_with, failures, successes
 from rx_pgmq._operators._backpressure import controlled, pausable, stop_and_wait, windowed
+from rx_pgmq._operators._process import process
+from rx_pgmq._outcome import NotAnOutcome
+from rx_pgmq._policy import Policy, PolicyError, backoff, max_attempts, resolve
 
-__all__ = ["controlled", "pausable", "stop_and_wait", "windowed"]
+__all__ = [
+    "NotAnOutcome",
+    "Policy",
+    "PolicyError",
+    "ack",
+    "ack_with",
+    "backoff",
+    "controlled",
+    "failures",
+    "max_attempts",
+    "pausable",
+    "process",
+    "resolve",
+    "stop_and_wait",
+    "successes",
+    "windowed",
+]

@@ -224,6 +224,22 @@ def test_pausable_start_paused_waits_for_the_first_true(
     assert sink.wait_for(3)
 
 
+def test_pausable_pauser_error_ends_the_subscription_and_releases_messages(
+    pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, subscribe: Callable[..., Sink], db: Conn
+) -> None:
+    """An error from the pauser reaches on_error and the consumer's unsettled messages are
+    released (vt back to now), not left hidden."""
+    gate: Subject[bool] = Subject()
+    pgmq.send_batch(pgmq_queue, [{"i": i} for i in range(3)])
+    sink = subscribe(source_of(pgmq_dsn, pgmq_queue).pipe(pgops.pausable(gate)))
+    assert sink.wait_for(3)
+    gate.on_error(RuntimeError("pauser broke"))
+    with sink.cond:
+        assert sink.cond.wait_for(lambda: sink.errors, WAIT)
+    assert isinstance(sink.errors[0], RuntimeError)
+    assert wait_until(lambda: leased(db, pgmq_queue) == 0)
+
+
 # -- controlled -------------------------------------------------------------------------
 
 

@@ -1,0 +1,223 @@
+"""Ack operators: settle each message through its consumer and emit a ``Settled`` record."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+
+from reactivex import Observable, abc
+from reactivex.disposable import CompositeDisposable, Disposable
+
+from rx_pgmq._outcome import Outcome, Settled, as_outcome
+from rx_pgmq._policy import Policy, check_policy, resolve
+from rx_pgmq.actions import AckStatus, Action, Archive, Delete
+from rx_pgmq.message import Message
+
+__all__ = ["ack", "ack_with", "failures", "successes"]
+
+_Decide = Callable[[Outcome], Action]
+_DELETE: Action = Delete()  # actions are immutable values: safe as defaults
+_ARCHIVE: Action = Archive()
+
+
+def ack(
+    on_success: Policy = _DELETE, on_failure: Policy = _ARCHIVE
+) -> Callable[[Observable[Outcome | Message]], Observable[Settled]]:
+    """Acknowledge every message: successes with ``on_success``, failures with ``on_failure``.
+
+    For each value (an ``Outcome``, or a plain ``Message``, which counts as a success) the
+    operator picks one action — the outcome's own override (``outcome.with_ack(...)``) if it
+    has one, else the policy — and settles the message through its consumer
+    (``message.settle(action, reason=outcome.reason)``); the consumer batches these into
+    few PGMQ calls. Once the acknowledgement finished, it emits one :class:`~rx_pgmq.Settled`
+    per message (in the order acknowledgements finish). ``Settled.status`` says how it
+    ended: ``"acked"``, ``"unacked"`` (not applied; the message reappears after its
+    visibility timeout), ``"lost_lease"`` (fenced consumers) or ``"ignored"`` (e.g. a
+    delete-on-read consumer: no SQL is sent and the consumer logs one warning).
+
+    Records are emitted from the consumer's acknowledger thread (use ``observe_on`` to move
+    slow subscribers elsewhere); emissions are serialized. ``on_completed`` is sent only
+    after every pending acknowledgement finished; ``on_error`` passes through at once.
+
+    Errors go to ``on_error`` (the stream ends; unsettled messages are released by their
+    consumer): a message that cannot be acknowledged (:class:`~rx_pgmq.errors.
+    NotAcknowledgeable`, e.g. one from ``PGMQ.read``), a value that is neither a message nor
+    an outcome (``NotAnOutcome``), a policy that raises or returns something that is not an
+    action (``PolicyError``).
+
+    Args:
+        on_success: Policy for successes: an action or a function ``Outcome -> action``
+            (default ``Delete()``).
+        on_failure: Policy for failures (default ``Archive()``).
+
+    Returns:
+        An operator from ``Observable[Outcome | Message]`` to ``Observable[Settled]``.
+
+    Raises:
+        InvalidArgument: If a policy is neither an action nor callable.
+
+    Example:
+        >>> read_queue(dsn, "orders", visibility_timeout=30).pipe(
+        ...     pgops.process(handle),
+        ...     pgops.ack(on_success=Delete(), on_failure=pgops.max_attempts(3)),
+        ... ).subscribe(lambda s: print(s.message.msg_id, s.action, s.status))  # doctest: +SKIP
+    """
+    success = check_policy(on_success, "on_success")
+    failure = check_policy(on_failure, "on_failure")
+    return _acknowledge(lambda outcome: resolve(success if outcome.ok else failure, outcome))
+
+
+def ack_with(policy: Policy) -> Callable[[Observable[Outcome | Message]], Observable[Settled]]:
+    """Acknowledge every message with one policy, whether it succeeded or failed.
+
+    Same behaviour as :func:`ack` (overrides win, one ``Settled`` per message); use it after
+    :func:`successes` or :func:`failures`, or on a stream of plain messages.
+
+    Args:
+        policy: An action or a function ``Outcome -> action``.
+
+    Returns:
+        An operator from ``Observable[Outcome | Message]`` to ``Observable[Settled]``.
+
+    Raises:
+        InvalidArgument: If ``policy`` is neither an action nor callable.
+
+    Example:
+        >>> outcomes = source.pipe(pgops.process(handle), ops.share())  # doctest: +SKIP
+        >>> outcomes.pipe(pgops.successes(), pgops.ack_with(Delete()))  # doctest: +SKIP
+        >>> outcomes.pipe(pgops.failures(), pgops.ack_with(MoveTo("dlq")))  # doctest: +SKIP
+    """
+    chosen = check_policy(policy, "policy")
+    return _acknowledge(lambda outcome: resolve(chosen, outcome))
+
+
+def successes() -> Callable[[Observable[Outcome]], Observable[Outcome]]:
+    """Keep only successful outcomes (a plain ``Message`` counts as a success).
+
+    Returns:
+        An operator from ``Observable[Outcome]`` to ``Observable[Outcome]``.
+
+    Example:
+        >>> outcomes.pipe(pgops.successes(), pgops.ack_with(Delete()))  # doctest: +SKIP
+    """
+    return _split(keep_ok=True)
+
+
+def failures() -> Callable[[Observable[Outcome]], Observable[Outcome]]:
+    """Keep only failed outcomes.
+
+    Returns:
+        An operator from ``Observable[Outcome]`` to ``Observable[Outcome]``.
+
+    Example:
+        >>> outcomes.pipe(pgops.failures(), pgops.ack_with(pgops.backoff(5)))  # doctest: +SKIP
+    """
+    return _split(keep_ok=False)
+
+
+def _split(*, keep_ok: bool) -> Callable[[Observable[Outcome]], Observable[Outcome]]:
+    def apply(source: Observable[Outcome]) -> Observable[Outcome]:
+        def subscribe(
+            observer: abc.ObserverBase[Outcome], scheduler: abc.SchedulerBase | None = None
+        ) -> abc.DisposableBase:
+            def on_next(value: Outcome) -> None:
+                try:
+                    outcome = as_outcome(value)
+                except Exception as exc:
+                    observer.on_error(exc)
+                    return
+                if outcome.ok is keep_ok:
+                    observer.on_next(outcome)
+
+            return source.subscribe(
+                on_next, observer.on_error, observer.on_completed, scheduler=scheduler
+            )
+
+        return Observable(subscribe)
+
+    return apply
+
+
+def _acknowledge(
+    decide: _Decide,
+) -> Callable[[Observable[Outcome | Message]], Observable[Settled]]:
+    def apply(source: Observable[Outcome | Message]) -> Observable[Settled]:
+        def subscribe(
+            observer: abc.ObserverBase[Settled], scheduler: abc.SchedulerBase | None = None
+        ) -> abc.DisposableBase:
+            lock = threading.Lock()  # guards the fields below; never held while calling out
+            emit = threading.RLock()  # serializes observer calls (futures resolve anywhere)
+            pending = 0
+            upstream_done = False
+            stopped = False  # a terminal event was sent, or the subscription was disposed
+
+            def send_terminal(error: Exception | None) -> None:
+                nonlocal stopped
+                with emit:
+                    with lock:
+                        if stopped:
+                            return
+                        stopped = True
+                    if error is None:
+                        observer.on_completed()
+                    else:
+                        observer.on_error(error)
+
+            def resolved(outcome: Outcome, action: Action, future: Future[AckStatus]) -> None:
+                nonlocal pending
+                error: Exception | None = None
+                try:
+                    status = future.result()
+                except Exception as exc:  # an acknowledger failed the future
+                    error = exc
+                try:
+                    if error is not None:
+                        send_terminal(error)
+                    else:
+                        with emit:
+                            if not stopped:
+                                observer.on_next(Settled(outcome, action, status))
+                finally:  # even if a subscriber raised, completion must not wait forever
+                    with lock:
+                        pending -= 1
+                        finished = upstream_done and pending == 0
+                if finished:
+                    send_terminal(None)
+
+            def on_next(value: Outcome | Message) -> None:
+                nonlocal pending
+                try:
+                    outcome = as_outcome(value)
+                    action = decide(outcome)
+                    future = outcome.message.settle(action, reason=outcome.reason)
+                except Exception as exc:
+                    send_terminal(exc)
+                    return
+                with lock:
+                    if stopped:
+                        return
+                    pending += 1
+                future.add_done_callback(lambda f: resolved(outcome, action, f))
+
+            def on_completed() -> None:
+                nonlocal upstream_done
+                with lock:
+                    upstream_done = True
+                    finished = pending == 0
+                if finished:
+                    send_terminal(None)
+
+            def dispose() -> None:
+                nonlocal stopped
+                with lock:
+                    stopped = True
+
+            subscription = source.subscribe(
+                on_next, send_terminal, on_completed, scheduler=scheduler
+            )
+            return CompositeDisposable(subscription, Disposable(dispose))
+
+        return Observable(subscribe)
+
+    return apply

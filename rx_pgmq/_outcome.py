@@ -1,0 +1,223 @@
+"""Outcomes of processing a message, and the records the ack operators emit (no I/O).
+
+An :class:`Outcome` says whether one message was processed successfully (with the handler's
+result) or failed (with the exception or a reason), and may carry a per-message ack override
+(Broadway's ``configure_ack``). The ack operators of :mod:`rx_pgmq.operators` turn outcomes
+into acknowledgement actions and emit one :class:`Settled` record per message.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+from rx_pgmq.actions import (
+    AckStatus,
+    Action,
+    Archive,
+    Delete,
+    MoveTo,
+    Nothing,
+    SetVisibilityTimeout,
+)
+from rx_pgmq.errors import InvalidArgument, RxPgmqError
+from rx_pgmq.message import Message
+
+__all__ = [
+    "ACTION_TYPES",
+    "NotAnOutcome",
+    "Outcome",
+    "Settled",
+    "as_outcome",
+    "check_action",
+    "failed",
+    "succeeded",
+]
+
+ACTION_TYPES: tuple[type, ...] = (Delete, Archive, Nothing, SetVisibilityTimeout, MoveTo)
+"""The classes of :data:`rx_pgmq.actions.Action`, for ``isinstance`` checks."""
+
+
+class NotAnOutcome(RxPgmqError, TypeError):
+    """A stream value reached an operator that needs a ``Message`` or an ``Outcome``."""
+
+    __module__ = "rx_pgmq.operators"
+
+
+def check_action(value: object, argument: str) -> Action:
+    """Return ``value`` if it is an acknowledgement action.
+
+    Raises:
+        InvalidArgument: Otherwise.
+    """
+    if not isinstance(value, ACTION_TYPES):
+        raise InvalidArgument(
+            argument,
+            "must be an action from rx_pgmq.actions (Delete(), Archive(), Nothing(), "
+            f"SetVisibilityTimeout(vt), MoveTo(queue)), got {value!r}",
+        )
+    return value  # type: ignore[return-value]
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The result of processing one message: success (with a value) or failure.
+
+    Build outcomes with :func:`succeeded` and :func:`failed`, or let
+    ``rx_pgmq.operators.process`` build them from a handler.
+
+    Attributes:
+        message: The message processed.
+        ok: Whether processing succeeded.
+        value: The handler's result (successes).
+        error: The exception that made processing fail (failures; ``None`` when the failure
+            was given as a reason string).
+        ack: A per-message acknowledgement override; when set it wins over every policy.
+
+    Raises:
+        InvalidArgument: If ``message`` is not a :class:`~rx_pgmq.Message`, ``ok`` is not a
+            bool, a success carries an error, or ``ack`` is not an action.
+
+    Example:
+        >>> outcome = failed(message, ValueError("bad total"))  # doctest: +SKIP
+        >>> outcome.reason  # doctest: +SKIP
+        'bad total'
+        >>> outcome.with_ack(MoveTo("dlq"))  # doctest: +SKIP
+    """
+
+    message: Message
+    ok: bool
+    value: Any = None
+    error: BaseException | None = None
+    ack: Action | None = None
+    _reason: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.message, Message):
+            raise InvalidArgument(
+                "message", f"must be an rx_pgmq.Message, got {type(self.message).__name__}"
+            )
+        if not isinstance(self.ok, bool):
+            raise InvalidArgument("ok", f"must be a bool, got {self.ok!r}")
+        if self.error is not None:
+            if self.ok:
+                raise InvalidArgument("error", "a success carries no error; use failed()")
+            if not isinstance(self.error, BaseException):
+                raise InvalidArgument("error", f"must be an exception, got {self.error!r}")
+        if self.ack is not None:
+            check_action(self.ack, "ack")
+
+    def with_ack(self, action: Action) -> Outcome:
+        """Return a copy whose acknowledgement is ``action``, whatever the policy says.
+
+        Args:
+            action: The action for this message (Broadway's ``configure_ack``).
+
+        Raises:
+            InvalidArgument: If ``action`` is not an action.
+        """
+        return replace(self, ack=check_action(action, "action"))
+
+    @property
+    def reason(self) -> str | None:
+        """Why processing failed: ``str(error)`` (the exception's class name when that is
+        empty) or the reason given to :func:`failed`; ``None`` for a success."""
+        if self.error is not None:
+            return str(self.error) or type(self.error).__name__
+        return self._reason
+
+
+def succeeded(message: Message, value: Any = None) -> Outcome:
+    """A successful outcome for ``message``.
+
+    Args:
+        message: The message processed.
+        value: The result of processing it.
+
+    Raises:
+        InvalidArgument: If ``message`` is not a :class:`~rx_pgmq.Message`.
+
+    Example:
+        >>> rx_pgmq.succeeded(message, {"total": 3})  # doctest: +SKIP
+    """
+    return Outcome(message, True, value)
+
+
+def failed(message: Message, reason: BaseException | str) -> Outcome:
+    """A failed outcome for ``message`` (Broadway's ``Message.failed/2``).
+
+    Args:
+        message: The message processed.
+        reason: The exception, or a text saying why (recorded by ``MoveTo``).
+
+    Raises:
+        InvalidArgument: If ``message`` is not a :class:`~rx_pgmq.Message` or ``reason`` is
+            neither an exception nor a string.
+
+    Example:
+        >>> rx_pgmq.failed(message, "customer unknown")  # doctest: +SKIP
+    """
+    if isinstance(reason, BaseException):
+        return Outcome(message, False, error=reason)
+    if isinstance(reason, str):
+        return Outcome(message, False, _reason=reason)
+    raise InvalidArgument("reason", f"must be an exception or a str, got {reason!r}")
+
+
+def as_outcome(value: object) -> Outcome:
+    """Return ``value`` as an outcome: an :class:`Outcome` as is, a ``Message`` as a success.
+
+    Raises:
+        NotAnOutcome: For anything else.
+    """
+    if isinstance(value, Outcome):
+        return value
+    if isinstance(value, Message):
+        return Outcome(value, True)
+    raise NotAnOutcome(
+        f"expected an rx_pgmq.Message or Outcome, got {type(value).__name__}: {value!r:.80}; "
+        "ack operators take what read_queue(...) or operators.process(...) emit"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Settled:
+    """What an ack operator emits for each message once its acknowledgement finished.
+
+    Attributes:
+        outcome: The outcome that was acknowledged.
+        action: The action requested (after policies and overrides).
+        status: How it ended: ``"acked"`` (committed), ``"unacked"`` (not applied; the
+            message reappears after its visibility timeout), ``"lost_lease"`` (a fenced ack
+            found it re-read by another consumer) or ``"ignored"`` (nothing to acknowledge,
+            e.g. a delete-on-read consumer).
+    """
+
+    outcome: Outcome
+    action: Action
+    status: AckStatus
+
+    @property
+    def message(self) -> Message:
+        """The message settled."""
+        return self.outcome.message
+
+    @property
+    def ok(self) -> bool:
+        """Whether processing succeeded."""
+        return self.outcome.ok
+
+    @property
+    def error(self) -> BaseException | None:
+        """The processing error, if any."""
+        return self.outcome.error
+
+    @property
+    def reason(self) -> str | None:
+        """The failure reason, if any (see :attr:`Outcome.reason`)."""
+        return self.outcome.reason
+
+    @property
+    def acked(self) -> bool:
+        """Whether the action committed (``status == "acked"``)."""
+        return self.status == "acked"
