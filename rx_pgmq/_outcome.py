@@ -126,6 +126,11 @@ class Outcome:
             return str(self.error) or type(self.error).__name__
         return self._reason
 
+    def _repr_html_(self) -> str:
+        from rx_pgmq._html import outcome_html
+
+        return outcome_html(self)
+
 
 def succeeded(message: Message, value: Any = None) -> Outcome:
     """A successful outcome for ``message``.
@@ -221,3 +226,8 @@ class Settled:
     def acked(self) -> bool:
         """Whether the action committed (``status == "acked"``)."""
         return self.status == "acked"
+
+    def _repr_html_(self) -> str:
+        from rx_pgmq._html import settled_html
+
+        return settled_html(self)

@@ -86,6 +86,12 @@ class Message:
         """Make the message visible to every reader again now (``set_vt`` 0) and settle it."""
         return self.settle(SetVisibilityTimeout(0))
 
+    def _repr_html_(self) -> str:
+        """The message as an HTML table (Jupyter)."""
+        from rx_pgmq._html import message_html
+
+        return message_html(self)
+
 
 @dataclass(frozen=True, slots=True)
 class QueueMetrics:
@@ -98,6 +104,12 @@ class QueueMetrics:
     total_messages: int
     scrape_time: datetime
     queue_visible_length: int
+
+    def _repr_html_(self) -> str:
+        """The metrics as an HTML table (Jupyter)."""
+        from rx_pgmq._html import metrics_html
+
+        return metrics_html(self)
 
 
 @dataclass(frozen=True, slots=True)
