@@ -1,0 +1,33 @@
+"""rx_pgmq: consume PGMQ queues as RxPY observables, with demand, backpressure and ack policies."""
+
+from rx_pgmq._install import install_pgmq
+from rx_pgmq._listener import Listener, ListenerEvent
+from rx_pgmq._options import LongPoll, ReadOptions
+from rx_pgmq._outcome import Outcome, Settled, failed, succeeded
+from rx_pgmq._source import ControlledSource, QueueSource, read_queue
+from rx_pgmq._stats import ConsumerStats
+from rx_pgmq.client import PGMQ
+from rx_pgmq.message import Message, QueueInfo, QueueMetrics
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "PGMQ",
+    "ConsumerStats",
+    "ControlledSource",
+    "Listener",
+    "ListenerEvent",
+    "LongPoll",
+    "Message",
+    "Outcome",
+    "QueueInfo",
+    "QueueMetrics",
+    "QueueSource",
+    "ReadOptions",
+    "Settled",
+    "__version__",
+    "failed",
+    "install_pgmq",
+    "read_queue",
+    "succeeded",
+]
