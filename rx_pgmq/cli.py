@@ -29,7 +29,7 @@ from typing import Any, NoReturn
 import click
 import psycopg
 from psycopg import sql
-from reactivex import abc
+from reactivex import Observable, abc
 
 from rx_pgmq import _sql, embedded
 from rx_pgmq import operators as pgops
@@ -577,6 +577,45 @@ def _table_rows(conninfo: str, queue: str) -> tuple[int, int]:
     return int(row[0]), int(row[1])
 
 
+def _send_numbered(client: PGMQ, queue: str, numbers: range) -> None:
+    """Send one message ``{"n": n}`` per number, 1,000 to a batch."""
+    for start in range(0, len(numbers), 1000):
+        client.send_batch(queue, [{"n": n} for n in numbers[start : start + 1000]])
+
+
+def _run_until(
+    pipeline: Observable[Settled], on_settled: Callable[[Settled], bool], timeout: float
+) -> bool:
+    """Subscribe ``pipeline`` until ``on_settled`` returns True, the pipeline fails, or
+    ``timeout`` seconds pass; the subscription is disposed in every case.
+
+    Returns:
+        Whether ``on_settled`` returned True in time.
+
+    Raises:
+        Exception: The pipeline's error, if it failed.
+    """
+    done = threading.Event()
+    errors: list[Exception] = []
+
+    def on_next(record: Settled) -> None:
+        if on_settled(record):
+            done.set()
+
+    def on_error(error: Exception) -> None:
+        errors.append(error)
+        done.set()
+
+    subscription = pipeline.subscribe(on_next=on_next, on_error=on_error)
+    try:
+        finished = done.wait(timeout)
+    finally:
+        subscription.dispose()
+    if errors:
+        raise errors[0]
+    return finished
+
+
 def run_demo(
     conninfo: str,
     *,
@@ -620,9 +659,7 @@ def run_demo(
     with PGMQ(conninfo) as client:
         client.drop_queue(queue)
         client.create_queue(queue)
-        for start in range(1, messages + 1, 1000):
-            stop_at = min(messages, start + 999)
-            client.send_batch(queue, [{"n": n} for n in range(start, stop_at + 1)])
+        _send_numbered(client, queue, range(1, messages + 1))
 
     def handler(message: Message) -> Any:
         if demo_fails(message.body, message.read_ct, every=every, poison=poison):
@@ -630,13 +667,11 @@ def run_demo(
         return message.body["n"]
 
     lock = threading.Lock()
-    done = threading.Event()
-    errors: list[Exception] = []
     retried: set[int] = set()
     actions: Counter[str] = Counter()
     policy = pgops.max_attempts(attempts, then=Archive(), otherwise=pgops.backoff(1))
 
-    def on_settled(record: Settled) -> None:
+    def on_settled(record: Settled) -> bool:
         with lock:
             result.deliveries += 1
             name = record.action.name
@@ -652,12 +687,7 @@ def run_demo(
             finished = result.processed + result.archived >= messages
         if on_progress is not None:
             on_progress(result)
-        if finished:
-            done.set()
-
-    def on_error(error: Exception) -> None:
-        errors.append(error)
-        done.set()
+        return finished
 
     source = read_queue(
         conninfo,
@@ -673,14 +703,8 @@ def run_demo(
         pgops.ack(on_success=Delete(), on_failure=policy),
     )
     started = time.monotonic()
-    subscription = pipeline.subscribe(on_next=on_settled, on_error=on_error)
-    try:
-        finished = done.wait(timeout)
-    finally:
-        subscription.dispose()
+    finished = _run_until(pipeline, on_settled, timeout)
     result.seconds = time.monotonic() - started
-    if errors:
-        raise errors[0]
     if not finished:
         raise RxPgmqError(
             f"the demo did not drain {queue!r} within {timeout:.0f}s "
@@ -823,23 +847,13 @@ def run_bench(
         client.create_queue(queue)
         try:
             t0 = time.monotonic()
-            for start in range(0, messages, 1000):
-                client.send_batch(
-                    queue, [{"n": n} for n in range(start, min(messages, start + 1000))]
-                )
+            _send_numbered(client, queue, range(messages))
             sent = time.monotonic() - t0
-            done = threading.Event()
-            errors: list[Exception] = []
             count = [0]
 
-            def on_settled(_record: Settled) -> None:
+            def on_settled(_record: Settled) -> bool:
                 count[0] += 1
-                if count[0] >= messages:
-                    done.set()
-
-            def on_error(error: Exception) -> None:
-                errors.append(error)
-                done.set()
+                return count[0] >= messages
 
             source = read_queue(
                 conninfo,
@@ -850,18 +864,11 @@ def run_bench(
                 max_in_flight=window,
                 ack_batch_size=batch_size,
             )
+            pipeline = source.pipe(pgops.ack_with(Delete()))
             t1 = time.monotonic()
-            subscription = source.pipe(pgops.ack_with(Delete())).subscribe(
-                on_next=on_settled, on_error=on_error
-            )
-            try:
-                if not done.wait(max(60.0, messages / 100)):
-                    raise RxPgmqError(f"bench: the queue did not drain ({count[0]}/{messages})")
-            finally:
-                subscription.dispose()
+            if not _run_until(pipeline, on_settled, max(60.0, messages / 100)):
+                raise RxPgmqError(f"bench: the queue did not drain ({count[0]}/{messages})")
             drained = time.monotonic() - t1
-            if errors:
-                raise errors[0]
         finally:
             client.drop_queue(queue)
     return BenchResult(messages, sent, drained)

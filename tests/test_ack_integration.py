@@ -12,14 +12,14 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any, Literal
 
 import psycopg
 import pytest
+from _support import WAIT, Sink, Subscribe, source_of, table
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
-from reactivex import Observable, abc
 from reactivex import operators as ops
 
 import rx_pgmq
@@ -28,72 +28,22 @@ from rx_pgmq import operators as pgops
 from rx_pgmq.actions import Archive, Delete, MoveTo, Nothing, SetVisibilityTimeout
 from rx_pgmq.client import PGMQ
 
-WAIT = 15.0  # generous bound for things that normally take well under a second
 MOVED = "x-rx-pgmq-moved"
 
 
 # -- helpers ----------------------------------------------------------------------------
 
 
-class Records(abc.ObserverBase[Settled]):
-    """Collects Settled records (they arrive on the acknowledger thread); waits with deadlines."""
-
-    def __init__(self) -> None:
-        self.cond = threading.Condition()
-        self.settled: list[Settled] = []
-        self.errors: list[Exception] = []
-
-    def on_next(self, value: Settled) -> None:
-        with self.cond:
-            self.settled.append(value)
-            self.cond.notify_all()
-
-    def on_error(self, error: Exception) -> None:
-        with self.cond:
-            self.errors.append(error)
-            self.cond.notify_all()
-
-    def on_completed(self) -> None:
-        pass
-
-    def wait_for(self, n: int, timeout: float = WAIT) -> list[Settled]:
-        """Wait until ``n`` records arrived; return them (fail on error or timeout)."""
-        with self.cond:
-            ok = self.cond.wait_for(lambda: len(self.settled) >= n or self.errors, timeout)
-            assert not self.errors, self.errors
-            assert ok, f"only {len(self.settled)} of {n} records after {timeout}s"
-            return list(self.settled)
-
-
-Run = Callable[[Observable[Settled]], Records]
-
-
-@pytest.fixture
-def run() -> Iterator[Run]:
-    """Subscribe a Records observer to a pipeline; every subscription is disposed after."""
-    subs: list[abc.DisposableBase] = []
-
-    def start(pipeline: Observable[Settled]) -> Records:
-        records = Records()
-        subs.append(pipeline.subscribe(records))
-        return records
-
-    yield start
-    for sub in subs:
-        sub.dispose()
-
-
 def source(dsn: str, queue: str, **kwargs: Any) -> rx_pgmq.QueueSource:
-    """A polling consumer (100 ms) with a 30 s visibility timeout unless told otherwise."""
-    kwargs.setdefault("visibility_timeout", 30)
+    """A consumer polling every 100 ms (30 s visibility timeout) unless told otherwise."""
     kwargs.setdefault("read_interval", 0.1)
-    return rx_pgmq.read_queue(dsn, queue, **kwargs)
+    return source_of(dsn, queue, **kwargs)
 
 
-def rows(dsn: str, queue: str, table: Literal["q", "a"] = "q") -> list[dict[str, Any]]:
+def rows(dsn: str, queue: str, prefix: Literal["q", "a"] = "q") -> list[dict[str, Any]]:
     """Every row of the queue table or its archive, visible or not, by msg_id."""
     query = sql.SQL("SELECT msg_id, read_ct, message, headers FROM {} ORDER BY msg_id").format(
-        sql.Identifier("pgmq", f"{table}_{queue}")
+        table(queue, prefix)
     )
     with psycopg.connect(dsn, autocommit=True) as conn:
         return [
@@ -119,12 +69,14 @@ def other_queue(pgmq: PGMQ) -> Iterator[str]:
 
 
 def test_a_success_is_deleted_and_not_archived(
-    pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, run: Run
+    pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, subscribe: Subscribe
 ) -> None:
     """ack() deletes a successfully processed message; nothing reaches the archive."""
     msg_id = pgmq.send(pgmq_queue, {"id": 1})
-    records = run(source(pgmq_dsn, pgmq_queue).pipe(pgops.process(lambda m: "ok"), pgops.ack()))
-    (record,) = records.wait_for(1)
+    records = subscribe(
+        source(pgmq_dsn, pgmq_queue).pipe(pgops.process(lambda m: "ok"), pgops.ack())
+    )
+    (record,) = records.collect(1)
     assert (record.message.msg_id, record.ok, record.action, record.status) == (
         msg_id,
         True,
@@ -135,7 +87,7 @@ def test_a_success_is_deleted_and_not_archived(
 
 
 def test_a_success_overridden_to_archive_ends_in_the_archive(
-    pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, run: Run
+    pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, subscribe: Subscribe
 ) -> None:
     """outcome.with_ack(Archive()) wins over on_success=Delete(): the row is archived."""
     msg_id = pgmq.send(pgmq_queue, {"id": 2})
@@ -148,19 +100,19 @@ def test_a_success_overridden_to_archive_ends_in_the_archive(
         ops.map(archive_it),
         pgops.ack(on_success=Delete()),
     )
-    (record,) = run(pipeline).wait_for(1)
+    (record,) = subscribe(pipeline).collect(1)
     assert record.ok and record.action == Archive() and record.acked
     assert rows(pgmq_dsn, pgmq_queue) == []
     assert [r["msg_id"] for r in rows(pgmq_dsn, pgmq_queue, "a")] == [msg_id]
 
 
 def test_a_failure_with_the_defaults_is_archived(
-    pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, run: Run
+    pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, subscribe: Subscribe
 ) -> None:
     """A handler exception becomes a failure, archived by ack()'s default on_failure."""
     msg_id = pgmq.send(pgmq_queue, {"id": 3})
-    records = run(source(pgmq_dsn, pgmq_queue).pipe(pgops.process(always_fail), pgops.ack()))
-    (record,) = records.wait_for(1)
+    records = subscribe(source(pgmq_dsn, pgmq_queue).pipe(pgops.process(always_fail), pgops.ack()))
+    (record,) = records.collect(1)
     assert not record.ok and isinstance(record.error, ValueError)
     assert record.action == Archive() and record.acked
     assert rows(pgmq_dsn, pgmq_queue) == []
@@ -169,7 +121,7 @@ def test_a_failure_with_the_defaults_is_archived(
 
 
 def test_nothing_lets_the_message_reappear_after_its_visibility_timeout(
-    pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, run: Run
+    pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, subscribe: Subscribe
 ) -> None:
     """on_failure=Nothing() leaves the message; it is read again after vt=1 with read_ct 2."""
     msg_id = pgmq.send(pgmq_queue, {"id": 4})
@@ -182,7 +134,7 @@ def test_nothing_lets_the_message_reappear_after_its_visibility_timeout(
     pipeline = source(pgmq_dsn, pgmq_queue, visibility_timeout=1).pipe(
         pgops.process(handle), pgops.ack(on_failure=Nothing())
     )
-    first, second = run(pipeline).wait_for(2)[:2]
+    first, second = subscribe(pipeline).collect(2)[:2]
     assert first.action == Nothing() and first.acked
     assert (second.message.msg_id, second.message.read_ct) == (msg_id, 2)
     assert [r for r, _ in seen[:2]] == [1, 2]
@@ -191,7 +143,7 @@ def test_nothing_lets_the_message_reappear_after_its_visibility_timeout(
 
 
 def test_set_visibility_timeout_retries_after_that_many_seconds(
-    pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, run: Run
+    pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, subscribe: Subscribe
 ) -> None:
     """SetVisibilityTimeout(2) hides a failed message ~2 s (not < 1.5 s), then it is retried;
     the retry succeeds and is deleted."""
@@ -207,7 +159,7 @@ def test_set_visibility_timeout_retries_after_that_many_seconds(
     pipeline = source(pgmq_dsn, pgmq_queue).pipe(
         pgops.process(handle), pgops.ack(on_failure=SetVisibilityTimeout(2))
     )
-    first, second = run(pipeline).wait_for(2)[:2]
+    first, second = subscribe(pipeline).collect(2)[:2]
     assert (first.ok, first.action, first.status) == (False, SetVisibilityTimeout(2), "acked")
     assert (second.ok, second.message.read_ct, second.action) == (True, 2, Delete())
     assert 1.5 <= seen[1] - seen[0] <= 2.0 + 6.0  # generous upper margin for a busy machine
@@ -215,14 +167,14 @@ def test_set_visibility_timeout_retries_after_that_many_seconds(
 
 
 def test_max_attempts_archives_on_the_third_failure(
-    pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, run: Run
+    pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, subscribe: Subscribe
 ) -> None:
     """max_attempts(3): Nothing after reads 1 and 2, Archive after read 3 (read_ct 3 kept)."""
     msg_id = pgmq.send(pgmq_queue, {"id": 6})
     pipeline = source(pgmq_dsn, pgmq_queue, visibility_timeout=1).pipe(
         pgops.process(always_fail), pgops.ack(on_failure=pgops.max_attempts(3))
     )
-    records = run(pipeline).wait_for(3)[:3]
+    records = subscribe(pipeline).collect(3)[:3]
     assert [(r.message.read_ct, r.action) for r in records] == [
         (1, Nothing()),
         (2, Nothing()),
@@ -233,7 +185,7 @@ def test_max_attempts_archives_on_the_third_failure(
 
 
 def test_move_to_sends_to_the_destination_with_the_reason_and_deletes_here(
-    pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, other_queue: str, run: Run
+    pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, other_queue: str, subscribe: Subscribe
 ) -> None:
     """MoveTo(dlq): the copy keeps body and headers and gains x-rx-pgmq-moved (source,
     reason, attempts); the source queue and its archive are empty."""
@@ -245,7 +197,7 @@ def test_move_to_sends_to_the_destination_with_the_reason_and_deletes_here(
     pipeline = source(pgmq_dsn, pgmq_queue).pipe(
         pgops.process(handle), pgops.ack(on_failure=MoveTo(other_queue))
     )
-    (record,) = run(pipeline).wait_for(1)
+    (record,) = subscribe(pipeline).collect(1)
     assert record.action == MoveTo(other_queue) and record.acked
     (moved,) = rows(pgmq_dsn, other_queue)
     assert moved["body"] == {"id": 7}
@@ -257,7 +209,7 @@ def test_move_to_sends_to_the_destination_with_the_reason_and_deletes_here(
 
 
 def test_a_move_to_a_missing_queue_fails_alone(
-    pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, other_queue: str, run: Run
+    pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, other_queue: str, subscribe: Subscribe
 ) -> None:
     """Two moves in one flush, the second to a queue that does not exist: the first lands
     in its destination and leaves the source; the second stays in the source queue, is
@@ -271,7 +223,7 @@ def test_a_move_to_a_missing_queue_fails_alone(
 
     # Both settle requests land in one flush: batch by size 2, never by age or starvation.
     src = source(pgmq_dsn, pgmq_queue, batch_size=2, ack_batch_size=2, ack_max_age=5.0)
-    records = run(src.pipe(pgops.process(handle), pgops.ack())).wait_for(2)
+    records = subscribe(src.pipe(pgops.process(handle), pgops.ack())).collect(2)
     assert sorted((r.message.msg_id, r.status) for r in records) == [
         (ids[0], "acked"),
         (ids[1], "unacked"),
@@ -282,13 +234,13 @@ def test_a_move_to_a_missing_queue_fails_alone(
 
 
 def test_a_move_whose_send_fails_applies_nothing_of_its_flush(
-    pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, other_queue: str, run: Run
+    pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, other_queue: str, subscribe: Subscribe
 ) -> None:
     """Send and delete of a move are one transaction with the rest of the flush: when the
     insert into the destination fails inside the transaction (a trigger raises), the
     message is not deleted from the source, the other ack of the flush (a delete) is
     rolled back too, and both are reported "unacked"."""
-    table = sql.Identifier("pgmq", f"q_{other_queue}")
+    target = table(other_queue)
     fn = sql.Identifier("pgmq", f"poison_{other_queue}")
     with psycopg.connect(pgmq_dsn, autocommit=True) as conn:
         conn.execute(
@@ -300,9 +252,9 @@ def test_a_move_whose_send_fails_applies_nothing_of_its_flush(
         )
         conn.execute(
             sql.SQL(
-                "CREATE TRIGGER poison BEFORE INSERT ON {table}"
+                "CREATE TRIGGER poison BEFORE INSERT ON {target}"
                 " FOR EACH ROW EXECUTE FUNCTION {fn}()"
-            ).format(table=table, fn=fn)
+            ).format(target=target, fn=fn)
         )
     try:
         ids = pgmq.send_batch(pgmq_queue, [{"poison": True}, {"ok": True}])
@@ -313,7 +265,7 @@ def test_a_move_whose_send_fails_applies_nothing_of_its_flush(
             return rx_pgmq.succeeded(m)
 
         src = source(pgmq_dsn, pgmq_queue, batch_size=2, ack_batch_size=2, ack_max_age=5.0)
-        records = run(src.pipe(pgops.process(handle), pgops.ack())).wait_for(2)
+        records = subscribe(src.pipe(pgops.process(handle), pgops.ack())).collect(2)
         assert sorted((r.message.msg_id, r.status) for r in records) == [
             (ids[0], "unacked"),
             (ids[1], "unacked"),
@@ -322,7 +274,7 @@ def test_a_move_whose_send_fails_applies_nothing_of_its_flush(
         assert [r["msg_id"] for r in rows(pgmq_dsn, pgmq_queue)] == ids
     finally:
         with psycopg.connect(pgmq_dsn, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP TRIGGER IF EXISTS poison ON {}").format(table))
+            conn.execute(sql.SQL("DROP TRIGGER IF EXISTS poison ON {}").format(target))
             conn.execute(sql.SQL("DROP FUNCTION IF EXISTS {}()").format(fn))
 
 
@@ -372,10 +324,10 @@ def _count_round_trips(dsn: str, db: str) -> None:
         for start in range(0, n, 250):
             client.send_batch("rt", [{"i": i} for i in range(start, start + 250)])
     src = source(dsn, "rt", batch_size=batch, max_in_flight=2 * batch)
-    records = Records()
+    records = Sink[Settled]()
     sub = src.pipe(pgops.process(lambda m: None), pgops.ack()).subscribe(records)
     try:
-        got = records.wait_for(n, timeout=60)
+        got = records.collect(n, timeout=60)
     finally:
         sub.dispose()  # closes the consumer's connections: their backends flush their stats
     assert len(got) == n and all(r.acked and r.action == Delete() for r in got)
@@ -404,7 +356,7 @@ def _count_round_trips(dsn: str, db: str) -> None:
 
 
 def test_the_visibility_heartbeat_keeps_slow_work_from_other_consumers(
-    pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, run: Run
+    pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, subscribe: Subscribe
 ) -> None:
     """extend_visibility=True with vt=2 and 5 s of work: a competing reader never gets the
     message, its read_ct stays 1, and the heartbeat extended it; then it is deleted."""
@@ -417,7 +369,7 @@ def test_the_visibility_heartbeat_keeps_slow_work_from_other_consumers(
         return "slow but done"
 
     src = source(pgmq_dsn, pgmq_queue, visibility_timeout=2, extend_visibility=True)
-    records = run(src.pipe(pgops.process(handle), pgops.ack()))
+    records = subscribe(src.pipe(pgops.process(handle), pgops.ack()))
     assert started.wait(WAIT)
     stolen: list[Message] = []
     deadline = time.monotonic() + 5.0
@@ -426,7 +378,7 @@ def test_the_visibility_heartbeat_keeps_slow_work_from_other_consumers(
         threading.Event().wait(0.25)
     read_cts = [r["read_ct"] for r in rows(pgmq_dsn, pgmq_queue)]
     finish.set()
-    (record,) = records.wait_for(1)
+    (record,) = records.collect(1)
     assert stolen == []
     assert read_cts == [1]
     assert (record.message.msg_id, record.action, record.status) == (msg_id, Delete(), "acked")
@@ -435,21 +387,25 @@ def test_the_visibility_heartbeat_keeps_slow_work_from_other_consumers(
 
 
 def test_delete_on_read_acks_are_ignored_with_one_warning_per_subscription(
-    pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, run: Run, caplog: pytest.LogCaptureFixture
+    pgmq_dsn: str,
+    pgmq: PGMQ,
+    pgmq_queue: str,
+    subscribe: Subscribe,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A delete-on-read consumer: ack() sends no SQL (no flush), every record is "ignored",
     and each subscription (two, one after the other) logs exactly one warning."""
     src = source(pgmq_dsn, pgmq_queue, read_options=ReadOptions(delete_on_read=True))
     with caplog.at_level(logging.WARNING, logger="rx_pgmq"):
         pgmq.send_batch(pgmq_queue, [{"i": i} for i in range(3)])
-        records = Records()
+        records = Sink[Settled]()
         sub = src.pipe(pgops.process(always_fail), pgops.ack()).subscribe(records)
         try:
-            first = records.wait_for(3)
+            first = records.collect(3)
         finally:
             sub.dispose()  # else it would compete for the next messages
         pgmq.send_batch(pgmq_queue, [{"i": i} for i in range(3, 5)])
-        second = run(src.pipe(pgops.process(lambda m: None), pgops.ack())).wait_for(2)
+        second = subscribe(src.pipe(pgops.process(lambda m: None), pgops.ack())).collect(2)
     assert [r.status for r in first + second] == ["ignored"] * 5
     assert [r.action for r in first] == [Archive()] * 3
     warnings = [
@@ -463,7 +419,7 @@ def test_delete_on_read_acks_are_ignored_with_one_warning_per_subscription(
 
 
 def test_demand_bounds_concurrent_processing(
-    pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, run: Run
+    pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, subscribe: Subscribe
 ) -> None:
     """process(max_concurrency=8) on a consumer with max_in_flight=3 never runs more than 3
     handlers at once (a message's room returns only once it is settled); all 12 are acked."""
@@ -481,7 +437,7 @@ def test_demand_bounds_concurrent_processing(
             running -= 1
 
     src = source(pgmq_dsn, pgmq_queue, max_in_flight=3)
-    records = run(src.pipe(pgops.process(handle, max_concurrency=8), pgops.ack())).wait_for(12)
+    records = subscribe(src.pipe(pgops.process(handle, max_concurrency=8), pgops.ack())).collect(12)
     assert all(r.acked for r in records) and len({r.message.msg_id for r in records}) == 12
     assert 1 <= peak <= 3
     assert rows(pgmq_dsn, pgmq_queue) == []
@@ -493,14 +449,14 @@ def test_take_before_ack_completes_once_its_acks_committed(
     """take(2) upstream of ack(): on_completed comes after both Settled records (the acks
     are flushed as the consumer closes); the other messages read with them are released."""
     pgmq.send_batch(pgmq_queue, [{"i": i} for i in range(6)])
-    records = Records()
+    records = Sink[Settled]()
     completed = threading.Event()
     src = source(pgmq_dsn, pgmq_queue, batch_size=6)
     pipeline = src.pipe(ops.take(2), pgops.process(lambda m: None), pgops.ack())
     sub = pipeline.subscribe(records.on_next, records.on_error, completed.set)
     try:
         assert completed.wait(WAIT)
-        assert [r.status for r in records.wait_for(2)] == ["acked", "acked"]
+        assert [r.status for r in records.collect(2)] == ["acked", "acked"]
     finally:
         sub.dispose()
     assert [r["read_ct"] for r in rows(pgmq_dsn, pgmq_queue)] == [1] * 4

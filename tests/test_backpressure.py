@@ -6,16 +6,12 @@ and, until settled, a visibility timeout in the future.
 
 from __future__ import annotations
 
-import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
-import psycopg
 import pytest
 import reactivex
-from psycopg import sql
-from reactivex import abc
+from _support import WAIT, Conn, Subscribe, leased, source_of, unread, wait_until, watch
 from reactivex import operators as ops
 from reactivex.subject import BehaviorSubject, Subject
 
@@ -23,113 +19,12 @@ import rx_pgmq
 from rx_pgmq import operators as pgops
 from rx_pgmq.client import PGMQ
 from rx_pgmq.errors import InvalidArgument
-from rx_pgmq.message import Message
-
-WAIT = 10.0  # generous bound for things that normally take milliseconds
-SETTLE = 0.5  # how long to watch for reads that must not happen
-
-Conn = psycopg.Connection[tuple[Any, ...]]
-
-
-# -- helpers ----------------------------------------------------------------------------
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = WAIT) -> bool:
-    """Poll ``predicate`` every 10 ms until it holds or ``timeout`` passes."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() >= deadline:
-            return predicate()
-        time.sleep(0.01)
-    return True
-
-
-class Sink(abc.ObserverBase[Message]):
-    """Records delivered messages and errors; waits with deadlines."""
-
-    def __init__(self) -> None:
-        self.cond = threading.Condition()
-        self.messages: list[Message] = []
-        self.errors: list[Exception] = []
-
-    def on_next(self, value: Message) -> None:
-        with self.cond:
-            self.messages.append(value)
-            self.cond.notify_all()
-
-    def on_error(self, error: Exception) -> None:
-        with self.cond:
-            self.errors.append(error)
-            self.cond.notify_all()
-
-    def on_completed(self) -> None:
-        pass
-
-    def wait_for(self, n: int, timeout: float = WAIT) -> bool:
-        with self.cond:
-            return self.cond.wait_for(lambda: len(self.messages) >= n, timeout)
-
-    @property
-    def ids(self) -> list[int]:
-        with self.cond:
-            return [m.msg_id for m in self.messages]
-
-
-@pytest.fixture
-def subscribe(pgmq_queue: str) -> Iterator[Callable[[reactivex.Observable[Message]], Sink]]:
-    """Subscribe a Sink; every subscription is disposed after the test."""
-    subs: list[abc.DisposableBase] = []
-
-    def run(source: reactivex.Observable[Message]) -> Sink:
-        sink = Sink()
-        subs.append(source.subscribe(sink))
-        return sink
-
-    yield run
-    for sub in subs:
-        sub.dispose()
-
-
-@pytest.fixture
-def db(pgmq_dsn: str) -> Iterator[Conn]:
-    with psycopg.connect(pgmq_dsn, autocommit=True) as conn:
-        yield conn
-
-
-def count(db: Conn, queue: str, where: str) -> int:
-    row = db.execute(
-        sql.SQL("SELECT count(*) FROM {} WHERE " + where).format(
-            sql.Identifier("pgmq", f"q_{queue}")
-        )
-    ).fetchone()
-    assert row is not None
-    return int(row[0])
-
-
-def leased(db: Conn, queue: str) -> int:
-    """Messages read and hidden now."""
-    return count(db, queue, "read_ct >= 1 AND vt > clock_timestamp()")
-
-
-def unread(db: Conn, queue: str) -> int:
-    return count(db, queue, "read_ct = 0")
-
-
-def watch(seconds: float = SETTLE) -> None:
-    """Give the consumer time to do something it must not do."""
-    threading.Event().wait(seconds)
-
-
-def source_of(dsn: str, queue: str, **kwargs: Any) -> rx_pgmq.QueueSource:
-    kwargs.setdefault("read_interval", 0.05)
-    return rx_pgmq.read_queue(dsn, queue, visibility_timeout=30, **kwargs)
-
 
 # -- windowed / stop_and_wait -----------------------------------------------------------
 
 
 def test_windowed_bounds_messages_in_flight_below_max_in_flight(
-    pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, subscribe: Callable[..., Sink], db: Conn
+    pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, subscribe: Subscribe, db: Conn
 ) -> None:
     """windowed(3) on a max_in_flight=10 source: 3 read of 10, still 3 after polling;
     settling one lets exactly one more be read."""
@@ -147,7 +42,7 @@ def test_windowed_bounds_messages_in_flight_below_max_in_flight(
 
 
 def test_windowed_is_capped_by_max_in_flight(
-    pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, subscribe: Callable[..., Sink], db: Conn
+    pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, subscribe: Subscribe, db: Conn
 ) -> None:
     """windowed(50) on a max_in_flight=4 source keeps at most 4 in flight."""
     pgmq.send_batch(pgmq_queue, [{"i": i} for i in range(10)])
@@ -158,7 +53,7 @@ def test_windowed_is_capped_by_max_in_flight(
 
 
 def test_stop_and_wait_reads_the_next_message_only_after_the_previous_one_is_settled(
-    pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, subscribe: Callable[..., Sink], db: Conn
+    pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, subscribe: Subscribe, db: Conn
 ) -> None:
     """stop_and_wait(): one message in flight at a time, in msg_id order."""
     ids = pgmq.send_batch(pgmq_queue, [{"i": i} for i in range(3)])
@@ -177,7 +72,7 @@ def test_stop_and_wait_reads_the_next_message_only_after_the_previous_one_is_set
 
 
 def test_pausable_reads_nothing_while_paused_and_everything_after_resuming(
-    pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, subscribe: Callable[..., Sink], db: Conn
+    pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, subscribe: Subscribe, db: Conn
 ) -> None:
     """pausable(BehaviorSubject(False)): no read while paused (messages stay unread in the
     database); True reads them; pausing again stops reads with nothing lost."""
@@ -211,7 +106,7 @@ def test_pausable_reads_nothing_while_paused_and_everything_after_resuming(
 
 
 def test_pausable_start_paused_waits_for_the_first_true(
-    pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, subscribe: Callable[..., Sink], db: Conn
+    pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, subscribe: Subscribe, db: Conn
 ) -> None:
     """pausable(subject, start_paused=True) reads nothing until the pauser emits True."""
     gate: Subject[bool] = Subject()
@@ -225,7 +120,7 @@ def test_pausable_start_paused_waits_for_the_first_true(
 
 
 def test_pausable_pauser_error_ends_the_subscription_and_releases_messages(
-    pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, subscribe: Callable[..., Sink], db: Conn
+    pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, subscribe: Subscribe, db: Conn
 ) -> None:
     """An error from the pauser reaches on_error and the consumer's unsettled messages are
     released (vt back to now), not left hidden."""
@@ -234,8 +129,7 @@ def test_pausable_pauser_error_ends_the_subscription_and_releases_messages(
     sink = subscribe(source_of(pgmq_dsn, pgmq_queue).pipe(pgops.pausable(gate)))
     assert sink.wait_for(3)
     gate.on_error(RuntimeError("pauser broke"))
-    with sink.cond:
-        assert sink.cond.wait_for(lambda: sink.errors, WAIT)
+    assert sink.wait_error()
     assert isinstance(sink.errors[0], RuntimeError)
     assert wait_until(lambda: leased(db, pgmq_queue) == 0)
 
@@ -244,7 +138,7 @@ def test_pausable_pauser_error_ends_the_subscription_and_releases_messages(
 
 
 def test_controlled_reads_exactly_what_request_asks_for(
-    pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, subscribe: Callable[..., Sink], db: Conn
+    pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, subscribe: Subscribe, db: Conn
 ) -> None:
     """controlled(): nothing is read until request(n); request(3) reads exactly 3 of 10,
     request(2) then 2 more (5), and settling grants no credit by itself."""
@@ -274,7 +168,7 @@ def test_controlled_reads_exactly_what_request_asks_for(
 
 
 def test_controlled_keeps_credit_requested_before_subscribing(
-    pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, subscribe: Callable[..., Sink], db: Conn
+    pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, subscribe: Subscribe, db: Conn
 ) -> None:
     """request(n) with no live subscription is banked and read by the next subscriber."""
     pgmq.send_batch(pgmq_queue, [{"i": i} for i in range(5)])

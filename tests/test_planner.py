@@ -414,14 +414,14 @@ class SimQueue:
 class SimConsumer:
     """The consumer loop the real _source.py runs, with I/O replaced by SimQueue calls.
 
-    Reads and ack flushes take ``read_latency`` / ``flush_latency`` virtual seconds; each
-    emitted message is processed for ``process_time`` seconds and then settled with
-    ``action(message)`` (``None``: never settled).
+    It runs on a TestScheduler of its own (``scheduler``) and starts at t=0; ``advance_to``
+    runs it. Reads and ack flushes take ``read_latency`` / ``flush_latency`` virtual
+    seconds; each emitted message is processed for ``process_time`` seconds and then
+    settled with ``action(message)`` (``None``: never settled).
     """
 
     def __init__(
         self,
-        scheduler: TestScheduler,
         queue: SimQueue,
         *,
         window: int = 100,
@@ -437,7 +437,7 @@ class SimConsumer:
         action: Callable[[SimMessage], Action | None] = lambda m: Delete(),
         max_age: float = 0.005,
     ) -> None:
-        self.scheduler = scheduler
+        self.scheduler = TestScheduler()
         self.queue = queue
         self.demand = Demand(window, batch_size, controlled=controlled)
         self.planner = ReadPlanner(
@@ -460,6 +460,7 @@ class SimConsumer:
         self._floor = 0.0
         if listening:
             queue.listeners.append(self.notified)
+        self.at(0.0, self.start)
 
     # -- helpers ------------------------------------------------------------------------
     @property
@@ -475,6 +476,10 @@ class SimConsumer:
             fn()
 
         return self.scheduler.schedule_absolute(max(time, self.now), action)
+
+    def advance_to(self, time: float) -> None:
+        """Run everything scheduled up to virtual time ``time``."""
+        self.scheduler.advance_to(time)
 
     # -- events -------------------------------------------------------------------------
     def start(self) -> None:
@@ -578,33 +583,27 @@ def _read_times(queue: SimQueue) -> list[float]:
 
 def test_sim_poll_mode_idle_queue_costs_one_read_per_interval() -> None:
     """Poll mode on an empty queue: reads at 0, 5, 10, ... 60 and nothing in between."""
-    scheduler = TestScheduler()
     queue = SimQueue()
-    consumer = SimConsumer(scheduler, queue, read_interval=5.0)
-    consumer.at(0.0, consumer.start)
-    scheduler.advance_to(60.0)
+    consumer = SimConsumer(queue, read_interval=5.0)
+    consumer.advance_to(60.0)
     assert _read_times(queue) == [5.0 * i for i in range(13)]
 
 
 def test_sim_poll_interval_counts_from_the_end_of_a_slow_read() -> None:
     """With 0.5 s reads the next poll starts read_interval after the last one finished."""
-    scheduler = TestScheduler()
     queue = SimQueue()
-    consumer = SimConsumer(scheduler, queue, read_interval=2.0, read_latency=0.5)
-    consumer.at(0.0, consumer.start)
-    scheduler.advance_to(10.0)
+    consumer = SimConsumer(queue, read_interval=2.0, read_latency=0.5)
+    consumer.advance_to(10.0)
     assert _read_times(queue) == [0.0, 2.5, 5.0, 7.5, 10.0]
 
 
 @pytest.mark.parametrize("sent_at", [0.001, 3.0, 4.999, 5.0, 7.3, 14.99])
 def test_sim_poll_mode_message_lands_within_read_interval(sent_at: float) -> None:
     """A message sent to an idle polled queue is delivered within read_interval."""
-    scheduler = TestScheduler()
     queue = SimQueue()
-    consumer = SimConsumer(scheduler, queue, read_interval=5.0)
-    consumer.at(0.0, consumer.start)
+    consumer = SimConsumer(queue, read_interval=5.0)
     consumer.at(sent_at, lambda: queue.send(consumer.now))
-    scheduler.advance_to(30.0)
+    consumer.advance_to(30.0)
     assert len(consumer.delivered) == 1
     delivered_at = consumer.delivered[0][0]
     assert sent_at <= delivered_at <= sent_at + 5.0
@@ -623,10 +622,8 @@ def test_sim_poll_mode_every_message_lands_within_read_interval(
     """Random send times: every message is delivered no later than sent + read_interval,
     and a read comes sooner than one interval after the previous one only to drain a full
     read or because an ack flush returned credit (new demand)."""
-    scheduler = TestScheduler()
     queue = SimQueue()
-    consumer = SimConsumer(scheduler, queue, read_interval=interval, batch_size=3)
-    consumer.at(0.0, consumer.start)
+    consumer = SimConsumer(queue, read_interval=interval, batch_size=3)
     send_time: dict[int, float] = {}
 
     def send() -> None:
@@ -635,7 +632,7 @@ def test_sim_poll_mode_every_message_lands_within_read_interval(
 
     for t in sent:
         consumer.at(t, send)
-    scheduler.advance_to(60.0)
+    consumer.advance_to(60.0)
     assert sorted(m for _, m in consumer.delivered) == sorted(send_time)
     for delivered_at, msg_id in consumer.delivered:
         assert delivered_at <= send_time[msg_id] + interval + 1e-6
@@ -646,17 +643,13 @@ def test_sim_poll_mode_every_message_lands_within_read_interval(
 
 def test_sim_poll_mode_reads_when_demand_returns_not_on_the_timer() -> None:
     """Window full: no polls at all; a settle makes room and triggers a read at once."""
-    scheduler = TestScheduler()
     queue = SimQueue()
     queue.send(0.0, count=8)
-    consumer = SimConsumer(
-        scheduler, queue, window=5, batch_size=10, read_interval=1.0, process_time=20.0
-    )
-    consumer.at(0.0, consumer.start)
-    scheduler.advance_to(19.0)
+    consumer = SimConsumer(queue, window=5, batch_size=10, read_interval=1.0, process_time=20.0)
+    consumer.advance_to(19.0)
     assert queue.reads == [(0.0, 5, 5)]  # window full: no polling
     assert consumer.demand.in_flight == 5
-    scheduler.advance_to(20.0)
+    consumer.advance_to(20.0)
     # all 5 settle at t=20; starved, so the first flushes alone at once, the other 4 right
     # after its commit; each commit is new demand and reads at once (room 1, then room 4)
     assert consumer.flushes == [(20.0, 1), (20.0, 4)]
@@ -666,14 +659,10 @@ def test_sim_poll_mode_reads_when_demand_returns_not_on_the_timer() -> None:
 
 def test_sim_window_without_settling_reads_exactly_the_window() -> None:
     """max_in_flight=5 and nothing settled: exactly 5 messages are claimed, ever."""
-    scheduler = TestScheduler()
     queue = SimQueue()
     queue.send(0.0, count=50)
-    consumer = SimConsumer(
-        scheduler, queue, window=5, batch_size=2, read_interval=0.5, action=lambda m: None
-    )
-    consumer.at(0.0, consumer.start)
-    scheduler.advance_to(25.0)  # < vt: claimed rows stay hidden
+    consumer = SimConsumer(queue, window=5, batch_size=2, read_interval=0.5, action=lambda m: None)
+    consumer.advance_to(25.0)  # < vt: claimed rows stay hidden
     assert [got for _, _, got in queue.reads] == [2, 2, 1]
     assert queue.unread(25.0) == 45
     assert consumer.demand.in_flight == 5
@@ -681,12 +670,10 @@ def test_sim_window_without_settling_reads_exactly_the_window() -> None:
 
 def test_sim_notification_mode_reads_at_the_notification_and_drains() -> None:
     """Polling off: one read at start, none while idle; 25 messages -> reads 10, 10, 5 at once."""
-    scheduler = TestScheduler()
     queue = SimQueue(notify_throttle=0.0)
-    consumer = SimConsumer(scheduler, queue, read_interval=None, listening=True)
-    consumer.at(0.0, consumer.start)
+    consumer = SimConsumer(queue, read_interval=None, listening=True)
     consumer.at(30.0, lambda: queue.send(consumer.now, count=25))
-    scheduler.advance_to(100.0)
+    consumer.advance_to(100.0)
     assert queue.reads == [(0.0, 10, 0), (30.0, 10, 10), (30.0, 10, 10), (30.0, 10, 5)]
     assert all(t == 30.0 for t, _ in consumer.delivered)
     assert len(consumer.delivered) == 25
@@ -694,47 +681,39 @@ def test_sim_notification_mode_reads_at_the_notification_and_drains() -> None:
 
 def test_sim_notification_during_a_slow_read_is_not_lost() -> None:
     """A message sent while a read is running (after its snapshot) is read right after."""
-    scheduler = TestScheduler()
     queue = SimQueue(notify_throttle=0.0)
-    consumer = SimConsumer(scheduler, queue, read_interval=None, listening=True, read_latency=1.0)
-    consumer.at(0.0, consumer.start)
+    consumer = SimConsumer(queue, read_interval=None, listening=True, read_latency=1.0)
     consumer.at(0.5, lambda: queue.send(consumer.now))
-    scheduler.advance_to(10.0)
+    consumer.advance_to(10.0)
     assert queue.reads == [(0.0, 10, 0), (1.0, 10, 1)]
     assert consumer.delivered == [(2.0, 1)]
 
 
 def test_sim_throttle_catch_up_read_delivers_a_swallowed_insert() -> None:
     """Throttle 1 s: the insert at 2.5 sends no NOTIFY; the catch-up read at 3.0 gets it."""
-    scheduler = TestScheduler()
     queue = SimQueue(notify_throttle=1.0)
-    consumer = SimConsumer(scheduler, queue, read_interval=None, listening=True, throttle=1.0)
-    consumer.at(0.0, consumer.start)
+    consumer = SimConsumer(queue, read_interval=None, listening=True, throttle=1.0)
     consumer.at(2.0, lambda: queue.send(consumer.now))
     consumer.at(2.5, lambda: queue.send(consumer.now))
-    scheduler.advance_to(50.0)
+    consumer.advance_to(50.0)
     assert consumer.delivered == [(2.0, 1), (3.0, 2)]
     assert _read_times(queue) == [0.0, 2.0, 3.0]
 
 
 def test_sim_without_catch_up_a_swallowed_insert_waits_forever() -> None:
     """Control: a planner unaware of the throttle never reads the swallowed insert."""
-    scheduler = TestScheduler()
     queue = SimQueue(notify_throttle=1.0)
-    consumer = SimConsumer(scheduler, queue, read_interval=None, listening=True, throttle=0.0)
-    consumer.at(0.0, consumer.start)
+    consumer = SimConsumer(queue, read_interval=None, listening=True, throttle=0.0)
     consumer.at(2.0, lambda: queue.send(consumer.now))
     consumer.at(2.5, lambda: queue.send(consumer.now))
-    scheduler.advance_to(50.0)
+    consumer.advance_to(50.0)
     assert consumer.delivered == [(2.0, 1)]
 
 
 def test_sim_hybrid_recovers_a_lost_notification_within_read_interval() -> None:
     """Hybrid: a dropped NOTIFY leaves the message for at most read_interval."""
-    scheduler = TestScheduler()
     queue = SimQueue(notify_throttle=0.0)
-    consumer = SimConsumer(scheduler, queue, read_interval=10.0, listening=True)
-    consumer.at(0.0, consumer.start)
+    consumer = SimConsumer(queue, read_interval=10.0, listening=True)
 
     def lost_send() -> None:
         queue.drop_notifications = True
@@ -743,7 +722,7 @@ def test_sim_hybrid_recovers_a_lost_notification_within_read_interval() -> None:
 
     consumer.at(12.0, lost_send)
     consumer.at(25.0, lambda: queue.send(consumer.now))  # delivered by its notification
-    scheduler.advance_to(40.0)
+    consumer.advance_to(40.0)
     assert consumer.delivered == [(20.0, 1), (25.0, 2)]
     # polls at 0, 10, 20; the read at 25 restarts the timer; ack flushes (new demand after
     # a short read while listening) cost no read
@@ -752,26 +731,22 @@ def test_sim_hybrid_recovers_a_lost_notification_within_read_interval() -> None:
 
 def test_sim_notification_mode_reads_after_listener_reconnect() -> None:
     """Polling off: a message whose NOTIFY was lost is read when the listener reconnects."""
-    scheduler = TestScheduler()
     queue = SimQueue(notify_throttle=0.0, drop_notifications=True)
-    consumer = SimConsumer(scheduler, queue, read_interval=None, listening=True)
-    consumer.at(0.0, consumer.start)
+    consumer = SimConsumer(queue, read_interval=None, listening=True)
     consumer.at(1.0, lambda: queue.send(consumer.now))
     consumer.at(7.0, consumer.reconnected)
-    scheduler.advance_to(20.0)
+    consumer.advance_to(20.0)
     assert consumer.delivered == [(7.0, 1)]
 
 
 def test_sim_pause_stops_reads_and_resume_reads_at_once() -> None:
     """Paused: no reads (not even polls); resume triggers a read immediately."""
-    scheduler = TestScheduler()
     queue = SimQueue()
-    consumer = SimConsumer(scheduler, queue, read_interval=1.0)
-    consumer.at(0.0, consumer.start)
+    consumer = SimConsumer(queue, read_interval=1.0)
     consumer.at(2.5, consumer.pause)
     consumer.at(3.0, lambda: queue.send(consumer.now))
     consumer.at(8.25, consumer.resume)
-    scheduler.advance_to(9.0)
+    consumer.advance_to(9.0)
     # the 3.0 poll is skipped while paused; the flush of msg 1 at 8.255 returns credit,
     # which is new demand: one more read; the next poll is one interval after it
     assert _read_times(queue) == [0.0, 1.0, 2.0, 8.25, 8.255]
@@ -780,48 +755,38 @@ def test_sim_pause_stops_reads_and_resume_reads_at_once() -> None:
 
 def test_sim_controlled_source_reads_only_what_was_requested() -> None:
     """controlled: nothing is read before request(3); request(3) reads exactly 3."""
-    scheduler = TestScheduler()
     queue = SimQueue()
     queue.send(0.0, count=20)
-    consumer = SimConsumer(scheduler, queue, read_interval=1.0, controlled=True)
-    consumer.at(0.0, consumer.start)
+    consumer = SimConsumer(queue, read_interval=1.0, controlled=True)
     consumer.at(5.0, lambda: consumer.request(3))
-    scheduler.advance_to(20.0)
+    consumer.advance_to(20.0)
     assert queue.reads == [(5.0, 3, 3)]
     assert len(consumer.delivered) == 3
 
 
 def test_sim_acks_flush_by_size() -> None:
     """batch_size=10: ten settles at once are one delete of 10 ids, at that same instant."""
-    scheduler = TestScheduler()
     queue = SimQueue()
     queue.send(0.0, count=10)
-    consumer = SimConsumer(scheduler, queue, window=100, batch_size=10, process_time=1.0)
-    consumer.at(0.0, consumer.start)
-    scheduler.advance_to(2.0)
+    consumer = SimConsumer(queue, window=100, batch_size=10, process_time=1.0)
+    consumer.advance_to(2.0)
     assert queue.sql_calls == [(1.0, "delete", tuple(range(1, 11)))]
 
 
 def test_sim_acks_flush_by_age() -> None:
     """Three settles (below batch size, credit left) flush when the oldest is max_age old."""
-    scheduler = TestScheduler()
     queue = SimQueue()
     queue.send(0.0, count=3)
-    consumer = SimConsumer(
-        scheduler, queue, window=100, batch_size=10, process_time=1.0, max_age=0.25
-    )
-    consumer.at(0.0, consumer.start)
-    scheduler.advance_to(5.0)
+    consumer = SimConsumer(queue, window=100, batch_size=10, process_time=1.0, max_age=0.25)
+    consumer.advance_to(5.0)
     assert queue.sql_calls == [(1.25, "delete", (1, 2, 3))]
 
 
 def test_sim_acks_flush_at_once_when_starved() -> None:
     """Window full: each settle flushes immediately instead of waiting max_age (10 s)."""
-    scheduler = TestScheduler()
     queue = SimQueue()
     queue.send(0.0, count=4)
     consumer = SimConsumer(
-        scheduler,
         queue,
         window=2,
         batch_size=10,
@@ -829,8 +794,7 @@ def test_sim_acks_flush_at_once_when_starved() -> None:
         process_time=1.0,
         action=lambda m: Delete() if m.msg_id % 2 else Archive(),
     )
-    consumer.at(0.0, consumer.start)
-    scheduler.advance_to(15.0)
+    consumer.advance_to(15.0)
     # msgs 1, 2 settle at t=1; 3, 4 (read as room came back) at t=2. While the window is
     # full every settle flushes at once (the next right after the previous commits); once
     # the queue is empty the window has room and msg 4 waits max_age like any ack.
@@ -845,27 +809,19 @@ def test_sim_acks_flush_at_once_when_starved() -> None:
 
 def test_sim_acks_wait_for_age_when_not_starved() -> None:
     """Control for the starvation test: with room left the same settles wait max_age."""
-    scheduler = TestScheduler()
     queue = SimQueue()
     queue.send(0.0, count=2)
-    consumer = SimConsumer(
-        scheduler, queue, window=100, batch_size=10, max_age=10.0, process_time=1.0
-    )
-    consumer.at(0.0, consumer.start)
-    scheduler.advance_to(20.0)
+    consumer = SimConsumer(queue, window=100, batch_size=10, max_age=10.0, process_time=1.0)
+    consumer.advance_to(20.0)
     assert queue.sql_calls == [(11.0, "delete", (1, 2))]
 
 
 def test_sim_credit_returns_only_after_the_flush_commits() -> None:
     """With a 0.5 s flush, the next read waits for the commit, never for the settle."""
-    scheduler = TestScheduler()
     queue = SimQueue()
     queue.send(0.0, count=4)
-    consumer = SimConsumer(
-        scheduler, queue, window=2, batch_size=2, process_time=1.0, flush_latency=0.5
-    )
-    consumer.at(0.0, consumer.start)
-    scheduler.advance_to(10.0)
+    consumer = SimConsumer(queue, window=2, batch_size=2, process_time=1.0, flush_latency=0.5)
+    consumer.advance_to(10.0)
     # settles at 1.0 (starved: flushed at once), commit at 1.5 -> read; the second settle
     # flushes after that commit (2.0) -> read. Never a read at the settle time itself.
     assert [(t, got) for t, _, got in queue.reads[:3]] == [(0.0, 2), (1.5, 1), (2.0, 1)]
@@ -874,7 +830,6 @@ def test_sim_credit_returns_only_after_the_flush_commits() -> None:
 
 def test_sim_nothing_and_set_vt_redeliver_after_the_timeout() -> None:
     """Nothing leaves a message to reappear after vt; set_vt(2) after 2 s, read_ct 2."""
-    scheduler = TestScheduler()
     queue = SimQueue()
     queue.send(0.0, count=2)
 
@@ -886,9 +841,8 @@ def test_sim_nothing_and_set_vt_redeliver_after_the_timeout() -> None:
             return Delete()
         return Nothing() if m.msg_id == 1 else SetVisibilityTimeout(2)
 
-    consumer = SimConsumer(scheduler, queue, read_interval=1.0, vt=10.0, action=action)
-    consumer.at(0.0, consumer.start)
-    scheduler.advance_to(30.0)
+    consumer = SimConsumer(queue, read_interval=1.0, vt=10.0, action=action)
+    consumer.advance_to(30.0)
     # set_vt(2) is flushed at 0.005 (max_age) and counts from there: visible at 2.005, when
     # a poll happens to run; Nothing leaves msg 1 hidden until its read vt (10.0) and the
     # next poll (10.01) gets it. Both come back with read_ct 2 and are then deleted.

@@ -6,120 +6,29 @@ Every claim is checked on the database too: a message read and not yet settled h
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Callable, Iterator
 
-import psycopg
-import pytest
+from _support import (
+    WAIT,
+    Conn,
+    Subscribe,
+    count,
+    leased,
+    source_of,
+    table,
+    unread,
+    wait_until,
+    watch,
+)
 from psycopg import sql
-from reactivex import abc
 
-import rx_pgmq
 from rx_pgmq.actions import Archive
 from rx_pgmq.client import PGMQ
-from rx_pgmq.message import Message
-
-WAIT = 10.0  # generous bound for things that normally take milliseconds
-SETTLE = 0.5  # how long to watch for reads that must not happen
-
 
 # -- helpers ----------------------------------------------------------------------------
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = WAIT) -> bool:
-    """Poll ``predicate`` every 10 ms until it holds or ``timeout`` passes."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() >= deadline:
-            return predicate()
-        time.sleep(0.01)
-    return True
-
-
-class Sink(abc.ObserverBase[Message]):
-    """Records delivered messages; optionally runs ``on_message`` on each (e.g. settle)."""
-
-    def __init__(self, on_message: Callable[[Message], object] | None = None) -> None:
-        self.cond = threading.Condition()
-        self.messages: list[Message] = []
-        self.errors: list[Exception] = []
-        self._on_message = on_message
-
-    def on_next(self, value: Message) -> None:
-        if self._on_message is not None:
-            self._on_message(value)
-        with self.cond:
-            self.messages.append(value)
-            self.cond.notify_all()
-
-    def on_error(self, error: Exception) -> None:
-        with self.cond:
-            self.errors.append(error)
-            self.cond.notify_all()
-
-    def on_completed(self) -> None:
-        pass
-
-    def wait_for(self, n: int, timeout: float = WAIT) -> bool:
-        """Wait until ``n`` messages arrived."""
-        with self.cond:
-            return self.cond.wait_for(lambda: len(self.messages) >= n, timeout)
-
-    @property
-    def ids(self) -> list[int]:
-        with self.cond:
-            return [m.msg_id for m in self.messages]
-
-
-@pytest.fixture
-def subscribe(pgmq_queue: str) -> Iterator[Callable[..., Sink]]:
-    """Subscribe a Sink to a source; every subscription is disposed after the test."""
-    subs: list[abc.DisposableBase] = []
-
-    def run(
-        source: rx_pgmq.QueueSource, on_message: Callable[[Message], object] | None = None
-    ) -> Sink:
-        sink = Sink(on_message)
-        subs.append(source.subscribe(sink))
-        return sink
-
-    yield run
-    for sub in subs:
-        sub.dispose()
-
-
-@pytest.fixture
-def db(pgmq_dsn: str) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
-    """An autocommit connection to inspect queue tables."""
-    with psycopg.connect(pgmq_dsn, autocommit=True) as conn:
-        yield conn
-
-
-def table(queue: str) -> sql.Identifier:
-    return sql.Identifier("pgmq", f"q_{queue}")
-
-
-def leased(db: psycopg.Connection[tuple[object, ...]], queue: str) -> int:
-    """Messages read and hidden now (read, not settled, not released)."""
-    row = db.execute(
-        sql.SQL("SELECT count(*) FROM {} WHERE read_ct >= 1 AND vt > clock_timestamp()").format(
-            table(queue)
-        )
-    ).fetchone()
-    assert row is not None
-    return int(str(row[0]))
-
-
-def unread(db: psycopg.Connection[tuple[object, ...]], queue: str) -> int:
-    row = db.execute(
-        sql.SQL("SELECT count(*) FROM {} WHERE read_ct = 0").format(table(queue))
-    ).fetchone()
-    assert row is not None
-    return int(str(row[0]))
-
-
-def read_sizes(db: psycopg.Connection[tuple[object, ...]], queue: str) -> list[int]:
+def read_sizes(db: Conn, queue: str) -> list[int]:
     """Sizes of the reads that claimed the messages still in the table, in read order.
 
     Each ``pgmq.read`` runs in its own transaction, so the rows one read claimed share
@@ -131,30 +40,19 @@ def read_sizes(db: psycopg.Connection[tuple[object, ...]], queue: str) -> list[i
             " ORDER BY xmin::text::bigint"
         ).format(table(queue))
     ).fetchall()
-    return [int(str(r[0])) for r in rows]
-
-
-def watch(seconds: float = SETTLE) -> None:
-    """Give the consumer time to do something it must not do."""
-    threading.Event().wait(seconds)
+    return [int(r[0]) for r in rows]
 
 
 # -- the demand window ------------------------------------------------------------------
 
 
 def test_max_in_flight_5_leaves_exactly_5_messages_read_in_the_database_and_never_over_reads(
-    pgmq_dsn: str,
-    pgmq: PGMQ,
-    pgmq_queue: str,
-    subscribe: Callable[..., Sink],
-    db: psycopg.Connection[tuple[object, ...]],
+    pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, subscribe: Subscribe, db: Conn
 ) -> None:
     """max_in_flight=5, 20 queued, nothing settled: exactly 5 are read (hidden, read_ct 1)
     and it stays 5 while polling every 0.05 s; settling 2 lets exactly 2 more be read."""
     pgmq.send_batch(pgmq_queue, [{"i": i} for i in range(20)])
-    source = rx_pgmq.read_queue(
-        pgmq_dsn, pgmq_queue, visibility_timeout=30, read_interval=0.05, max_in_flight=5
-    )
+    source = source_of(pgmq_dsn, pgmq_queue, max_in_flight=5)
     sink = subscribe(source)
     assert sink.wait_for(5)
     watch()
@@ -177,23 +75,12 @@ def test_max_in_flight_5_leaves_exactly_5_messages_read_in_the_database_and_neve
 
 
 def test_each_read_asks_for_min_of_batch_size_and_free_room(
-    pgmq_dsn: str,
-    pgmq: PGMQ,
-    pgmq_queue: str,
-    subscribe: Callable[..., Sink],
-    db: psycopg.Connection[tuple[object, ...]],
+    pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, subscribe: Subscribe, db: Conn
 ) -> None:
     """batch_size=3, max_in_flight=7: the reads claim 3, 3, then 1 (the room left), then
     nothing while the window is full; after 2 settle, the next reads claim at most 2."""
     pgmq.send_batch(pgmq_queue, [{"i": i} for i in range(20)])
-    source = rx_pgmq.read_queue(
-        pgmq_dsn,
-        pgmq_queue,
-        visibility_timeout=30,
-        read_interval=0.05,
-        batch_size=3,
-        max_in_flight=7,
-    )
+    source = source_of(pgmq_dsn, pgmq_queue, batch_size=3, max_in_flight=7)
     sink = subscribe(source)
     assert sink.wait_for(7)
     watch()
@@ -214,14 +101,12 @@ def test_each_read_asks_for_min_of_batch_size_and_free_room(
 
 
 def test_settling_reads_at_once_without_waiting_for_the_poll_interval(
-    pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, subscribe: Callable[..., Sink]
+    pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, subscribe: Subscribe
 ) -> None:
     """Poll mode reads when demand arrives: with max_in_flight=1 and read_interval=30 s,
     settling the first message makes the consumer read the second one at once."""
     pgmq.send_batch(pgmq_queue, [{"n": 1}, {"n": 2}])
-    source = rx_pgmq.read_queue(
-        pgmq_dsn, pgmq_queue, visibility_timeout=30, read_interval=30.0, max_in_flight=1
-    )
+    source = source_of(pgmq_dsn, pgmq_queue, read_interval=30.0, max_in_flight=1)
     sink = subscribe(source)
     assert sink.wait_for(1)
     watch(0.3)
@@ -234,18 +119,12 @@ def test_settling_reads_at_once_without_waiting_for_the_poll_interval(
 
 
 def test_release_gives_credit_back_and_the_message_is_read_again(
-    pgmq_dsn: str,
-    pgmq: PGMQ,
-    pgmq_queue: str,
-    subscribe: Callable[..., Sink],
-    db: psycopg.Connection[tuple[object, ...]],
+    pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, subscribe: Subscribe, db: Conn
 ) -> None:
     """message.release() makes the message visible at once and frees its room, so the
     consumer reads it again (read_ct 2)."""
     (msg_id,) = pgmq.send_batch(pgmq_queue, [{"only": True}])
-    source = rx_pgmq.read_queue(
-        pgmq_dsn, pgmq_queue, visibility_timeout=30, read_interval=0.1, max_in_flight=1
-    )
+    source = source_of(pgmq_dsn, pgmq_queue, read_interval=0.1, max_in_flight=1)
     sink = subscribe(source)
     assert sink.wait_for(1)
     assert sink.messages[0].release().result(WAIT) == "acked"
@@ -260,18 +139,12 @@ def test_release_gives_credit_back_and_the_message_is_read_again(
 
 
 def test_two_subscriptions_are_independent_consumers_each_with_its_own_window(
-    pgmq_dsn: str,
-    pgmq: PGMQ,
-    pgmq_queue: str,
-    subscribe: Callable[..., Sink],
-    db: psycopg.Connection[tuple[object, ...]],
+    pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, subscribe: Subscribe, db: Conn
 ) -> None:
     """Two subscriptions of one source, max_in_flight=5, 12 queued, nothing settled: each
     holds exactly 5 distinct messages (10 leased in the database, 2 left unread)."""
     pgmq.send_batch(pgmq_queue, [{"i": i} for i in range(12)])
-    source = rx_pgmq.read_queue(
-        pgmq_dsn, pgmq_queue, visibility_timeout=30, read_interval=0.05, max_in_flight=5
-    )
+    source = source_of(pgmq_dsn, pgmq_queue, max_in_flight=5)
     a, b = subscribe(source), subscribe(source)
     assert a.wait_for(5) and b.wait_for(5)
     watch()
@@ -284,30 +157,18 @@ def test_two_subscriptions_are_independent_consumers_each_with_its_own_window(
 
 
 def test_two_settling_subscriptions_share_a_queue_without_double_delivery(
-    pgmq_dsn: str,
-    pgmq: PGMQ,
-    pgmq_queue: str,
-    subscribe: Callable[..., Sink],
-    db: psycopg.Connection[tuple[object, ...]],
+    pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, subscribe: Subscribe, db: Conn
 ) -> None:
     """Two subscriptions that settle (delete) what they get: all 60 messages are delivered
     exactly once across both, and the queue ends empty."""
     ids = pgmq.send_batch(pgmq_queue, [{"i": i} for i in range(60)])
-    source = rx_pgmq.read_queue(
-        pgmq_dsn,
-        pgmq_queue,
-        visibility_timeout=30,
-        read_interval=0.05,
-        batch_size=4,
-        max_in_flight=6,
-    )
-    a = subscribe(source, lambda m: m.settle())
-    b = subscribe(source, lambda m: m.settle())
+    source = source_of(pgmq_dsn, pgmq_queue, batch_size=4, max_in_flight=6)
+    a = subscribe(source, on_message=lambda m: m.settle())
+    b = subscribe(source, on_message=lambda m: m.settle())
     assert wait_until(lambda: len(a.messages) + len(b.messages) >= 60)
     watch(0.3)
     got = a.ids + b.ids
     assert len(got) == 60
     assert sorted(got) == sorted(ids)
     assert wait_until(lambda: source.stats.settled.get("delete", 0) == 60)
-    row = db.execute(sql.SQL("SELECT count(*) FROM {}").format(table(pgmq_queue))).fetchone()
-    assert row is not None and row[0] == 0
+    assert count(db, pgmq_queue) == 0

@@ -6,15 +6,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from typing import Any
 
-import psycopg
 import pytest
-import reactivex
+from _support import WAIT, Conn, Subscribe, source_of, table, terminate, wait_until, watch
 from psycopg import sql
-from reactivex import abc
 from reactivex import operators as ops
 
 import rx_pgmq
@@ -23,79 +20,10 @@ from rx_pgmq.client import PGMQ
 from rx_pgmq.errors import InvalidArgument, QueueNotFound
 from rx_pgmq.message import Message
 
-WAIT = 10.0  # generous bound for things that normally take milliseconds
-SETTLE = 0.5  # how long to watch for reads that must not happen
 UNREACHABLE = "host=/nonexistent/rx_pgmq dbname=nothing connect_timeout=2"
-
-Conn = psycopg.Connection[tuple[Any, ...]]
 
 
 # -- helpers ----------------------------------------------------------------------------
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = WAIT) -> bool:
-    """Poll ``predicate`` every 10 ms until it holds or ``timeout`` passes."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() >= deadline:
-            return predicate()
-        time.sleep(0.01)
-    return True
-
-
-class Sink(abc.ObserverBase[Message]):
-    """Records messages, errors and completion; waits with deadlines."""
-
-    def __init__(self) -> None:
-        self.cond = threading.Condition()
-        self.messages: list[Message] = []
-        self.errors: list[Exception] = []
-        self.completed = False
-
-    def on_next(self, value: Message) -> None:
-        with self.cond:
-            self.messages.append(value)
-            self.cond.notify_all()
-
-    def on_error(self, error: Exception) -> None:
-        with self.cond:
-            self.errors.append(error)
-            self.cond.notify_all()
-
-    def on_completed(self) -> None:
-        with self.cond:
-            self.completed = True
-            self.cond.notify_all()
-
-    def wait_for(self, n: int, timeout: float = WAIT) -> bool:
-        with self.cond:
-            return self.cond.wait_for(lambda: len(self.messages) >= n, timeout)
-
-    def wait_error(self, timeout: float = WAIT) -> bool:
-        with self.cond:
-            return self.cond.wait_for(lambda: bool(self.errors), timeout)
-
-
-@pytest.fixture
-def subscribe(pgmq_queue: str) -> Iterator[Callable[..., tuple[Sink, abc.DisposableBase]]]:
-    """Subscribe a Sink; every subscription is disposed after the test."""
-    subs: list[abc.DisposableBase] = []
-
-    def run(source: reactivex.Observable[Message]) -> tuple[Sink, abc.DisposableBase]:
-        sink = Sink()
-        sub = source.subscribe(sink)
-        subs.append(sub)
-        return sink, sub
-
-    yield run
-    for sub in subs:
-        sub.dispose()
-
-
-@pytest.fixture
-def db(pgmq_dsn: str) -> Iterator[Conn]:
-    with psycopg.connect(pgmq_dsn, autocommit=True) as conn:
-        yield conn
 
 
 def rows(db: Conn, queue: str) -> dict[int, tuple[int, float]]:
@@ -104,44 +32,28 @@ def rows(db: Conn, queue: str) -> dict[int, tuple[int, float]]:
         sql.SQL(
             "SELECT msg_id, read_ct, extract(epoch FROM vt - clock_timestamp())::float8"
             " FROM {} ORDER BY msg_id"
-        ).format(sql.Identifier("pgmq", f"q_{queue}"))
+        ).format(table(queue))
     ).fetchall()
     return {int(r[0]): (int(r[1]), float(r[2])) for r in found}
-
-
-def watch(seconds: float = SETTLE) -> None:
-    """Give the consumer time to do something it must not do."""
-    threading.Event().wait(seconds)
-
-
-def terminate(dsn: str, pid: int) -> None:
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        row = conn.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone()
-        assert row is not None and row[0], f"backend {pid} was not terminated"
-
-
-def source_of(dsn: str, queue: str, **kwargs: Any) -> rx_pgmq.QueueSource:
-    kwargs.setdefault("read_interval", 0.05)
-    return rx_pgmq.read_queue(dsn, queue, visibility_timeout=30, **kwargs)
 
 
 # -- dispose ----------------------------------------------------------------------------
 
 
 def test_dispose_releases_unsettled_messages_and_stops_reading_at_once(
-    pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, subscribe: Callable[..., Any], db: Conn
+    pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, subscribe: Subscribe, db: Conn
 ) -> None:
     """Disposing with 5 unsettled messages returns quickly, sets their vt back to now
     (read_ct unchanged, so others read them at once) and no read happens afterwards."""
     ids = pgmq.send_batch(pgmq_queue, [{"i": i} for i in range(10)])
     source = source_of(pgmq_dsn, pgmq_queue, max_in_flight=5)
-    sink, sub = subscribe(source)
+    sink = subscribe(source)
     assert sink.wait_for(5)
     held = {m.msg_id for m in sink.messages}
     assert all(rows(db, pgmq_queue)[i][1] > 20 for i in held)
 
     started = time.monotonic()
-    sub.dispose()
+    sink.subscription.dispose()
     took = time.monotonic() - started
     assert took < 2.0, f"dispose took {took:.2f} s"
     reads = source.stats.reads
@@ -163,14 +75,14 @@ def test_dispose_releases_unsettled_messages_and_stops_reading_at_once(
 
 
 def test_dispose_with_on_dispose_keep_leaves_unsettled_messages_hidden(
-    pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, subscribe: Callable[..., Any], db: Conn
+    pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, subscribe: Subscribe, db: Conn
 ) -> None:
     """on_dispose="keep": unsettled messages stay hidden until their visibility timeout."""
     pgmq.send_batch(pgmq_queue, [{"i": i} for i in range(3)])
     source = source_of(pgmq_dsn, pgmq_queue, on_dispose="keep")
-    sink, sub = subscribe(source)
+    sink = subscribe(source)
     assert sink.wait_for(3)
-    sub.dispose()
+    sink.subscription.dispose()
     state = rows(db, pgmq_queue)
     assert len(state) == 3
     assert all(read_ct == 1 and until > 20 for read_ct, until in state.values())
@@ -179,7 +91,7 @@ def test_dispose_with_on_dispose_keep_leaves_unsettled_messages_hidden(
 
 
 def test_dispose_from_inside_on_next_flushes_acks_and_releases_the_rest_of_the_batch(
-    pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, subscribe: Callable[..., Any], db: Conn
+    pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, subscribe: Subscribe, db: Conn
 ) -> None:
     """take(3) disposes the subscription from on_next (the reader thread) in the middle of
     a 10-message batch: the 3 settled messages are deleted, the 7 never emitted are
@@ -190,10 +102,9 @@ def test_dispose_from_inside_on_next_flushes_acks_and_releases_the_rest_of_the_b
     def settle(m: Message) -> None:
         m.settle()
 
-    sink, _ = subscribe(source.pipe(ops.do_action(settle), ops.take(3)))
+    sink = subscribe(source.pipe(ops.do_action(settle), ops.take(3)))
     assert sink.wait_for(3)
-    with sink.cond:
-        assert sink.cond.wait_for(lambda: sink.completed, WAIT)
+    assert sink.wait_completed()
     assert wait_until(lambda: source.consumers == []), "consumer did not close"
     state = rows(db, pgmq_queue)
     emitted = {m.msg_id for m in sink.messages}
@@ -206,20 +117,20 @@ def test_dispose_from_inside_on_next_flushes_acks_and_releases_the_rest_of_the_b
 
 
 def test_dispose_flushes_pending_acks_before_releasing(
-    pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, subscribe: Callable[..., Any], db: Conn
+    pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, subscribe: Subscribe, db: Conn
 ) -> None:
     """Acks held back by the batcher (ack_max_age=60 s) are committed by dispose, before
     the remaining unsettled messages are released."""
     pgmq.send_batch(pgmq_queue, [{"i": i} for i in range(5)])
     source = source_of(pgmq_dsn, pgmq_queue, ack_batch_size=100, ack_max_age=60)
-    sink, sub = subscribe(source)
+    sink = subscribe(source)
     assert sink.wait_for(5)
     futures: list[Future[AckStatus]] = [m.settle() for m in sink.messages[:3]]
     watch(0.3)
     assert not any(f.done() for f in futures), "acks flushed before they were due"
     assert len(rows(db, pgmq_queue)) == 5
 
-    sub.dispose()
+    sink.subscription.dispose()
     assert [f.result(0) for f in futures] == ["acked"] * 3
     state = rows(db, pgmq_queue)
     assert sorted(state) == sorted(m.msg_id for m in sink.messages[3:])
@@ -228,14 +139,14 @@ def test_dispose_flushes_pending_acks_before_releasing(
 
 
 def test_settle_after_dispose_is_refused_without_sql(
-    pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, subscribe: Callable[..., Any], db: Conn
+    pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, subscribe: Subscribe, db: Conn
 ) -> None:
     """Settling a message after its subscription was disposed resolves "unacked" and does
     not touch the (already released) message."""
     pgmq.send(pgmq_queue, {"x": 1})
-    sink, sub = subscribe(source_of(pgmq_dsn, pgmq_queue))
+    sink = subscribe(source_of(pgmq_dsn, pgmq_queue))
     assert sink.wait_for(1)
-    sub.dispose()
+    sink.subscription.dispose()
     assert sink.messages[0].settle().result(WAIT) == "unacked"
     assert len(rows(db, pgmq_queue)) == 1
 
@@ -277,14 +188,14 @@ def test_an_exception_in_on_next_ends_the_subscription_with_on_error_and_release
 
 
 def test_missing_queue_is_reported_to_on_error_as_queue_not_found(
-    pgmq_dsn: str, subscribe: Callable[..., Any]
+    pgmq_dsn: str, subscribe: Subscribe
 ) -> None:
     """Subscribing to a queue that does not exist sends QueueNotFound to on_error (no
     thread crash, no retry loop)."""
     source = rx_pgmq.read_queue(
         pgmq_dsn, "no_such_queue_rx_pgmq", visibility_timeout=30, read_interval=0.1
     )
-    sink, _ = subscribe(source)
+    sink = subscribe(source)
     assert sink.wait_error()
     (error,) = sink.errors
     assert isinstance(error, QueueNotFound)
@@ -295,14 +206,14 @@ def test_missing_queue_is_reported_to_on_error_as_queue_not_found(
 
 
 def test_queue_dropped_while_consuming_is_reported_as_queue_not_found(
-    pgmq_dsn: str, pgmq: PGMQ, subscribe: Callable[..., Any]
+    pgmq_dsn: str, pgmq: PGMQ, subscribe: Subscribe
 ) -> None:
     """A queue dropped under a polling consumer ends the subscription with QueueNotFound."""
     queue = f"t_drop_{time.monotonic_ns() % 10**9}"
     pgmq.create_queue(queue)
     try:
         source = source_of(pgmq_dsn, queue)
-        sink, _ = subscribe(source)
+        sink = subscribe(source)
         assert wait_until(lambda: source.stats.reads >= 1)
     finally:
         pgmq.drop_queue(queue)
@@ -314,13 +225,13 @@ def test_terminated_reader_connection_reconnects_logs_a_warning_and_keeps_delive
     pgmq_dsn: str,
     pgmq: PGMQ,
     pgmq_queue: str,
-    subscribe: Callable[..., Any],
+    subscribe: Subscribe,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """pg_terminate_backend on the reader connection: the consumer reconnects
     (stats.reconnects >= 1), logs a WARNING, and delivers the next message."""
     source = source_of(pgmq_dsn, pgmq_queue)
-    sink, _ = subscribe(source)
+    sink = subscribe(source)
     pgmq.send(pgmq_queue, {"n": 1})
     assert sink.wait_for(1)
     (consumer,) = source.consumers
@@ -342,7 +253,7 @@ def test_terminated_acknowledger_connection_is_retried_and_the_ack_commits(
     pgmq_dsn: str,
     pgmq: PGMQ,
     pgmq_queue: str,
-    subscribe: Callable[..., Any],
+    subscribe: Subscribe,
     db: Conn,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -350,7 +261,7 @@ def test_terminated_acknowledger_connection_is_retried_and_the_ack_commits(
     new connection and commits; the subscription stays alive."""
     pgmq.send_batch(pgmq_queue, [{"n": 1}, {"n": 2}])
     source = source_of(pgmq_dsn, pgmq_queue)
-    sink, _ = subscribe(source)
+    sink = subscribe(source)
     assert sink.wait_for(2)
     assert sink.messages[0].settle().result(WAIT) == "acked"
     (consumer,) = source.consumers

@@ -9,75 +9,14 @@ from __future__ import annotations
 import statistics
 import threading
 import time
-from collections.abc import Callable, Iterator
 from typing import Any
 
-import psycopg
-import pytest
-from reactivex import abc
+from _support import WAIT, Subscribe, source_of, terminate, wait_until
 
 import rx_pgmq
 from rx_pgmq.client import PGMQ
-from rx_pgmq.message import Message
-
-WAIT = 10.0  # generous bound for things that normally take milliseconds
-
 
 # -- helpers ----------------------------------------------------------------------------
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = WAIT) -> bool:
-    """Poll ``predicate`` every 10 ms until it holds or ``timeout`` passes."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() >= deadline:
-            return predicate()
-        time.sleep(0.01)
-    return True
-
-
-class Sink(abc.ObserverBase[Message]):
-    """Records what a subscription delivers, with arrival times; waits with deadlines."""
-
-    def __init__(self) -> None:
-        self.cond = threading.Condition()
-        self.messages: list[Message] = []
-        self.arrived: list[float] = []
-        self.errors: list[Exception] = []
-
-    def on_next(self, value: Message) -> None:
-        with self.cond:
-            self.messages.append(value)
-            self.arrived.append(time.monotonic())
-            self.cond.notify_all()
-
-    def on_error(self, error: Exception) -> None:
-        with self.cond:
-            self.errors.append(error)
-            self.cond.notify_all()
-
-    def on_completed(self) -> None:
-        pass
-
-    def wait_for(self, n: int, timeout: float = WAIT) -> bool:
-        """Wait until ``n`` messages arrived."""
-        with self.cond:
-            return self.cond.wait_for(lambda: len(self.messages) >= n, timeout)
-
-
-@pytest.fixture
-def subscribe(pgmq_queue: str) -> Iterator[Callable[[rx_pgmq.QueueSource], Sink]]:
-    """Subscribe a Sink to a source; every subscription is disposed after the test."""
-    subs: list[abc.DisposableBase] = []
-
-    def run(source: rx_pgmq.QueueSource) -> Sink:
-        sink = Sink()
-        subs.append(source.subscribe(sink))
-        return sink
-
-    yield run
-    for sub in subs:
-        sub.dispose()
 
 
 def started(source: rx_pgmq.QueueSource) -> None:
@@ -91,21 +30,23 @@ def send_and_time(pgmq: PGMQ, queue: str, body: Any = None) -> float:
     return time.monotonic()
 
 
-def terminate(dsn: str, pid: int) -> None:
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        row = conn.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone()
-        assert row is not None and row[0], f"backend {pid} was not terminated"
+def take_down(dsn: str, listener: rx_pgmq.Listener) -> None:
+    """Terminate the listener's backend and wait until the listener noticed."""
+    pid = listener.backend_pid
+    assert pid is not None
+    terminate(dsn, pid)
+    assert wait_until(lambda: listener.backend_pid is None), "listener did not notice"
 
 
 # -- poll mode --------------------------------------------------------------------------
 
 
 def test_poll_mode_reads_once_per_interval_while_idle_and_picks_up_a_new_message_within_interval(
-    pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, subscribe: Callable[..., Sink]
+    pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, subscribe: Subscribe
 ) -> None:
     """Poll mode: an idle queue costs ~one read per read_interval (no spinning), and a
     message sent to it is delivered within read_interval + 0.5 s."""
-    source = rx_pgmq.read_queue(pgmq_dsn, pgmq_queue, visibility_timeout=30, read_interval=1.0)
+    source = source_of(pgmq_dsn, pgmq_queue, read_interval=1.0)
     sink = subscribe(source)
     started(source)
     before = source.stats.reads
@@ -127,15 +68,13 @@ def test_poll_mode_reads_once_per_interval_while_idle_and_picks_up_a_new_message
 
 
 def test_notification_mode_delivers_fast_without_any_polling(
-    pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, subscribe: Callable[..., Sink]
+    pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, subscribe: Subscribe
 ) -> None:
     """Notification mode (listener, read_interval=None): an idle consumer issues no reads
     at all, yet a sent message is delivered in well under 100 ms (bound 500 ms) because the
     insert notification wakes the reader."""
     pgmq.enable_notify(pgmq_queue, throttle_ms=0)
-    source = rx_pgmq.read_queue(
-        pgmq_dsn, pgmq_queue, visibility_timeout=30, read_interval=None, listener=True
-    )
+    source = source_of(pgmq_dsn, pgmq_queue, read_interval=None, listener=True)
     sink = subscribe(source)
     started(source)
     before = source.stats.reads
@@ -157,14 +96,12 @@ def test_notification_mode_delivers_fast_without_any_polling(
 
 
 def test_notification_mode_drains_a_backlog_while_reads_come_back_full(
-    pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, subscribe: Callable[..., Sink]
+    pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, subscribe: Subscribe
 ) -> None:
     """Notification mode: 25 messages inserted at once (one notification) are all read,
     by reads of 10, 10 and 5 (the short read ends the drain), without any polling."""
     pgmq.enable_notify(pgmq_queue, throttle_ms=0)
-    source = rx_pgmq.read_queue(
-        pgmq_dsn, pgmq_queue, visibility_timeout=30, read_interval=None, listener=True
-    )
+    source = source_of(pgmq_dsn, pgmq_queue, read_interval=None, listener=True)
     sink = subscribe(source)
     started(source)
     before = source.stats.reads
@@ -180,14 +117,12 @@ def test_notification_mode_drains_a_backlog_while_reads_come_back_full(
 
 
 def test_hybrid_mode_polls_up_a_message_whose_notification_never_came(
-    pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, subscribe: Callable[..., Sink]
+    pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, subscribe: Subscribe
 ) -> None:
     """Hybrid: with notifications disabled on the queue after subscribing (so the insert
     sends none), the message still arrives within read_interval (+0.75 s) by polling."""
     pgmq.enable_notify(pgmq_queue, throttle_ms=0)
-    source = rx_pgmq.read_queue(
-        pgmq_dsn, pgmq_queue, visibility_timeout=30, read_interval=1.0, listener=True
-    )
+    source = source_of(pgmq_dsn, pgmq_queue, read_interval=1.0, listener=True)
     sink = subscribe(source)
     started(source)
     pgmq.disable_notify(pgmq_queue)
@@ -200,22 +135,17 @@ def test_hybrid_mode_polls_up_a_message_whose_notification_never_came(
 
 
 def test_hybrid_mode_recovers_a_message_sent_while_the_listener_connection_was_down(
-    pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, subscribe: Callable[..., Sink]
+    pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, subscribe: Subscribe
 ) -> None:
     """Hybrid: the listener's backend is terminated and the listener waits 5 s before
     reconnecting; a message sent meanwhile (its notification is lost) is delivered within
     read_interval (+0.75 s) by the poll, before the listener is back."""
     pgmq.enable_notify(pgmq_queue, throttle_ms=0)
     with rx_pgmq.Listener(pgmq_dsn, reconnect_initial=5.0, reconnect_max=5.0) as listener:
-        source = rx_pgmq.read_queue(
-            pgmq_dsn, pgmq_queue, visibility_timeout=30, read_interval=1.0, listener=listener
-        )
+        source = source_of(pgmq_dsn, pgmq_queue, read_interval=1.0, listener=listener)
         sink = subscribe(source)
         started(source)
-        pid = listener.backend_pid
-        assert pid is not None
-        terminate(pgmq_dsn, pid)
-        assert wait_until(lambda: listener.backend_pid is None), "listener did not notice"
+        take_down(pgmq_dsn, listener)
         sent_at = send_and_time(pgmq, pgmq_queue)
         assert sink.wait_for(1, timeout=5.0)
         latency = sink.arrived[0] - sent_at
@@ -227,21 +157,16 @@ def test_hybrid_mode_recovers_a_message_sent_while_the_listener_connection_was_d
 
 
 def test_hybrid_listener_reconnect_wakes_the_consumer(
-    pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, subscribe: Callable[..., Sink]
+    pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, subscribe: Subscribe
 ) -> None:
     """A message sent while the listener is down, in a notification-only consumer, is
     read when the listener reconnects (its "reconnected" event wakes the consumer)."""
     pgmq.enable_notify(pgmq_queue, throttle_ms=0)
     with rx_pgmq.Listener(pgmq_dsn, reconnect_initial=1.0, reconnect_max=1.0) as listener:
-        source = rx_pgmq.read_queue(
-            pgmq_dsn, pgmq_queue, visibility_timeout=30, read_interval=None, listener=listener
-        )
+        source = source_of(pgmq_dsn, pgmq_queue, read_interval=None, listener=listener)
         sink = subscribe(source)
         started(source)
-        pid = listener.backend_pid
-        assert pid is not None
-        terminate(pgmq_dsn, pid)
-        assert wait_until(lambda: listener.backend_pid is None), "listener did not notice"
+        take_down(pgmq_dsn, listener)
         pgmq.send(pgmq_queue, {"x": 1})
         assert sink.wait_for(1, timeout=WAIT), "not read after the listener reconnected"
         assert listener.reconnects >= 1
@@ -252,15 +177,13 @@ def test_hybrid_listener_reconnect_wakes_the_consumer(
 
 
 def test_throttle_catch_up_read_delivers_an_insert_the_throttle_swallowed(
-    pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, subscribe: Callable[..., Sink]
+    pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, subscribe: Subscribe
 ) -> None:
     """With throttle_ms=1000 and no polling, a second message sent inside the throttle
     window sends no notification, yet is delivered by the catch-up read within
     throttle + 0.5 s."""
     pgmq.enable_notify(pgmq_queue, throttle_ms=1000)
-    source = rx_pgmq.read_queue(
-        pgmq_dsn, pgmq_queue, visibility_timeout=30, read_interval=None, listener=True
-    )
+    source = source_of(pgmq_dsn, pgmq_queue, read_interval=None, listener=True)
     sink = subscribe(source)
     started(source)
     pgmq.send(pgmq_queue, {"n": 1})

@@ -5,14 +5,23 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
 import pytest
-from psycopg import sql
+from _support import (
+    WAIT,
+    Conn,
+    Sink,
+    Subscribe,
+    count,
+    read_cts,
+    source_of,
+    wait_until,
+    watch,
+)
 from psycopg_pool import ConnectionPool
-from reactivex import abc
 from reactivex.scheduler import EventLoopScheduler
 
 import rx_pgmq
@@ -21,125 +30,7 @@ from rx_pgmq.client import PGMQ
 from rx_pgmq.errors import InvalidArgument
 from rx_pgmq.message import Message
 
-WAIT = 10.0  # generous bound for things that normally take milliseconds
-SETTLE = 0.5  # how long to watch for reads that must not happen
-
-Conn = psycopg.Connection[tuple[Any, ...]]
-
-
 # -- helpers ----------------------------------------------------------------------------
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = WAIT) -> bool:
-    """Poll ``predicate`` every 10 ms until it holds or ``timeout`` passes."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() >= deadline:
-            return predicate()
-        time.sleep(0.01)
-    return True
-
-
-class Sink(abc.ObserverBase[Message]):
-    """Records messages with their arrival time and thread, errors, and overlapping calls.
-
-    ``on_message`` runs inside ``on_next`` (e.g. to settle); ``work`` seconds of busy
-    time per call widen the window in which an overlapping call would be seen.
-    """
-
-    def __init__(
-        self, on_message: Callable[[Message], object] | None = None, work: float = 0.0
-    ) -> None:
-        self.cond = threading.Condition()
-        self.messages: list[Message] = []
-        self.arrived: list[float] = []
-        self.threads: list[threading.Thread] = []
-        self.errors: list[Exception] = []
-        self.on_message = on_message
-        self._work = work
-        self._active = 0
-        self.overlaps = 0
-
-    def _enter(self) -> None:
-        with self.cond:
-            self._active += 1
-            if self._active > 1:
-                self.overlaps += 1
-
-    def _leave(self) -> None:
-        with self.cond:
-            self._active -= 1
-
-    def on_next(self, value: Message) -> None:
-        self._enter()
-        try:
-            if self.on_message is not None:
-                self.on_message(value)
-            if self._work:
-                threading.Event().wait(self._work)
-            with self.cond:
-                self.messages.append(value)
-                self.arrived.append(time.monotonic())
-                self.threads.append(threading.current_thread())
-                self.cond.notify_all()
-        finally:
-            self._leave()
-
-    def on_error(self, error: Exception) -> None:
-        self._enter()
-        with self.cond:
-            self.errors.append(error)
-            self.cond.notify_all()
-        self._leave()
-
-    def on_completed(self) -> None:
-        pass
-
-    def wait_for(self, n: int, timeout: float = WAIT) -> bool:
-        with self.cond:
-            return self.cond.wait_for(lambda: len(self.messages) >= n, timeout)
-
-    @property
-    def ids(self) -> list[int]:
-        with self.cond:
-            return [m.msg_id for m in self.messages]
-
-
-@pytest.fixture
-def subscribe(pgmq_queue: str) -> Iterator[Callable[..., tuple[Sink, abc.DisposableBase]]]:
-    """Subscribe a Sink; every subscription is disposed after the test."""
-    subs: list[abc.DisposableBase] = []
-
-    def run(source: rx_pgmq.QueueSource, **sink_args: Any) -> tuple[Sink, abc.DisposableBase]:
-        sink = Sink(**sink_args)
-        sub = source.subscribe(sink)
-        subs.append(sub)
-        return sink, sub
-
-    yield run
-    for sub in subs:
-        sub.dispose()
-
-
-@pytest.fixture
-def db(pgmq_dsn: str) -> Iterator[Conn]:
-    with psycopg.connect(pgmq_dsn, autocommit=True) as conn:
-        yield conn
-
-
-def table(queue: str, prefix: str = "q") -> sql.Identifier:
-    return sql.Identifier("pgmq", f"{prefix}_{queue}")
-
-
-def read_cts(db: Conn, queue: str) -> dict[int, int]:
-    """msg_id -> read_ct of every message in the queue table."""
-    found = db.execute(sql.SQL("SELECT msg_id, read_ct FROM {}").format(table(queue))).fetchall()
-    return {int(r[0]): int(r[1]) for r in found}
-
-
-def watch(seconds: float = SETTLE) -> None:
-    """Give the consumer time to do something it must not do."""
-    threading.Event().wait(seconds)
 
 
 def long_polling(db: Conn, source: rx_pgmq.QueueSource) -> bool:
@@ -156,16 +47,11 @@ def deleted_at_least(source: rx_pgmq.QueueSource, n: int) -> Callable[[], bool]:
     return lambda: source.stats.settled.get("delete", 0) >= n
 
 
-def source_of(dsn: str | ConnectionPool, queue: str, **kwargs: Any) -> rx_pgmq.QueueSource:
-    kwargs.setdefault("read_interval", 0.05)
-    return rx_pgmq.read_queue(dsn, queue, visibility_timeout=30, **kwargs)
-
-
 # -- delete on read ---------------------------------------------------------------------
 
 
 def test_delete_on_read_removes_each_message_before_it_is_emitted(
-    pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, subscribe: Callable[..., Any], db: Conn
+    pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, subscribe: Subscribe, db: Conn
 ) -> None:
     """ReadOptions(delete_on_read=True) reads with pgmq.pop: when on_next runs the row is
     already gone (not archived), and emitted messages free their room at once, so all 6
@@ -175,11 +61,7 @@ def test_delete_on_read_removes_each_message_before_it_is_emitted(
 
     def check(m: Message) -> None:
         with psycopg.connect(pgmq_dsn, autocommit=True) as conn:
-            row = conn.execute(
-                sql.SQL("SELECT count(*) FROM {} WHERE msg_id = %s").format(table(pgmq_queue)),
-                (m.msg_id,),
-            ).fetchone()
-            present_at_emit.append(row is not None and row[0] == 1)
+            present_at_emit.append(count(conn, pgmq_queue, "msg_id = %s", (m.msg_id,)) == 1)
 
     source = source_of(
         pgmq_dsn,
@@ -188,13 +70,12 @@ def test_delete_on_read_removes_each_message_before_it_is_emitted(
         max_in_flight=2,
         read_options=ReadOptions(delete_on_read=True),
     )
-    sink, _ = subscribe(source, on_message=check)
+    sink = subscribe(source, on_message=check)
     assert sink.wait_for(6)
     assert sink.ids == ids
     assert present_at_emit == [False] * 6
     assert read_cts(db, pgmq_queue) == {}
-    row = db.execute(sql.SQL("SELECT count(*) FROM {}").format(table(pgmq_queue, "a"))).fetchone()
-    assert row is not None and row[0] == 0
+    assert count(db, pgmq_queue, prefix="a") == 0
     assert source.stats.settled.get("pop") == 6
     assert source.stats.in_flight == 0
     assert sink.messages[0].settle().result(WAIT) == "ignored"
@@ -204,14 +85,14 @@ def test_delete_on_read_removes_each_message_before_it_is_emitted(
 
 
 def test_conditional_reads_only_messages_whose_body_matches(
-    pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, subscribe: Callable[..., Any], db: Conn
+    pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, subscribe: Subscribe, db: Conn
 ) -> None:
     """ReadOptions(conditional={"kind": "a"}) delivers only bodies containing it; the
     others are never read (read_ct 0)."""
     kinds = ["a", "b", "a", "b", "b", "a"]
     ids = pgmq.send_batch(pgmq_queue, [{"kind": k, "i": i} for i, k in enumerate(kinds)])
     source = source_of(pgmq_dsn, pgmq_queue, read_options=ReadOptions(conditional={"kind": "a"}))
-    sink, _ = subscribe(source)
+    sink = subscribe(source)
     assert sink.wait_for(3)
     watch()
     assert sink.ids == [i for i, k in zip(ids, kinds, strict=True) if k == "a"]
@@ -223,14 +104,14 @@ def test_conditional_reads_only_messages_whose_body_matches(
 
 
 def test_long_poll_delivers_a_message_sent_while_the_read_waits_in_the_server(
-    pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, subscribe: Callable[..., Any], db: Conn
+    pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, subscribe: Subscribe, db: Conn
 ) -> None:
     """LongPoll(max_seconds=2): a message sent while read_with_poll is waiting in the
     server is returned by that read, well before the wait ends."""
     source = source_of(
         pgmq_dsn, pgmq_queue, read_options=ReadOptions(long_poll=LongPoll(2, interval_ms=50))
     )
-    sink, _ = subscribe(source)
+    sink = subscribe(source)
     assert wait_until(lambda: long_polling(db, source)), "never saw a waiting long poll"
     reads = source.stats.reads
     pgmq.send(pgmq_queue, {"x": 1})
@@ -243,16 +124,16 @@ def test_long_poll_delivers_a_message_sent_while_the_read_waits_in_the_server(
 
 
 def test_dispose_cancels_a_waiting_long_poll_promptly(
-    pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, subscribe: Callable[..., Any], db: Conn
+    pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, subscribe: Subscribe, db: Conn
 ) -> None:
     """Disposing while read_with_poll waits (max 10 s) cancels it: dispose returns in well
     under the wait and the subscription gets no error."""
     source = source_of(pgmq_dsn, pgmq_queue, read_options=ReadOptions(long_poll=LongPoll(10)))
-    sink, sub = subscribe(source)
+    sink = subscribe(source)
     assert wait_until(lambda: long_polling(db, source)), "never saw a waiting long poll"
     (consumer,) = source.consumers
     started = time.monotonic()
-    sub.dispose()
+    sink.subscription.dispose()
     took = time.monotonic() - started
     print(f"dispose during a long poll took {took * 1000:.0f} ms")
     assert took < 2.0
@@ -265,7 +146,7 @@ def test_dispose_cancels_a_waiting_long_poll_promptly(
 
 @pytest.mark.parametrize("mode", ["grouped", "grouped_rr", "grouped_head"])
 def test_fifo_reads_respect_group_order(
-    mode: Any, pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, subscribe: Callable[..., Any]
+    mode: Any, pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, subscribe: Subscribe
 ) -> None:
     """FIFO reads (header x-pgmq-group): within a group messages arrive in msg_id order,
     and no message is read while an earlier message of its group is still unsettled."""
@@ -277,7 +158,7 @@ def test_fifo_reads_respect_group_order(
     in_group = {g: [i for i in ids if group_of[i] == g] for g in "abc"}
     source = source_of(pgmq_dsn, pgmq_queue, batch_size=2, read_options=ReadOptions(fifo=mode))
     settling = threading.Event()
-    sink, _ = subscribe(source, on_message=lambda m: settling.is_set() and m.settle())
+    sink = subscribe(source, on_message=lambda m: settling.is_set() and m.settle())
     assert sink.wait_for(3)
     watch()
     first = sink.ids
@@ -299,7 +180,7 @@ def test_fifo_reads_respect_group_order(
 
 
 def test_messages_of_one_batch_are_emitted_in_msg_id_order(
-    pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, subscribe: Callable[..., Any], db: Conn
+    pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, subscribe: Subscribe, db: Conn
 ) -> None:
     """A batch that pgmq.read returns out of msg_id order (rows moved by set_vt) is still
     emitted in msg_id order."""
@@ -307,31 +188,30 @@ def test_messages_of_one_batch_are_emitted_in_msg_id_order(
     pgmq.set_vt(pgmq_queue, ids[:5], 0)  # new row versions after the others
     pgmq.set_vt(pgmq_queue, ids[1:5:2], 0)
     source = source_of(pgmq_dsn, pgmq_queue, batch_size=10)
-    sink, _ = subscribe(source)
+    sink = subscribe(source)
     assert sink.wait_for(10)  # one read: batch_size 10, all 10 visible
     assert sink.ids == sorted(ids)
 
 
 def test_scheduler_moves_delivery_off_the_reader_thread_and_calls_never_overlap(
-    pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, subscribe: Callable[..., Any]
+    pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, subscribe: Subscribe
 ) -> None:
     """scheduler=EventLoopScheduler(): every on_next runs on that scheduler's thread, not
     on the consumer's reader thread, one call at a time, in order."""
     ids = pgmq.send_batch(pgmq_queue, [{"i": i} for i in range(30)])
     scheduler = EventLoopScheduler()
     try:
-        source = rx_pgmq.read_queue(
+        source = source_of(
             pgmq_dsn,
             pgmq_queue,
-            visibility_timeout=30,
             read_interval=0.1,
             batch_size=5,
             max_in_flight=10,
             scheduler=scheduler,
         )
-        sink, sub = subscribe(source, on_message=lambda m: m.settle(), work=0.002)
+        sink = subscribe(source, on_message=lambda m: m.settle(), work=0.002)
         assert sink.wait_for(30)
-        sub.dispose()
+        sink.subscription.dispose()
     finally:
         scheduler.dispose()
     names = {t.name for t in sink.threads}
@@ -342,13 +222,13 @@ def test_scheduler_moves_delivery_off_the_reader_thread_and_calls_never_overlap(
 
 
 def test_without_scheduler_messages_are_delivered_on_the_reader_thread_one_at_a_time(
-    pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, subscribe: Callable[..., Any]
+    pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, subscribe: Subscribe
 ) -> None:
     """Without scheduler=, on_next runs on the consumer's reader thread, never overlapping,
     even while the acknowledger thread flushes settles."""
     pgmq.send_batch(pgmq_queue, [{"i": i} for i in range(20)])
     source = source_of(pgmq_dsn, pgmq_queue, batch_size=3, max_in_flight=4)
-    sink, _ = subscribe(source, on_message=lambda m: m.settle(), work=0.002)
+    sink = subscribe(source, on_message=lambda m: m.settle(), work=0.002)
     assert sink.wait_for(20)
     assert {t.name for t in sink.threads} == {f"rx_pgmq-reader-{pgmq_queue}"}
     assert sink.overlaps == 0
@@ -364,7 +244,7 @@ def test_a_connection_pool_lends_the_consumer_its_connections_and_gets_them_back
         source = source_of(pool, pgmq_queue, batch_size=2, max_in_flight=2)
         for round_ in range(2):
             pgmq.send_batch(pgmq_queue, [{"round": round_}] * 2)
-            sink = Sink(on_message=lambda m: m.settle())
+            sink = Sink[Message](on_message=lambda m: m.settle())
             sub = source.subscribe(sink)
             try:
                 assert sink.wait_for(2), f"round {round_}: nothing delivered"
