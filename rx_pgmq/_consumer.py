@@ -58,6 +58,10 @@ _FENCED_SET_VT = (
 )
 
 
+_Delivery = tuple[int, int]
+"""One delivery of a message: ``(msg_id, read_ct)``."""
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     """Everything a subscription needs; built and validated by ``read_queue``."""
@@ -104,9 +108,12 @@ class Consumer:
         window = min(config.window or config.max_in_flight, config.max_in_flight)
         self.demand = Demand(window, config.batch_size, controlled=config.controlled)
         self._batcher = AckBatcher(max_batch=config.ack_batch_size, max_age=config.ack_max_age)
-        self._unsettled: dict[int, Message] = {}
-        self._read_at: dict[int, float] = {}
-        self._settling: set[int] = set()
+        # Keyed by delivery, (msg_id, read_ct): a consumer whose lease ran out may read a
+        # message again while it still processes the earlier delivery; each delivery took
+        # one unit of demand and is settled (and gives its credit back) on its own.
+        self._unsettled: dict[_Delivery, Message] = {}
+        self._read_at: dict[_Delivery, float] = {}
+        self._settling: set[_Delivery] = set()
         self._closing = False
         self._failure: Exception | None = None
         self._acker_stop = False
@@ -213,10 +220,11 @@ class Consumer:
             if self._acker_stop:
                 fut.set_result("unacked")
                 return fut
-            if message.msg_id not in self._unsettled or message.msg_id in self._settling:
+            key = (message.msg_id, message.read_ct)
+            if key not in self._unsettled or key in self._settling:
                 fut.set_result("ignored")  # settled already, or a settle is pending
                 return fut
-            self._settling.add(message.msg_id)
+            self._settling.add(key)
             self._batcher.add(
                 Pending(message.msg_id, message.read_ct, action, reason, fut), time.monotonic()
             )
@@ -395,8 +403,8 @@ class Consumer:
             self.demand.on_emitted(len(msgs))
             if not self.config.options.delete_on_read:
                 for m in msgs:
-                    self._unsettled[m.msg_id] = m
-                    self._read_at[m.msg_id] = now
+                    self._unsettled[m.msg_id, m.read_ct] = m
+                    self._read_at[m.msg_id, m.read_ct] = now
             self.stats.in_flight = self.demand.in_flight
         self.stats.add("reads")
         if not msgs:
@@ -436,15 +444,25 @@ class Consumer:
         if threading.current_thread() is not self._acker_thread:
             self._acker_thread.join(self.config.close_timeout)
         with self._cond:
-            leftovers = list(self._batcher.take().items) if len(self._batcher) else []
-            unsettled = sorted(self._unsettled)
+            if len(self._batcher):
+                rest = self._batcher.take()
+                leftovers = [*rest.items, *rest.duplicates]
+            else:
+                leftovers = []
+            deliveries = len(self._unsettled)
+            # A flush still running after close_timeout applies its own actions: releasing
+            # those messages would race with it (e.g. undo a SetVisibilityTimeout).
+            flushing = self._settling - {(p.msg_id, p.read_ct) for p in leftovers}
+            unsettled = sorted(
+                {key[0] for key in self._unsettled if key not in flushing}
+                - {key[0] for key in flushing}
+            )
         _resolve([(p.token, "unacked") for p in leftovers])  # type: ignore[misc]
         if unsettled and self.config.on_dispose == "release":
             self._release(unsettled)
-        self._reader.close()
-        self._acker.close()
+        self._reader.close()  # the acknowledger closes its own connection when it exits
         with self._cond:
-            self.demand.on_settled(min(self.demand.in_flight, len(unsettled)))
+            self.demand.on_settled(min(self.demand.in_flight, deliveries))
             self.stats.in_flight = 0
             self._unsettled.clear()
         self._closed.set()
@@ -483,6 +501,14 @@ class Consumer:
     # -- acknowledger -------------------------------------------------------------------
 
     def _run_acker(self) -> None:
+        try:
+            self._acker_loop()
+        finally:
+            # Only this thread uses the acknowledger's connection, so only it closes it
+            # (shutdown may stop waiting for it after close_timeout while a flush runs).
+            self._acker.close()
+
+    def _acker_loop(self) -> None:
         backoff = Backoff(initial=0.05, maximum=2.0, max_attempts=8)
         heartbeat = self.config.vt / 2.0 if self.config.extend_visibility else None
         next_beat = time.monotonic() + heartbeat if heartbeat else None
@@ -505,11 +531,13 @@ class Consumer:
                 beat_ids: list[int] = []
                 if batch is None and next_beat is not None and heartbeat is not None:
                     limit = now - heartbeat
-                    beat_ids = [
-                        i
-                        for i, t in self._read_at.items()
-                        if t <= limit and i not in self._settling
-                    ]
+                    beat_ids = sorted(
+                        {
+                            key[0]
+                            for key, t in self._read_at.items()
+                            if t <= limit and key not in self._settling
+                        }
+                    )
                     next_beat = now + heartbeat / 2.0
             if batch is not None:
                 self._flush(batch, backoff)
@@ -525,10 +553,11 @@ class Consumer:
             _log.warning("visibility heartbeat of queue %r failed: %s", self.config.queue, exc)
             return
         now = time.monotonic()
+        extended = set(ids)
         with self._cond:
-            for i in ids:
-                if i in self._read_at:
-                    self._read_at[i] = now
+            for key in self._read_at:
+                if key[0] in extended:
+                    self._read_at[key] = now
         self.stats.add("extended", len(ids))
 
     def _flush(self, batch: Batch, backoff: Backoff) -> None:
@@ -556,7 +585,7 @@ class Consumer:
                 "and reappear after their visibility timeout",
                 len(batch.items),
                 self.config.queue,
-                exc,
+                translate(exc, self.config.queue),  # named errors carry a hint
             )
             backoff.reset()
             self._finish(batch, lost=set(), failed={p.msg_id for p in batch.items})
@@ -576,10 +605,11 @@ class Consumer:
         with self._cond:
             n = 0
             for p in batch.items:
-                self._settling.discard(p.msg_id)
-                if self._unsettled.pop(p.msg_id, None) is not None:
+                key = (p.msg_id, p.read_ct)
+                self._settling.discard(key)
+                if self._unsettled.pop(key, None) is not None:
                     n += 1
-                self._read_at.pop(p.msg_id, None)
+                self._read_at.pop(key, None)
                 if p.msg_id in failed:
                     status: AckStatus = "unacked"
                     self.stats.add("ack_failures")
@@ -591,7 +621,12 @@ class Consumer:
                     self.stats.settled(p.action.name)
                 results.append((p.token, status))  # type: ignore[arg-type]
             for p in batch.duplicates:
-                results.append((p.token, "ignored"))  # type: ignore[arg-type]
+                # Another delivery of a message in this batch (one SQL action per msg_id
+                # and flush): it goes into the next flush, if there is one.
+                if self._acker_stop:
+                    results.append((p.token, "unacked"))  # type: ignore[arg-type]
+                else:
+                    self._batcher.add(p, time.monotonic())
             self.demand.on_settled(min(n, self.demand.in_flight))
             self.stats.in_flight = self.demand.in_flight
             self._flushing = False
@@ -610,7 +645,7 @@ class Consumer:
             return {}, set()
         with self._cond:
             wanted = {
-                dest: [(p, self._unsettled.get(p.msg_id)) for p in items]
+                dest: [(p, self._unsettled.get((p.msg_id, p.read_ct))) for p in items]
                 for dest, items in batch.move.items()
             }
         rows = conn.execute(_sql.QUEUES_EXISTING, (list(wanted),)).fetchall()

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 import psycopg
 import pytest
-from _support import WAIT, Sink, Subscribe, source_of, table
+from _support import WAIT, Sink, Subscribe, source_of, table, wait_until
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 from reactivex import operators as ops
@@ -460,4 +460,6 @@ def test_take_before_ack_completes_once_its_acks_committed(
     finally:
         sub.dispose()
     assert [r["read_ct"] for r in rows(pgmq_dsn, pgmq_queue)] == [1] * 4
-    assert pgmq.metrics(pgmq_queue).queue_visible_length == 4
+    # take() disposed the consumer from its own reader thread, so that dispose could not
+    # wait: the release of the other 4 finishes on the reader thread right after.
+    assert wait_until(lambda: pgmq.metrics(pgmq_queue).queue_visible_length == 4)
