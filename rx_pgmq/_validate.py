@@ -12,6 +12,8 @@ from typing import Any
 from rx_pgmq.errors import InvalidArgument
 
 __all__ = [
+    "MAX_INT4",
+    "MAX_INT8",
     "QUEUE_NAME_RULE",
     "check_body",
     "check_headers",
@@ -43,25 +45,31 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def check_positive_int(value: object, argument: str) -> int:
-    """Return ``value`` if it is an int >= 1.
+MAX_INT4 = 2**31 - 1
+"""Largest PostgreSQL ``integer`` (counts, seconds, milliseconds)."""
+MAX_INT8 = 2**63 - 1
+"""Largest PostgreSQL ``bigint`` (message ids)."""
+
+
+def check_positive_int(value: object, argument: str, maximum: int = MAX_INT4) -> int:
+    """Return ``value`` if it is an int from 1 to ``maximum`` (PostgreSQL ``integer``).
 
     Raises:
         InvalidArgument: Otherwise.
     """
-    if not _is_int(value) or value < 1:  # type: ignore[operator]
-        raise InvalidArgument(argument, f"must be an int >= 1, got {value!r}")
+    if not _is_int(value) or not 1 <= value <= maximum:  # type: ignore[operator]
+        raise InvalidArgument(argument, f"must be an int >= 1 (at most {maximum}), got {value!r}")
     return value  # type: ignore[return-value]
 
 
-def check_non_negative_int(value: object, argument: str) -> int:
-    """Return ``value`` if it is an int >= 0.
+def check_non_negative_int(value: object, argument: str, maximum: int = MAX_INT4) -> int:
+    """Return ``value`` if it is an int from 0 to ``maximum`` (PostgreSQL ``integer``).
 
     Raises:
         InvalidArgument: Otherwise.
     """
-    if not _is_int(value) or value < 0:  # type: ignore[operator]
-        raise InvalidArgument(argument, f"must be an int >= 0, got {value!r}")
+    if not _is_int(value) or not 0 <= value <= maximum:  # type: ignore[operator]
+        raise InvalidArgument(argument, f"must be an int >= 0 (at most {maximum}), got {value!r}")
     return value  # type: ignore[return-value]
 
 
@@ -83,9 +91,6 @@ def seconds(value: object, argument: str, *, allow_zero: bool = True) -> float:
         bound = ">= 0" if allow_zero else "> 0"
         raise InvalidArgument(argument, f"must be {bound} seconds, got {value!r}")
     return result
-
-
-_MAX_INT4 = 2**31 - 1
 
 
 def whole_seconds(value: object, argument: str) -> int:
@@ -110,22 +115,48 @@ def whole_seconds(value: object, argument: str) -> int:
         raise InvalidArgument(
             argument, f"must be whole seconds (int) or a timedelta, got {value!r}"
         )
-    if result > _MAX_INT4:
-        raise InvalidArgument(argument, f"must be at most {_MAX_INT4} seconds, got {value!r}")
+    if result > MAX_INT4:
+        raise InvalidArgument(argument, f"must be at most {MAX_INT4} seconds, got {value!r}")
     return result
 
 
+def _jsonb_unstorable(value: object) -> str | None:
+    """Describe the first string jsonb cannot store (NUL), or None."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return f"strings may not contain NUL (\\u0000), which jsonb cannot store: {item!r}"
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+    return None
+
+
 def check_body(body: object, argument: str = "body") -> str:
-    """Serialize a message body to JSON text.
+    """Serialize a message body to JSON text that PostgreSQL's ``jsonb`` accepts.
 
     Raises:
-        InvalidArgument: If the body is not JSON-serializable (or holds NaN/Infinity,
-            which PostgreSQL's jsonb rejects).
+        InvalidArgument: If the body is not JSON-serializable, holds NaN/Infinity, a NUL
+            character or a lone surrogate (all of which jsonb rejects).
     """
     try:
-        return json.dumps(body, allow_nan=False, separators=(",", ":"))
+        text = json.dumps(body, allow_nan=False, separators=(",", ":"), ensure_ascii=False)
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidArgument(
+            argument, "must be valid Unicode: it holds a lone surrogate, which jsonb rejects"
+        ) from None
     except (TypeError, ValueError, RecursionError) as exc:
         raise InvalidArgument(argument, f"must be JSON-serializable: {exc}") from None
+    if "\\u0000" in text:
+        problem = _jsonb_unstorable(body)
+        if problem is not None:
+            raise InvalidArgument(argument, problem)
+    return text
 
 
 def check_headers(headers: object, argument: str = "headers") -> str | None:

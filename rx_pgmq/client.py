@@ -14,6 +14,7 @@ from rx_pgmq import _sql
 from rx_pgmq._conn import Conninfo, ConnSource
 from rx_pgmq._dberrors import translate
 from rx_pgmq._validate import (
+    MAX_INT8,
     check_body,
     check_headers,
     check_non_negative_int,
@@ -34,14 +35,16 @@ def _ids(value: object, argument: str = "msg_ids") -> list[int]:
         raise InvalidArgument(argument, f"must be a list of message ids, got {value!r}")
     ids = list(value)
     for i in ids:
-        if not isinstance(i, int) or isinstance(i, bool) or i < 1:
-            raise InvalidArgument(argument, f"message ids must be ints >= 1, got {i!r}")
+        if not isinstance(i, int) or isinstance(i, bool) or not 1 <= i <= MAX_INT8:
+            raise InvalidArgument(
+                argument, f"message ids must be ints >= 1 (at most {MAX_INT8}), got {i!r}"
+            )
     return ids
 
 
 def _id(value: object, argument: str = "msg_id") -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise InvalidArgument(argument, f"must be an int >= 1, got {value!r}")
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_INT8:
+        raise InvalidArgument(argument, f"must be an int >= 1 (at most {MAX_INT8}), got {value!r}")
     return value
 
 

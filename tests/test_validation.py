@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 
 from rx_pgmq import PGMQ
 from rx_pgmq._validate import (
+    MAX_INT4,
     QUEUE_NAME_RULE,
     check_body,
     check_headers,
@@ -39,7 +40,6 @@ from rx_pgmq.errors import ConnectionLost, InvalidArgument, RxPgmqError
 
 QUEUE = "rx_validation_never_created"
 NAME_REGEX = r"[a-z_][a-z0-9_]{0,46}"
-MAX_INT4 = 2**31 - 1
 
 # -- the table ---------------------------------------------------------------------------
 
@@ -554,13 +554,14 @@ def test_whole_seconds_rejects_a_huge_timedelta() -> None:
 @settings(database=None, deadline=None)
 @given(st.integers())
 def test_check_positive_and_non_negative_int(value: int) -> None:
-    """check_positive_int accepts exactly ints >= 1; check_non_negative_int ints >= 0."""
-    if value >= 1:
+    """check_positive_int accepts exactly the ints 1..2**31-1 (PostgreSQL integer);
+    check_non_negative_int exactly 0..2**31-1."""
+    if 1 <= value <= MAX_INT4:
         assert check_positive_int(value, "qty") == value
     else:
         with pytest.raises(InvalidArgument, match=r"^qty: must be an int >= 1"):
             check_positive_int(value, "qty")
-    if value >= 0:
+    if 0 <= value <= MAX_INT4:
         assert check_non_negative_int(value, "n") == value
     else:
         with pytest.raises(InvalidArgument, match=r"^n: must be an int >= 0"):
