@@ -623,14 +623,17 @@ def test_seconds_without_zero_rejects_zero() -> None:
     assert seconds(0.25, "interval", allow_zero=False) == 0.25
 
 
+# Every character jsonb can store: anything but NUL and lone surrogates (refused by check_body).
+JSONB_CHARS = st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",))
 JSON_VALUES = st.recursive(
     st.none()
     | st.booleans()
     | st.integers()
     | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(),
+    | st.text(JSONB_CHARS),
     lambda children: (
-        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+        st.lists(children, max_size=4)
+        | st.dictionaries(st.text(JSONB_CHARS, max_size=8), children, max_size=4)
     ),
     max_leaves=20,
 )
