@@ -193,11 +193,27 @@ class Consumer:
                 already = False
                 self._closing = True
                 self._cond.notify_all()
-        if not already and self._reading and self.config.options.long_poll is not None:
-            self._reader.cancel()
+        if not already and self.config.options.long_poll is not None:
+            self._cancel_long_poll()
         current = threading.current_thread()
         if current is not self._reader_thread and current is not self._acker_thread:
             self._closed.wait(self.config.close_timeout + 5.0)
+
+    def _cancel_long_poll(self) -> None:
+        """Cancel a long poll in progress so dispose does not wait for it to time out.
+
+        A cancel that reaches the server before the statement starts is lost, so it is
+        repeated while the read runs. Each cancel is sent under the lock, and the reader
+        marks the read finished under the same lock: no cancel can hit a later statement
+        (such as the release), and one landing on an idle backend is ignored by PostgreSQL.
+        """
+        for _ in range(50):
+            with self._cond:
+                if not self._reading:
+                    return
+                self._reader.cancel()
+            if self._closed.wait(0.1):
+                return
 
     def settle(
         self, message: Message, action: Action, reason: str | None = None
