@@ -1,0 +1,130 @@
+"""Smoke runs of the benchmark scripts with tiny sizes, so they never rot.
+
+Each script runs in a subprocess against the test database and must exit 0 and print its
+table. No timing assertions: figures from a busy CI machine mean nothing here.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+SCRIPTS = ("drain.py", "latency.py", "idle.py", "memory.py")
+
+
+def run_script(script: str, *args: str, timeout: float = 100.0) -> subprocess.CompletedProcess[str]:
+    """Run ``benchmarks/<script>`` with ``args``; return the finished process."""
+    return subprocess.run(
+        [sys.executable, str(BENCHMARKS / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def table_rows(stdout: str) -> list[list[str]]:
+    """The cells of every Markdown table row in ``stdout`` (header and rule excluded)."""
+    rows = []
+    for line in stdout.splitlines():
+        if not line.startswith("|") or set(line) <= set("|-: "):
+            continue
+        rows.append([cell.strip() for cell in line.strip("|").split("|")])
+    return rows[1:] if rows else rows
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_every_benchmark_explains_itself_with_help(script: str) -> None:
+    """``python benchmarks/<name>.py --help`` exits 0 and documents --dsn and --json."""
+    proc = run_script(script, "--help", timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "--dsn" in proc.stdout
+    assert "--json" in proc.stdout
+
+
+def test_drain_prints_a_row_per_implementation_and_writes_json(
+    pgmq_dsn: str, tmp_path: Path
+) -> None:
+    """A tiny drain measures all four implementations and reports ratios, table and JSON."""
+    out = tmp_path / "drain.json"
+    proc = run_script(
+        "drain.py",
+        "--dsn",
+        pgmq_dsn,
+        "-n",
+        "60",
+        "--batch-sizes",
+        "10",
+        "--rounds",
+        "1",
+        "--json",
+        str(out),
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = table_rows(proc.stdout)
+    assert {r[1] for r in rows} == {"rx_pgmq", "raw psycopg", "pgmq-py", "server loop"}
+    assert all(r[0] == "10" for r in rows)
+    assert "target batch 10" in proc.stdout
+    figures = json.loads(out.read_text())
+    assert figures["benchmark"] == "drain"
+    assert len(figures["results"]) == 4
+
+
+def test_latency_prints_percentiles_for_every_mode(pgmq_dsn: str) -> None:
+    """A tiny latency run reports p50/p99/max for each mode and the raw LISTEN floor."""
+    proc = run_script(
+        "latency.py", "--dsn", pgmq_dsn, "--sends", "5", "--warmup", "1", "--interval", "0.01"
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = table_rows(proc.stdout)
+    assert [r[0] for r in rows] == ["notification", "hybrid", "poll 1 s", "raw LISTEN floor"]
+    assert all(r[1] == "5" for r in rows)
+
+
+def test_idle_counts_server_statements_per_mode(pgmq_dsn: str) -> None:
+    """A short idle run counts each mode's statements in its own scratch database."""
+    proc = run_script(
+        "idle.py",
+        "--dsn",
+        pgmq_dsn,
+        "--window",
+        "1",
+        "--warmup",
+        "0.3",
+        "--modes",
+        "poll 5 s",
+        "hybrid 30 s",
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = table_rows(proc.stdout)
+    assert [r[0] for r in rows] == ["poll 5 s", "hybrid 30 s"]
+    assert all(int(r[1]) >= 0 and int(r[3]) >= 0 for r in rows)
+
+
+def test_memory_reports_rss_and_in_flight_peaks(pgmq_dsn: str) -> None:
+    """A tiny memory run settles every message and reports RSS and in-flight peaks."""
+    proc = run_script(
+        "memory.py",
+        "--dsn",
+        pgmq_dsn,
+        "--messages",
+        "300",
+        "--work-ms",
+        "0",
+        "--max-in-flight",
+        "20",
+        "--batch-size",
+        "10",
+        "--sample-ms",
+        "5",
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    cells = {r[0]: r[1] for r in table_rows(proc.stdout)}
+    assert cells["messages settled"] == "300"
+    assert "RSS growth MB" in cells
+    assert int(cells["peak in flight (consumer)"]) <= 20
