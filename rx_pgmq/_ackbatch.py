@@ -28,7 +28,7 @@ import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import Any, NamedTuple
 
 from rx_pgmq._validate import check_non_negative_int, check_positive_int, seconds
 from rx_pgmq.actions import Action, Archive, Delete, MoveTo, Nothing, SetVisibilityTimeout
@@ -37,9 +37,8 @@ from rx_pgmq.errors import InvalidArgument
 __all__ = ["AckBatcher", "Backoff", "Batch", "Pending"]
 
 
-@dataclass(frozen=True, slots=True)
-class Pending:
-    """One settle request.
+class Pending(NamedTuple):
+    """One settle request (a named tuple: one is built per settled message).
 
     Attributes:
         msg_id: The message to settle.

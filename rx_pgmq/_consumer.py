@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import psycopg
 from psycopg import sql
@@ -84,10 +84,25 @@ class Config:
     controlled: bool = False
 
 
-def _resolve(futures: list[tuple[Future[AckStatus], AckStatus]]) -> None:
-    for fut, status in futures:
-        if not fut.done():
-            fut.set_result(status)
+_Token = Future[AckStatus] | Callable[[AckStatus], None]
+"""What a settle request reports its status to: a ``Future``, or a callback."""
+
+
+def _report(token: object, status: AckStatus) -> None:
+    """Report ``status`` to one settle request: a ``Future`` gets it, a callback is called."""
+    if isinstance(token, Future):
+        if not token.done():
+            token.set_result(status)
+        return
+    try:
+        cast(Callable[[AckStatus], None], token)(status)
+    except Exception:  # like a Future's done-callback: logged, never raised into our threads
+        _log.exception("a settle callback raised")
+
+
+def _resolve(tokens: list[tuple[object, AckStatus]]) -> None:
+    for token, status in tokens:
+        _report(token, status)
 
 
 class Consumer:
@@ -220,6 +235,33 @@ class Consumer:
     ) -> Future[AckStatus]:
         """Queue ``action`` for ``message``; resolved once it committed (acknowledger)."""
         fut: Future[AckStatus] = Future()
+        status = self._enqueue(message, action, reason, fut)
+        if status is not None:
+            fut.set_result(status)
+        return fut
+
+    def settle_callback(
+        self,
+        message: Message,
+        action: Action,
+        reason: str | None,
+        callback: Callable[[AckStatus], None],
+    ) -> None:
+        """Like :meth:`settle` without a ``Future``: ``callback(status)`` once it committed.
+
+        The ack operators use it (a ``Future`` per message costs more than the rest of the
+        settle path). ``callback`` runs on the acknowledger thread, or at once on the
+        caller's thread if the request is not queued; like a ``Future``'s done-callback, an
+        exception it raises is logged, not propagated.
+        """
+        status = self._enqueue(message, action, reason, callback)
+        if status is not None:
+            _report(callback, status)
+
+    def _enqueue(
+        self, message: Message, action: Action, reason: str | None, token: _Token
+    ) -> AckStatus | None:
+        """Queue a settle request; return its status at once if it is not queued."""
         if self.config.options.delete_on_read:
             with self._cond:
                 warn, self._ignored_warned = not self._ignored_warned, True
@@ -230,22 +272,18 @@ class Consumer:
                     self.config.queue,
                     action.name,
                 )
-            fut.set_result("ignored")
-            return fut
+            return "ignored"
+        msg_id, read_ct = message.msg_id, message.read_ct
+        key = (msg_id, read_ct)
         with self._cond:
             if self._acker_stop:
-                fut.set_result("unacked")
-                return fut
-            key = (message.msg_id, message.read_ct)
+                return "unacked"
             if key not in self._unsettled or key in self._settling:
-                fut.set_result("ignored")  # settled already, or a settle is pending
-                return fut
+                return "ignored"  # settled already, or a settle is pending
             self._settling.add(key)
-            self._batcher.add(
-                Pending(message.msg_id, message.read_ct, action, reason, fut), time.monotonic()
-            )
+            self._batcher.add(Pending(msg_id, read_ct, action, reason, token), time.monotonic())
             self._cond.notify_all()
-        return fut
+        return None
 
     # -- reader -------------------------------------------------------------------------
 
@@ -418,9 +456,13 @@ class Consumer:
             self._planner.on_read(now, asked, len(msgs))
             self.demand.on_emitted(len(msgs))
             if not self.config.options.delete_on_read:
+                unsettled = self._unsettled
                 for m in msgs:
-                    self._unsettled[m.msg_id, m.read_ct] = m
-                    self._read_at[m.msg_id, m.read_ct] = now
+                    unsettled[m.msg_id, m.read_ct] = m
+                if self.config.extend_visibility:  # only the heartbeat needs read times
+                    read_at = self._read_at
+                    for m in msgs:
+                        read_at[m.msg_id, m.read_ct] = now
             self.stats.in_flight = self.demand.in_flight
         self.stats.add("reads")
         if not msgs:
@@ -473,7 +515,7 @@ class Consumer:
                 {key[0] for key in self._unsettled if key not in flushing}
                 - {key[0] for key in flushing}
             )
-        _resolve([(p.token, "unacked") for p in leftovers])  # type: ignore[misc]
+        _resolve([(p.token, "unacked") for p in leftovers])
         if unsettled and self.config.on_dispose == "release":
             self._release(unsettled)
         self._reader.close()  # the acknowledger closes its own connection when it exits
@@ -611,36 +653,46 @@ class Consumer:
         self._finish(batch, lost=lost, failed=skipped)
 
     def _finish(self, batch: Batch, *, lost: set[int], failed: set[int]) -> None:
-        """Record a flushed batch: credit back, counters, then resolve the futures.
+        """Record a flushed batch: credit back, counters, then report each request's status.
 
         ``failed`` ids were not applied (flush failed, or a move had nowhere to go): they
         stay hidden until their timeout and are reported ``unacked``. Their credit returns
         too, since this consumer no longer holds them.
         """
-        results: list[tuple[Future[AckStatus], AckStatus]] = []
+        results: list[tuple[object, AckStatus]] = []
         with self._cond:
             n = 0
+            counts: dict[str, int] = {}  # settled per action name, counted once per batch
+            failures = 0
+            settling, unsettled, read_at = self._settling, self._unsettled, self._read_at
             for p in batch.items:
-                key = (p.msg_id, p.read_ct)
-                self._settling.discard(key)
-                if self._unsettled.pop(key, None) is not None:
+                msg_id = p.msg_id
+                key = (msg_id, p.read_ct)
+                settling.discard(key)
+                if unsettled.pop(key, None) is not None:
                     n += 1
-                self._read_at.pop(key, None)
-                if p.msg_id in failed:
+                if read_at:
+                    read_at.pop(key, None)
+                if failed and msg_id in failed:
                     status: AckStatus = "unacked"
-                    self.stats.add("ack_failures")
-                elif p.msg_id in lost:
+                    failures += 1
+                elif lost and msg_id in lost:
                     status = "lost_lease"
-                    self.stats.settled("lost_lease")
+                    counts["lost_lease"] = counts.get("lost_lease", 0) + 1
                 else:
                     status = "acked"
-                    self.stats.settled(p.action.name)
-                results.append((p.token, status))  # type: ignore[arg-type]
+                    action_name = p.action.name
+                    counts[action_name] = counts.get(action_name, 0) + 1
+                results.append((p.token, status))
+            for name, k in counts.items():
+                self.stats.settled(name, k)
+            if failures:
+                self.stats.add("ack_failures", failures)
             for p in batch.duplicates:
                 # Another delivery of a message in this batch (one SQL action per msg_id
                 # and flush): it goes into the next flush, if there is one.
                 if self._acker_stop:
-                    results.append((p.token, "unacked"))  # type: ignore[arg-type]
+                    results.append((p.token, "unacked"))
                 else:
                     self._batcher.add(p, time.monotonic())
             self.demand.on_settled(min(n, self.demand.in_flight))
@@ -692,7 +744,13 @@ class Consumer:
         moves, skipped = self._moves(conn, batch)
         if self.config.fenced:
             return self._execute_fenced(conn, batch, moves), skipped
-        with conn.transaction(), conn.pipeline(), conn.cursor() as cur:
+        if batch.delete and not (batch.archive or batch.set_vt or moves):
+            # One statement is atomic on its own: no BEGIN/COMMIT round trips.
+            conn.execute(_sql.DELETE_MANY, (q, list(batch.delete)), prepare=True).fetchall()
+            return set(), skipped
+        # BEGIN and COMMIT ride in the pipeline: one round trip for the whole batch (a
+        # move's send and delete stay in that one transaction).
+        with conn.pipeline(), conn.transaction(), conn.cursor() as cur:
             if batch.delete:
                 cur.execute(_sql.DELETE_MANY, (q, list(batch.delete)), prepare=True)
             if batch.archive:

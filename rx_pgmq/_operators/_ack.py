@@ -164,20 +164,12 @@ def _acknowledge(
                     else:
                         observer.on_error(error)
 
-            def resolved(outcome: Outcome, action: Action, future: Future[AckStatus]) -> None:
+            def finish(outcome: Outcome, action: Action, status: AckStatus) -> None:
                 nonlocal pending
-                error: Exception | None = None
                 try:
-                    status = future.result()
-                except Exception as exc:  # an acknowledger failed the future
-                    error = exc
-                try:
-                    if error is not None:
-                        send_terminal(error)
-                    else:
-                        with emit:
-                            if not stopped:
-                                observer.on_next(Settled(outcome, action, status))
+                    with emit:
+                        if not stopped:
+                            observer.on_next(Settled(outcome, action, status))
                 finally:  # even if a subscriber raised, completion must not wait forever
                     with lock:
                         pending -= 1
@@ -185,20 +177,57 @@ def _acknowledge(
                 if finished:
                     send_terminal(None)
 
+            def resolved(outcome: Outcome, action: Action, future: Future[AckStatus]) -> None:
+                nonlocal pending
+                try:
+                    status = future.result()
+                except Exception as exc:  # an acknowledger failed the future
+                    with lock:
+                        pending -= 1
+                    send_terminal(exc)
+                    return
+                finish(outcome, action, status)
+
+            def ignore(status: AckStatus) -> None:
+                """Callback of a settle requested after the stream stopped."""
+
             def on_next(value: Outcome | Message) -> None:
                 nonlocal pending
                 try:
                     outcome = as_outcome(value)
                     action = decide(outcome)
-                    future = outcome.message.settle(action, reason=outcome.reason)
                 except Exception as exc:
                     send_terminal(exc)
                     return
+                message = outcome.message
                 with lock:
-                    if stopped:
+                    track = not stopped
+                    if track:
+                        pending += 1
+                # The consumer's Future-free path when the message has one; it calls back
+                # like a Future's done-callback (exceptions logged, never raised here).
+                fast = getattr(message._acknowledger, "settle_callback", None)
+                try:
+                    if fast is not None:
+                        if track:
+                            fast(
+                                message,
+                                action,
+                                outcome.reason,
+                                lambda status: finish(outcome, action, status),
+                            )
+                        else:
+                            fast(message, action, outcome.reason, ignore)
                         return
-                    pending += 1
-                future.add_done_callback(lambda f: resolved(outcome, action, f))
+                    future = message.settle(action, reason=outcome.reason)
+                except Exception as exc:  # e.g. NotAcknowledgeable: the request was not made
+                    if track:
+                        with lock:
+                            pending -= 1
+                    send_terminal(exc)
+                    return
+                if track:
+                    future.add_done_callback(lambda f: resolved(outcome, action, f))
 
             def on_completed() -> None:
                 nonlocal upstream_done
