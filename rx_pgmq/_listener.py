@@ -105,25 +105,6 @@ def queue_of_channel(channel: str) -> str | None:
     return None
 
 
-_LONGEST_WAIT = 1_000_000.0
-"""Longest duration accepted (~11.5 days): the selector refuses timeouts past ~24.8 days
-(``OverflowError`` in the listener thread), and nothing needs them."""
-
-
-def _wait(value: object, argument: str) -> float:
-    """``seconds(value)`` > 0, at most :data:`_LONGEST_WAIT`.
-
-    Raises:
-        InvalidArgument: If it is not a duration in range.
-    """
-    result = seconds(value, argument, allow_zero=False)
-    if result > _LONGEST_WAIT:
-        raise InvalidArgument(
-            argument, f"must be at most {_LONGEST_WAIT:.0f} seconds, got {value!r}"
-        )
-    return result
-
-
 def _one_line(exc: BaseException | str) -> str:
     return " ".join(str(exc).split())
 
@@ -202,13 +183,13 @@ class Listener:
             params: dict[str, Any] = conninfo_to_dict(conninfo)
         except psycopg.ProgrammingError as exc:
             raise InvalidArgument("conninfo", f"is not a valid conninfo string: {exc}") from None
-        self._reconnect_initial = _wait(reconnect_initial, "reconnect_initial")
-        self._reconnect_max = _wait(reconnect_max, "reconnect_max")
+        self._reconnect_initial = seconds(reconnect_initial, "reconnect_initial", allow_zero=False)
+        self._reconnect_max = seconds(reconnect_max, "reconnect_max", allow_zero=False)
         if self._reconnect_max < self._reconnect_initial:
             raise InvalidArgument(
                 "reconnect_max", f"must be >= reconnect_initial ({reconnect_initial!r} seconds)"
             )
-        self._connect_timeout = _wait(connect_timeout, "connect_timeout")
+        self._connect_timeout = seconds(connect_timeout, "connect_timeout", allow_zero=False)
 
         params.setdefault("application_name", APPLICATION_NAME)
         for key, value in _KEEPALIVE_DEFAULTS.items():

@@ -27,33 +27,6 @@ from rx_pgmq.message import Message
 
 __all__ = ["ControlledSource", "QueueSource", "read_queue"]
 
-_LONGEST_WAIT = 1_000_000.0
-"""Longest duration accepted for waits (~11.5 days): the OS refuses much longer timeouts
-(``OverflowError`` in a consumer thread), and nothing needs them."""
-_MAX_INT4 = 2**31 - 1  # PGMQ takes counts and poll settings as ``integer``
-
-
-def _wait(value: object, argument: str, *, allow_zero: bool = True) -> float:
-    """``seconds(value)``, at most :data:`_LONGEST_WAIT`.
-
-    Raises:
-        InvalidArgument: If it is not a duration in range.
-    """
-    result = seconds(value, argument, allow_zero=allow_zero)
-    if result > _LONGEST_WAIT:
-        raise InvalidArgument(
-            argument, f"must be at most {_LONGEST_WAIT:.0f} seconds, got {value!r}"
-        )
-    return result
-
-
-def _int4(value: object, argument: str) -> int:
-    """``check_positive_int(value)``, at most 2**31 - 1 (PostgreSQL ``integer``)."""
-    result = check_positive_int(value, argument)
-    if result > _MAX_INT4:
-        raise InvalidArgument(argument, f"must be at most {_MAX_INT4}, got {value!r}")
-    return result
-
 
 def read_queue(
     conninfo_or_pool: str | ConnectionPool,
@@ -135,7 +108,7 @@ def read_queue(
     if vt < 1:
         raise InvalidArgument("visibility_timeout", "must be at least 1 second for a consumer")
     interval = (
-        None if read_interval is None else _wait(read_interval, "read_interval", allow_zero=False)
+        None if read_interval is None else seconds(read_interval, "read_interval", allow_zero=False)
     )
     if listener is False:
         listener = None
@@ -147,8 +120,8 @@ def read_queue(
     if not isinstance(options, ReadOptions):
         raise InvalidArgument("read_options", f"must be a ReadOptions, got {read_options!r}")
     if options.long_poll is not None:
-        _int4(options.long_poll.max_seconds, "read_options.long_poll.max_seconds")
-        _int4(options.long_poll.interval_ms, "read_options.long_poll.interval_ms")
+        check_positive_int(options.long_poll.max_seconds, "read_options.long_poll.max_seconds")
+        check_positive_int(options.long_poll.interval_ms, "read_options.long_poll.interval_ms")
     if interval is None and listener is None and options.long_poll is None:
         raise InvalidArgument(
             "read_interval",
@@ -168,7 +141,7 @@ def read_queue(
         vt=vt,
         read_interval=interval,
         listener=listener,
-        batch_size=_int4(batch_size, "batch_size"),
+        batch_size=check_positive_int(batch_size, "batch_size"),
         max_in_flight=check_positive_int(max_in_flight, "max_in_flight"),
         options=options,
         on_dispose=on_dispose,
@@ -177,8 +150,8 @@ def read_queue(
         ack_batch_size=check_positive_int(
             ack_batch_size if ack_batch_size is not None else batch_size, "ack_batch_size"
         ),
-        ack_max_age=_wait(ack_max_age, "ack_max_age"),
-        close_timeout=_wait(close_timeout, "close_timeout"),
+        ack_max_age=seconds(ack_max_age, "ack_max_age"),
+        close_timeout=seconds(close_timeout, "close_timeout"),
     )
     return QueueSource(config, scheduler)
 

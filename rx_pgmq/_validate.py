@@ -12,6 +12,7 @@ from typing import Any
 from rx_pgmq.errors import InvalidArgument
 
 __all__ = [
+    "LONGEST_WAIT",
     "MAX_INT4",
     "MAX_INT8",
     "QUEUE_NAME_RULE",
@@ -73,11 +74,17 @@ def check_non_negative_int(value: object, argument: str, maximum: int = MAX_INT4
     return value  # type: ignore[return-value]
 
 
+LONGEST_WAIT = 1_000_000.0
+"""Longest duration accepted for waits (~11.5 days): the OS refuses much longer timeouts
+(``OverflowError`` in a background thread), and nothing needs them."""
+
+
 def seconds(value: object, argument: str, *, allow_zero: bool = True) -> float:
     """Return a duration (int/float seconds or ``timedelta``) as float seconds.
 
     Raises:
-        InvalidArgument: If it is not a finite, non-negative duration.
+        InvalidArgument: If it is not a finite, non-negative duration of at most
+            :data:`LONGEST_WAIT` seconds.
     """
     if isinstance(value, timedelta):
         result = value.total_seconds()
@@ -90,6 +97,10 @@ def seconds(value: object, argument: str, *, allow_zero: bool = True) -> float:
     if result < 0 or (result == 0 and not allow_zero):
         bound = ">= 0" if allow_zero else "> 0"
         raise InvalidArgument(argument, f"must be {bound} seconds, got {value!r}")
+    if result > LONGEST_WAIT:
+        raise InvalidArgument(
+            argument, f"must be at most {LONGEST_WAIT:.0f} seconds, got {value!r}"
+        )
     return result
 
 

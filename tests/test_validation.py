@@ -580,13 +580,13 @@ def test_int_checks_reject_bools_and_non_ints(value: object) -> None:
 @settings(database=None, deadline=None)
 @given(
     st.one_of(
-        st.integers(min_value=0, max_value=10**9),
-        st.floats(min_value=0, max_value=1e9),
-        st.timedeltas(min_value=timedelta(0), max_value=timedelta(days=10_000)),
+        st.integers(min_value=0, max_value=10**6),
+        st.floats(min_value=0, max_value=1e6),
+        st.timedeltas(min_value=timedelta(0), max_value=timedelta(seconds=10**6)),
     )
 )
 def test_seconds_accepts_non_negative_durations_as_float(value: float | timedelta) -> None:
-    """seconds() returns non-negative ints, floats and timedeltas as float seconds."""
+    """seconds() returns ints, floats and timedeltas from 0 to LONGEST_WAIT as float seconds."""
     expected = value.total_seconds() if isinstance(value, timedelta) else float(value)
     result = seconds(value, "read_interval")
     assert isinstance(result, float)
@@ -596,6 +596,8 @@ def test_seconds_accepts_non_negative_durations_as_float(value: float | timedelt
 @pytest.mark.parametrize(
     ("value", "rule"),
     [
+        (1e6 + 1, "at most 1000000 seconds"),
+        (timedelta(days=12), "at most 1000000 seconds"),
         (-0.5, ">= 0 seconds"),
         (timedelta(seconds=-1), ">= 0 seconds"),
         (math.nan, "seconds (int or float) or a timedelta"),
@@ -604,10 +606,21 @@ def test_seconds_accepts_non_negative_durations_as_float(value: float | timedelt
         ("1", "seconds (int or float) or a timedelta"),
         (None, "seconds (int or float) or a timedelta"),
     ],
-    ids=["negative", "negative_timedelta", "nan", "inf", "bool", "str", "None"],
+    ids=[
+        "too_long",
+        "too_long_timedelta",
+        "negative",
+        "negative_timedelta",
+        "nan",
+        "inf",
+        "bool",
+        "str",
+        "None",
+    ],
 )
 def test_seconds_rejects_bad_durations(value: object, rule: str) -> None:
-    """seconds() rejects negatives, NaN/inf, bools and non-numbers, naming the argument."""
+    """seconds() rejects waits beyond LONGEST_WAIT, negatives, NaN/inf, bools and
+    non-numbers, naming the argument."""
     with pytest.raises(InvalidArgument) as info:
         seconds(value, "read_interval")
     assert info.value.argument == "read_interval"
