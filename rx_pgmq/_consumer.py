@@ -463,7 +463,6 @@ class Consumer:
                     read_at = self._read_at
                     for m in msgs:
                         read_at[m.msg_id, m.read_ct] = now
-            self.stats.in_flight = self.demand.in_flight
         self.stats.add("reads")
         if not msgs:
             self.stats.add("empty_reads")
@@ -476,7 +475,6 @@ class Consumer:
             if self.config.options.delete_on_read:
                 with self._cond:
                     self.demand.on_settled(1)
-                    self.stats.in_flight = self.demand.in_flight
                     self._wake_for_demand()
                 self.stats.settled("pop")
 
@@ -521,7 +519,6 @@ class Consumer:
         self._reader.close()  # the acknowledger closes its own connection when it exits
         with self._cond:
             self.demand.on_settled(min(self.demand.in_flight, deliveries))
-            self.stats.in_flight = 0
             self._unsettled.clear()
         self._closed.set()
         self._on_closed(self)
@@ -696,7 +693,6 @@ class Consumer:
                 else:
                     self._batcher.add(p, time.monotonic())
             self.demand.on_settled(min(n, self.demand.in_flight))
-            self.stats.in_flight = self.demand.in_flight
             self._flushing = False
             self._wake_for_demand()
         _resolve(results)

@@ -53,7 +53,6 @@ class StatsRecorder:
         self._lock = threading.Lock()
         self._counts: Counter[str] = Counter()
         self._settled: Counter[str] = Counter()
-        self.in_flight = 0
 
     def add(self, name: str, n: int = 1) -> None:
         """Add ``n`` to counter ``name`` (a ConsumerStats field)."""
@@ -65,15 +64,15 @@ class StatsRecorder:
         with self._lock:
             self._settled[action] += n
 
-    def snapshot(self, in_flight: int | None = None) -> ConsumerStats:
-        """The counters now."""
+    def snapshot(self, in_flight: int) -> ConsumerStats:
+        """The counters now, with ``in_flight`` read from the live consumers' demand."""
         with self._lock:
             c = self._counts
             return ConsumerStats(
                 reads=c["reads"],
                 empty_reads=c["empty_reads"],
                 messages=c["messages"],
-                in_flight=self.in_flight if in_flight is None else in_flight,
+                in_flight=in_flight,
                 notifications=c["notifications"],
                 reconnects=c["reconnects"],
                 settled=dict(self._settled),
