@@ -8,12 +8,13 @@ processes have exited (which flushes their statistics).
 
 Counting, on the server (``--counter``):
 
-- ``functions``: calls of PGMQ's API functions (``pgmq.read``, ``pgmq.delete``, ...) in
-  ``pg_stat_user_functions`` (needs ``track_functions``; set per scratch database). LISTEN
-  and other plain statements are not functions and are not counted.
+- ``transactions``: transactions of the scratch database in ``pg_stat_database``
+  (``xact_commit + xact_rollback``). Every statement of an autocommit consumer is one
+  transaction, whether it calls a PGMQ function or (like rx_pgmq's plain reads) runs PGMQ's
+  query inline; the counts are read from another database, so counting adds nothing.
 - ``statements``: every statement in ``pg_stat_statements`` (only when the server preloads
   it: ``shared_preload_libraries``); the window then ends before disposing.
-- ``auto`` (default): ``statements`` when available, else ``functions``.
+- ``auto`` (default): ``statements`` when available, else ``transactions``.
 
 The consumer's own ``stats.reads`` over the window is shown beside the server's count.
 Needs a role that may ``CREATE DATABASE``. Example::
@@ -45,25 +46,9 @@ MODES: dict[str, dict[str, Any]] = {
     "hybrid 5 s": {"listener": True, "read_interval": 5.0},
     "hybrid 30 s": {"listener": True, "read_interval": 30.0},
 }
-API_FUNCTIONS = (
-    "read",
-    "read_with_poll",
-    "pop",
-    "delete",
-    "archive",
-    "set_vt",
-    "send",
-    "send_batch",
-    "read_grouped",
-    "read_grouped_rr",
-    "read_grouped_head",
-    "read_grouped_with_poll",
-    "read_grouped_rr_with_poll",
-    "read_grouped_head_with_poll",
-)
-FUNCTION_CALLS = (
-    "SELECT coalesce(sum(calls), 0)::bigint FROM pg_stat_user_functions"
-    " WHERE schemaname = 'pgmq' AND funcname = ANY(%s)"
+TRANSACTIONS = (
+    "SELECT coalesce(sum(xact_commit + xact_rollback), 0)::bigint FROM pg_stat_database"
+    " WHERE datname = %s"
 )
 STATEMENT_CALLS = (
     "SELECT coalesce(sum(s.calls), 0)::bigint FROM pg_stat_statements s"
@@ -103,9 +88,9 @@ def db_dsn(dsn: str, database: str) -> str:
 
 
 def pick_counter(admin: psycopg.Connection[Any], wanted: str) -> str:
-    """``statements`` if pg_stat_statements is usable (and wanted), else ``functions``."""
-    if wanted == "functions":
-        return "functions"
+    """``statements`` if pg_stat_statements is usable (and wanted), else ``transactions``."""
+    if wanted == "transactions":
+        return "transactions"
     row = admin.execute("SELECT current_setting('shared_preload_libraries')").fetchone()
     preloaded = row is not None and "pg_stat_statements" in row[0]
     if preloaded:
@@ -118,9 +103,9 @@ def pick_counter(admin: psycopg.Connection[Any], wanted: str) -> str:
     if wanted == "statements":
         raise SystemExit(
             "pg_stat_statements is not available on this server (it must be in "
-            "shared_preload_libraries); use --counter functions"
+            "shared_preload_libraries); use --counter transactions"
         )
-    return "functions"
+    return "transactions"
 
 
 def backends(admin: psycopg.Connection[Any], database: str) -> int:
@@ -133,13 +118,12 @@ def backends(admin: psycopg.Connection[Any], database: str) -> int:
 
 
 def count(admin: psycopg.Connection[Any], mode: Mode, counter: str) -> int:
-    """The mode's counter now (statements, or PGMQ API function calls)."""
+    """The mode's counter now (statements, or transactions of its database)."""
+    admin.execute("SELECT pg_stat_clear_snapshot()")
     if counter == "statements":
-        admin.execute("SELECT pg_stat_clear_snapshot()")
         row = admin.execute(STATEMENT_CALLS, (mode.database,)).fetchone()
     else:
-        with psycopg.connect(mode.dsn, autocommit=True) as conn:
-            row = conn.execute(FUNCTION_CALLS, (list(API_FUNCTIONS),)).fetchone()
+        row = admin.execute(TRANSACTIONS, (mode.database,)).fetchone()
     return int(row[0]) if row else 0
 
 
@@ -152,11 +136,6 @@ def scratch_databases(admin: psycopg.Connection[Any], dsn: str, n: int) -> Itera
     try:
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(template)))
         created.append(template)
-        admin.execute(
-            sql.SQL("ALTER DATABASE {} SET track_functions = 'all'").format(
-                sql.Identifier(template)
-            )
-        )
         rx_pgmq.install_pgmq(db_dsn(dsn, template))
         with psycopg.connect(db_dsn(dsn, template), autocommit=True) as conn:
             conn.execute("SELECT pgmq.create('idle')")
@@ -166,11 +145,6 @@ def scratch_databases(admin: psycopg.Connection[Any], dsn: str, n: int) -> Itera
             admin.execute(
                 sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
                     sql.Identifier(name), sql.Identifier(template)
-                )
-            )
-            admin.execute(
-                sql.SQL("ALTER DATABASE {} SET track_functions = 'all'").format(
-                    sql.Identifier(name)
                 )
             )
             created.append(name)
@@ -269,7 +243,7 @@ def measure(admin: psycopg.Connection[Any], modes: list[Mode], counter: str, arg
         for mode in modes:
             if mode.subscription is not None:
                 mode.subscription.dispose()
-    if counter == "functions":
+    if counter == "transactions":
         for mode in modes:
             # Server processes flush their statistics when they exit.
             if not bench.wait_until(lambda db=mode.database: backends(admin, db) == 0, 15):
@@ -287,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
         default=12.0,
         help="seconds before the window (> 10 s lets startup statistics reach the server)",
     )
-    parser.add_argument("--counter", choices=("auto", "statements", "functions"), default="auto")
+    parser.add_argument("--counter", choices=("auto", "statements", "transactions"), default="auto")
     parser.add_argument(
         "--modes", nargs="+", choices=list(MODES), default=list(MODES), help="modes to run"
     )

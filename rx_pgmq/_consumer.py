@@ -141,6 +141,7 @@ class Consumer:
         self._planner: ReadPlanner | None = None
         self._reading = False
         self._ignored_warned = False
+        self._read_sql, self._read_params = self._read_statement()
         self._reader_thread = threading.Thread(
             target=self._run_reader, name=f"rx_pgmq-reader-{config.queue}", daemon=True
         )
@@ -347,25 +348,37 @@ class Consumer:
         ci = self.config.conninfo
         return ci if isinstance(ci, str) else str(ci.conninfo)
 
-    def _read_statement(self, n: int) -> tuple[str | sql.Composed, tuple[Any, ...]]:
+    def _read_statement(self) -> tuple[str | sql.Composed, Callable[[int], tuple[Any, ...]]]:
+        """The consumer's read statement and a function from read size to its parameters.
+
+        A plain read (no pop, conditional, long poll or FIFO grouping) runs PGMQ's read
+        query inline; the others call PGMQ's functions. Reads other than pops commit
+        without waiting for the WAL flush unless ``ReadOptions.durable_reads``.
+        """
         cfg, opts = self.config, self.config.options
+        q, vt, durable = cfg.queue, cfg.vt, opts.durable_reads
         if opts.delete_on_read:
-            return _sql.POP, (cfg.queue, n)
+            return _sql.POP, lambda n: (q, n)
         lp = opts.long_poll
         if opts.fifo is not None:
-            stmt = _sql.read_grouped(opts.fifo, poll=lp is not None)
+            stmt = _sql.read_grouped(opts.fifo, poll=lp is not None, durable=durable)
             if lp is not None:
-                return stmt, (cfg.queue, cfg.vt, n, lp.max_seconds, lp.interval_ms)
-            return stmt, (cfg.queue, cfg.vt, n)
+                max_s, every_ms = lp.max_seconds, lp.interval_ms
+                return stmt, lambda n: (q, vt, n, max_s, every_ms)
+            return stmt, lambda n: (q, vt, n)
+        cond = opts.conditional_json
         if lp is not None:
-            params = (cfg.queue, cfg.vt, n, lp.max_seconds, lp.interval_ms, opts.conditional_json)
-            return _sql.READ_WITH_POLL, params
-        return _sql.READ, (cfg.queue, cfg.vt, n, opts.conditional_json)
+            max_s, every_ms = lp.max_seconds, lp.interval_ms
+            stmt = _sql.select_messages(_sql.READ_WITH_POLL_CALL, durable=durable)
+            return stmt, lambda n: (q, vt, n, max_s, every_ms, cond)
+        if opts.conditional:
+            stmt = _sql.select_messages(_sql.READ_CALL, durable=durable)
+            return stmt, lambda n: (q, vt, n, cond)
+        return _sql.read_inline(q, durable=durable), lambda n: (n, vt)
 
     def _read(self, n: int) -> list[Message]:
-        stmt, params = self._read_statement(n)
         conn = self._reader.get()
-        rows = conn.execute(stmt, params, prepare=True).fetchall()
+        rows = conn.execute(self._read_sql, self._read_params(n), prepare=True).fetchall()
         return _sql.messages_from_rows(rows, self.config.queue, self)
 
     def _next_read_size(self) -> int:

@@ -45,24 +45,38 @@ class ReadOptions:
         long_poll: Wait in the server for messages (``pgmq.read_with_poll``).
         fifo: FIFO group reads by header ``x-pgmq-group``: ``"grouped"``
             (``read_grouped``), ``"grouped_rr"`` (round robin) or ``"grouped_head"``.
+        durable_reads: Make each read's commit wait for the WAL flush, as acks always do.
+            By default a read commits without waiting (``synchronous_commit = off`` for
+            the read's own transaction; acks, pops and every other statement keep the
+            server's setting). A server crash can then forget the reads of its last
+            moments (at most about three ``wal_writer_delay``): their messages become
+            visible again with their earlier ``read_ct``, as if never read, and are
+            delivered again, as at-least-once delivery allows. Nothing is lost. Set it when
+            a redelivery after a server crash must also count as an attempt in
+            ``read_ct``. Pops (``delete_on_read``) always wait: a forgotten pop would
+            deliver a message twice.
 
     Raises:
         InvalidArgument: For combinations PGMQ has no function for.
 
     Example:
-        >>> ReadOptions(conditional={"kind": "order"})
-        ReadOptions(delete_on_read=False, conditional={'kind': 'order'}, long_poll=None, fifo=None)
+        >>> opts = ReadOptions(conditional={"kind": "order"})
+        >>> opts.conditional, opts.durable_reads
+        ({'kind': 'order'}, False)
     """
 
     delete_on_read: bool = False
     conditional: Mapping[str, Any] | None = None
     long_poll: LongPoll | None = None
     fifo: FifoMode | None = None
+    durable_reads: bool = False
     conditional_json: str = field(default="{}", init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.delete_on_read, bool):
             raise InvalidArgument("delete_on_read", f"must be a bool, got {self.delete_on_read!r}")
+        if not isinstance(self.durable_reads, bool):
+            raise InvalidArgument("durable_reads", f"must be a bool, got {self.durable_reads!r}")
         if self.conditional is not None:
             if not isinstance(self.conditional, Mapping):
                 raise InvalidArgument(

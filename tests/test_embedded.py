@@ -58,7 +58,8 @@ def test_default_data_dir_is_in_the_user_data_folder(home: Path) -> None:
 
 def test_start_creates_server_with_pgmq_and_settings(server: EmbeddedServer) -> None:
     """A first start initializes the folder, launches the server, installs PGMQ 1.13.0 and
-    applies track_functions=all and max_connections=200 (a durable server keeps fsync on)."""
+    applies track_functions=all, max_connections=200 and preloads pg_stat_statements (a
+    durable server keeps fsync on)."""
     assert server.started
     assert server.data_dir == embedded.default_data_dir()
     assert server.pgmq_version == "1.13.0"
@@ -66,6 +67,7 @@ def test_start_creates_server_with_pgmq_and_settings(server: EmbeddedServer) -> 
     with psycopg.connect(server.dsn) as conn:
         assert conn.execute("SHOW track_functions").fetchone() == ("all",)
         assert conn.execute("SHOW max_connections").fetchone() == ("200",)
+        assert conn.execute("SHOW shared_preload_libraries").fetchone() == ("pg_stat_statements",)
         assert conn.execute("SHOW fsync").fetchone() == ("on",)
         assert conn.execute("SELECT count(*) FROM pgmq.meta").fetchone() is not None
 

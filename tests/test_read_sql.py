@@ -1,0 +1,152 @@
+"""The consumer's read statements on a real PostgreSQL: inline reads behave like
+``pgmq.read``, and non-durable reads turn ``synchronous_commit`` off for their own
+transaction only."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+import pytest
+from _support import Conn, Sink, Subscribe, source_of
+
+import rx_pgmq
+from rx_pgmq import _sql
+from rx_pgmq._options import ReadOptions
+from rx_pgmq.errors import InvalidArgument
+
+VT = 30
+
+
+def _read_fn(db: Conn, queue: str, qty: int) -> list[tuple[Any, ...]]:
+    return db.execute(_sql.READ, (queue, VT, qty, "{}")).fetchall()
+
+
+def _read_inline(db: Conn, queue: str, qty: int, *, durable: bool) -> list[tuple[Any, ...]]:
+    return db.execute(_sql.read_inline(queue, durable=durable), (qty, VT)).fetchall()
+
+
+def _synchronous_commit(db: Conn) -> str:
+    row = db.execute("SHOW synchronous_commit").fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+@pytest.mark.parametrize("durable", [True, False])
+def test_inline_read_takes_the_oldest_visible_messages_like_pgmq_read(
+    db: Conn, pgmq: rx_pgmq.PGMQ, pgmq_queue: str, durable: bool
+) -> None:
+    """Inline reads return the lowest visible msg_ids, bump read_ct and vt like pgmq.read,
+    and leave hidden messages alone; the function and the inline read alternate."""
+    ids = pgmq.send_batch(pgmq_queue, [{"i": i} for i in range(7)])
+    hidden = pgmq.send(pgmq_queue, {"i": "later"}, delay=60)
+    first = _read_inline(db, pgmq_queue, 3, durable=durable)
+    second = _read_fn(db, pgmq_queue, 2)
+    third = _read_inline(db, pgmq_queue, 10, durable=durable)
+    assert sorted(r[0] for r in first) == ids[:3]
+    assert sorted(r[0] for r in second) == ids[3:5]
+    assert sorted(r[0] for r in third) == ids[5:]  # not the delayed one
+    for row in first + third:
+        assert row[1] == 1  # read_ct
+        assert row[3] is not None  # last_read_at
+        assert 25 < (row[4] - row[3]).total_seconds() <= VT + 1  # vt = now + VT
+        assert isinstance(row[5], dict) and row[6] is None  # body, headers
+        assert len(row) == (7 if durable else 8)
+    assert _read_inline(db, pgmq_queue, 10, durable=durable) == []
+    row = db.execute(
+        "SELECT read_ct FROM pgmq.q_" + pgmq_queue + " WHERE msg_id = %s", (hidden,)
+    ).fetchone()
+    assert row == (0,)
+
+
+def test_inline_read_skips_messages_locked_by_another_transaction(
+    pgmq_dsn: str, db: Conn, pgmq: rx_pgmq.PGMQ, pgmq_queue: str
+) -> None:
+    """Like pgmq.read (FOR UPDATE SKIP LOCKED), an inline read passes over rows another
+    transaction holds instead of waiting for it."""
+    ids = pgmq.send_batch(pgmq_queue, [{"i": i} for i in range(4)])
+    with psycopg.connect(pgmq_dsn) as other:  # a transaction holding the first two rows
+        other.execute(
+            "SELECT msg_id FROM pgmq.q_" + pgmq_queue + " WHERE msg_id = ANY(%s) FOR UPDATE",
+            (ids[:2],),
+        )
+        db.execute("SET lock_timeout = '2s'")  # would fail instead of skipping
+        got = _read_inline(db, pgmq_queue, 10, durable=False)
+        other.rollback()
+    assert sorted(r[0] for r in got) == ids[2:]
+
+
+def test_non_durable_read_commits_with_synchronous_commit_off_for_that_transaction_only(
+    db: Conn, pgmq: rx_pgmq.PGMQ, pgmq_queue: str
+) -> None:
+    """Each row of a non-durable read reports synchronous_commit switched off inside its
+    transaction; the session keeps its own setting afterwards; durable reads change nothing."""
+    pgmq.send_batch(pgmq_queue, [{"i": i} for i in range(4)])
+    db.execute("SET synchronous_commit = 'remote_apply'")  # whatever the server's default
+    before = _synchronous_commit(db)
+    assert before == "remote_apply"
+    rows = _read_inline(db, pgmq_queue, 2, durable=False)
+    assert [r[7] for r in rows] == ["off", "off"]
+    assert _synchronous_commit(db) == before
+    stmt = _sql.select_messages(_sql.READ_CALL, durable=False)
+    rows = db.execute(stmt, (pgmq_queue, VT, 1, "{}")).fetchall()
+    assert [r[7] for r in rows] == ["off"]
+    assert _synchronous_commit(db) == before
+    durable = _read_inline(db, pgmq_queue, 1, durable=True)
+    assert len(durable) == 1 and len(durable[0]) == 7
+    assert _synchronous_commit(db) == before
+
+
+def test_non_durable_function_reads_keep_conditional_and_fifo_semantics(
+    db: Conn, pgmq: rx_pgmq.PGMQ, pgmq_queue: str
+) -> None:
+    """A conditional read wrapped non-durably still filters; a grouped FIFO read still
+    returns one group's head first."""
+    pgmq.send_batch(pgmq_queue, [{"kind": "a"}, {"kind": "b"}, {"kind": "a"}])
+    stmt = _sql.select_messages(_sql.READ_CALL, durable=False)
+    rows = db.execute(stmt, (pgmq_queue, VT, 10, '{"kind": "b"}')).fetchall()
+    assert [r[5] for r in rows] == [{"kind": "b"}]
+    fifo = _sql.read_grouped("grouped", poll=False, durable=False)
+    rows = db.execute(fifo, (pgmq_queue, VT, 10)).fetchall()
+    assert [r[5] for r in rows] == [{"kind": "a"}, {"kind": "a"}]
+    assert all(r[7] == "off" for r in rows)
+
+
+def test_durable_reads_must_be_a_bool() -> None:
+    """ReadOptions(durable_reads=...) refuses anything but a bool, naming the argument."""
+    with pytest.raises(InvalidArgument, match="durable_reads"):
+        ReadOptions(durable_reads="yes")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("options", "inline", "waits"),
+    [
+        (ReadOptions(), True, False),
+        (ReadOptions(durable_reads=True), True, True),
+        (ReadOptions(conditional={"k": 1}), False, False),
+        (ReadOptions(fifo="grouped_rr"), False, False),
+        (ReadOptions(delete_on_read=True), False, True),
+        (ReadOptions(delete_on_read=True, durable_reads=False), False, True),
+    ],
+)
+def test_consumer_picks_inline_reads_and_never_skips_the_flush_for_pops(
+    pgmq_dsn: str,
+    pgmq_queue: str,
+    subscribe: Subscribe,
+    options: ReadOptions,
+    inline: bool,
+    waits: bool,
+) -> None:
+    """Plain reads run inline; reads skip the WAL-flush wait unless durable_reads, and pops
+    always wait; whichever statement is chosen, the consumer delivers a sent message."""
+    with rx_pgmq.PGMQ(pgmq_dsn) as client:
+        client.send(pgmq_queue, {"k": 1})
+    source = source_of(pgmq_dsn, pgmq_queue, read_options=options)
+    sink: Sink[rx_pgmq.Message] = subscribe(source, lambda m: m.settle())
+    assert [m.body for m in sink.collect(1)] == [{"k": 1}]
+    consumers = source.consumers
+    assert len(consumers) == 1
+    text = consumers[0]._read_sql  # the statement is internal
+    rendered = text if isinstance(text, str) else text.as_string(None)
+    assert ("UPDATE" in rendered) == inline
+    assert ("synchronous_commit" not in rendered) == waits
