@@ -282,8 +282,14 @@ class Consumer:
             if key not in self._unsettled or key in self._settling:
                 return "ignored"  # settled already, or a settle is pending
             self._settling.add(key)
-            self._batcher.add(Pending(msg_id, read_ct, action, reason, token), time.monotonic())
-            self._cond.notify_all()
+            batcher = self._batcher
+            batcher.add(Pending(msg_id, read_ct, action, reason, token), time.monotonic())
+            # Wake the acknowledger only when its plan changes: the first request starts
+            # the max_age timer, the max_batch-th makes the batch due. Waking it for every
+            # request would make it compete with this thread for the GIL once per message.
+            pending = len(batcher)
+            if pending == 1 or pending == batcher.max_batch:
+                self._cond.notify_all()
         return None
 
     # -- reader -------------------------------------------------------------------------
@@ -480,16 +486,22 @@ class Consumer:
         if not msgs:
             self.stats.add("empty_reads")
             return
-        for m in msgs:
-            if self._closing:
-                break  # not emitted: released on shutdown like any unsettled message
-            self.stats.add("messages")
-            self._observer.on_next(m)
-            if self.config.options.delete_on_read:
-                with self._cond:
-                    self.demand.on_settled(1)
-                    self._wake_for_demand()
-                self.stats.settled("pop")
+        pop = self.config.options.delete_on_read
+        on_next = self._observer.on_next
+        emitted = 0
+        try:
+            for m in msgs:
+                if self._closing:
+                    break  # not emitted: released on shutdown like any unsettled message
+                emitted += 1
+                on_next(m)
+                if pop:
+                    with self._cond:
+                        self.demand.on_settled(1)
+                        self._wake_for_demand()
+                    self.stats.settled("pop")
+        finally:
+            self.stats.add("messages", emitted)
 
     def _shutdown(self, error: BaseException | None) -> None:
         """Stop everything; flush acks, release what is unsettled, then report."""

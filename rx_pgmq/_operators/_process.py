@@ -11,7 +11,7 @@ from typing import Any
 from reactivex import Observable, abc
 from reactivex.disposable import CompositeDisposable, Disposable
 
-from rx_pgmq._outcome import NotAnOutcome, Outcome
+from rx_pgmq._outcome import NotAnOutcome, Outcome, success_of
 from rx_pgmq._validate import check_positive_int
 from rx_pgmq.errors import InvalidArgument
 from rx_pgmq.message import Message
@@ -27,7 +27,7 @@ def _run(fn: Callable[[Message], Any], message: Message) -> Outcome:
         return Outcome(message, False, error=exc)
     if isinstance(result, Outcome):
         return result
-    return Outcome(message, True, result)
+    return success_of(message, result)  # message: checked by the caller
 
 
 def _not_a_message(value: object) -> NotAnOutcome:
