@@ -291,8 +291,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--window-factor",
         type=int,
-        default=2,
-        help="rx_pgmq max_in_flight = factor x batch size (2: read one batch ahead)",
+        default=4,
+        help="rx_pgmq max_in_flight = factor x batch size (4: reads run up to three "
+        "batches ahead of the acks)",
     )
     parser.add_argument(
         "--only", nargs="+", choices=IMPLS, default=None, help="measure only these rows"

@@ -469,20 +469,24 @@ class Consumer:
 
     def _deliver(self, asked: int, msgs: list[Message]) -> None:
         now = time.monotonic()
+        held = 0
         with self._cond:
             self._reading = False
             assert self._planner is not None
             self._planner.on_read(now, asked, len(msgs))
-            self.demand.on_emitted(len(msgs))
             if not self.config.options.delete_on_read:
-                unsettled = self._unsettled
-                for m in msgs:
-                    unsettled[m.msg_id, m.read_ct] = m
-                if self.config.extend_visibility:  # only the heartbeat needs read times
-                    read_at = self._read_at
-                    for m in msgs:
-                        read_at[m.msg_id, m.read_ct] = now
+                msgs, held = self._hold(msgs, now)
+            self.demand.on_emitted(len(msgs))
         self.stats.add("reads")
+        if held:
+            self.stats.add("held_rereads", held)
+            _log.info(
+                "queue %r: %d messages read again with the read_ct of a delivery this "
+                "consumer still holds (the server forgot a read in a crash); the held "
+                "delivery settles them",
+                self.config.queue,
+                held,
+            )
         if not msgs:
             self.stats.add("empty_reads")
             return
@@ -502,6 +506,30 @@ class Consumer:
                     self.stats.settled("pop")
         finally:
             self.stats.add("messages", emitted)
+
+    def _hold(self, msgs: list[Message], now: float) -> tuple[list[Message], int]:
+        """Remember read messages as unsettled deliveries (lock held); return those to emit
+        and how many were left out.
+
+        A delivery is ``(msg_id, read_ct)``. A read can only return a delivery this consumer
+        already holds if the server forgot the earlier read (a crash before a read that
+        did not wait for its WAL flush reached the disk: ``read_ct`` went back). That copy
+        is not emitted again: the held delivery is being processed, and its settle applies
+        to the message (which carries the same ``read_ct`` again).
+        """
+        unsettled = self._unsettled
+        fresh: list[Message] = []
+        keep = fresh.append
+        for m in msgs:
+            key = (m.msg_id, m.read_ct)
+            if key not in unsettled:
+                unsettled[key] = m
+                keep(m)
+        if self.config.extend_visibility:  # only the heartbeat needs read times
+            read_at = self._read_at
+            for m in fresh:
+                read_at[m.msg_id, m.read_ct] = now
+        return fresh, len(msgs) - len(fresh)
 
     def _shutdown(self, error: BaseException | None) -> None:
         """Stop everything; flush acks, release what is unsettled, then report."""

@@ -26,6 +26,9 @@ class ConsumerStats:
         ack_failures: Messages whose ack could not be applied.
         extended: Visibility timeouts extended by the heartbeat.
         consumers: Subscriptions counted.
+        held_rereads: Messages a read returned with the ``read_ct`` of a delivery the
+            consumer still held, because a server crash forgot the earlier read (see
+            ``ReadOptions.durable_reads``); not emitted a second time.
     """
 
     reads: int = 0
@@ -39,6 +42,7 @@ class ConsumerStats:
     ack_failures: int = 0
     extended: int = 0
     consumers: int = 0
+    held_rereads: int = 0
 
     @property
     def settled_total(self) -> int:
@@ -80,4 +84,5 @@ class StatsRecorder:
                 ack_failures=c["ack_failures"],
                 extended=c["extended"],
                 consumers=c["consumers"],
+                held_rereads=c["held_rereads"],
             )

@@ -8,7 +8,8 @@ from typing import Any
 
 import psycopg
 import pytest
-from _support import Conn, Sink, Subscribe, source_of
+from _support import WAIT, Conn, Sink, Subscribe, count, source_of, table, wait_until, watch
+from psycopg import sql
 
 import rx_pgmq
 from rx_pgmq import _sql
@@ -150,3 +151,35 @@ def test_consumer_picks_inline_reads_and_never_skips_the_flush_for_pops(
     rendered = text if isinstance(text, str) else text.as_string(None)
     assert ("UPDATE" in rendered) == inline
     assert ("synchronous_commit" not in rendered) == waits
+
+
+def test_a_read_the_server_forgot_does_not_deliver_a_held_message_twice(
+    pgmq_dsn: str, db: Conn, pgmq: rx_pgmq.PGMQ, pgmq_queue: str, subscribe: Subscribe
+) -> None:
+    """After a crash that loses a non-durable read, the row has its earlier read_ct and vt
+    again (made here by hand), so the consumer reads the message it still holds with the
+    same read_ct. That copy is counted, not emitted; settling the held delivery deletes
+    the message and gives its credit back."""
+    (msg_id,) = pgmq.send_batch(pgmq_queue, [{"n": 1}])
+    source = source_of(pgmq_dsn, pgmq_queue, max_in_flight=5)
+    sink: Sink[rx_pgmq.Message] = subscribe(source)  # holds what it gets, settles nothing
+    (held,) = sink.collect(1)
+    assert (held.msg_id, held.read_ct) == (msg_id, 1)
+    db.execute(  # the state a crash leaves when the read's commit never reached the disk
+        sql.SQL(
+            "UPDATE {} SET read_ct = read_ct - 1, vt = clock_timestamp() WHERE msg_id = %s"
+        ).format(table(pgmq_queue)),
+        (msg_id,),
+    )
+    assert wait_until(lambda: source.stats.held_rereads == 1)
+    row = db.execute(
+        sql.SQL("SELECT read_ct FROM {} WHERE msg_id = %s").format(table(pgmq_queue)), (msg_id,)
+    ).fetchone()
+    assert row == (1,)  # read again: the same delivery as the one held
+    watch()
+    assert len(sink.messages) == 1 and source.stats.messages == 1
+    assert held.settle().result(WAIT) == "acked"
+    assert count(db, pgmq_queue) == 0
+    assert wait_until(lambda: source.stats.in_flight == 0)
+    (next_id,) = pgmq.send_batch(pgmq_queue, [{"n": 2}])
+    assert [m.msg_id for m in sink.collect(2)][1] == next_id
