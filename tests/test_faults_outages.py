@@ -7,7 +7,9 @@ started under a running consumer); the backend kills use the session's database 
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import tempfile
 import threading
 import time
@@ -32,7 +34,7 @@ from faults import (
 from psycopg import sql
 
 import rx_pgmq
-from rx_pgmq import Message, embedded
+from rx_pgmq import Message, ReadOptions, embedded
 from rx_pgmq import operators as pgops
 from rx_pgmq.client import PGMQ
 
@@ -132,6 +134,104 @@ def test_database_restart_under_a_running_consumer_loses_nothing_and_retries_pen
     assert statuses == {"acked": n_messages}
     assert set(per_msg) == set(ids) and set(per_msg.values()) == {1}
     assert queue_rows(dsn, queue) == {}
+
+
+@pytest.fixture
+def durable_server() -> Iterator[embedded.EmbeddedServer]:
+    """A private embedded PostgreSQL that syncs its WAL (fsync on, synchronous_commit on)."""
+    folder = Path(tempfile.mkdtemp(prefix="rxd"))
+    try:
+        yield embedded.start(folder / "pg", durable=True)
+    finally:
+        embedded.stop(folder / "pg")
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.mark.parametrize("durable_reads", [False, True], ids=["async-reads", "durable-reads"])
+def test_server_crash_forgetting_non_durable_reads_loses_nothing_and_processes_once(
+    durable_server: embedded.EmbeddedServer, run: Run, durable_reads: bool
+) -> None:
+    """A read that did not wait for its WAL flush is forgotten by a server crash. Here the
+    WAL writer is slowed to 10 s (wal_writer_delay) so that the read of the first batch is
+    still only in memory when the server crashes (immediate shutdown, SIGQUIT: crash
+    recovery on start). Those messages come back with their earlier read_ct; the consumer,
+    which still holds them (its acks wait up to 2 s), reconnects by itself, reads them
+    again without emitting them (counted in held_rereads), and every message is processed
+    exactly once and acked; the queue ends empty. With ReadOptions(durable_reads=True)
+    the crash forgets no read."""
+    server = durable_server
+    dsn = server.dsn
+    query(dsn, "ALTER SYSTEM SET wal_writer_delay = '10s'")
+    query(dsn, "SELECT pg_reload_conf()")
+    queue, n_messages, batch = "crash_q", 300, 50
+    with PGMQ(dsn) as client:
+        client.create_queue(queue)
+        ids = send_numbered(client, queue, n_messages)
+    processed: list[tuple[int, int]] = []
+    at_gate, go = threading.Event(), threading.Event()
+
+    def handle(message: Message) -> None:
+        if not at_gate.is_set():
+            at_gate.set()
+            assert go.wait(WAIT)
+        processed.append((message.msg_id, message.read_ct))
+
+    source = rx_pgmq.read_queue(
+        dsn,
+        queue,
+        visibility_timeout=60,
+        batch_size=batch,
+        max_in_flight=n_messages,
+        read_interval=0.2,
+        ack_batch_size=10_000,  # acks wait up to 2 s: the first batch is still held when
+        ack_max_age=2.0,  # the reader, reconnected, reads its messages again
+        read_options=ReadOptions(durable_reads=durable_reads),
+    )
+    records, _ = run(source.pipe(pgops.process(handle), pgops.ack()))
+    assert at_gate.wait(WAIT)  # one batch read (not durable yet), its first message held
+    assert source.stats.reads == 1
+    pid = server.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGQUIT)  # immediate shutdown: no checkpoint, WAL in memory lost
+    assert wait_until(lambda: not process_alive(pid), WAIT), "the server did not go down"
+    embedded.stop(server.data_dir)  # forget the crashed server's handle
+    again = embedded.start(server.data_dir)  # crash recovery
+    assert again.dsn == dsn
+    rows = queue_rows(dsn, queue)
+    forgotten = sum(1 for read_ct in rows.values() if read_ct == 0) - (n_messages - batch)
+    go.set()
+    assert records.wait_count(n_messages, 60.0), f"{records.count()} of {n_messages} settled"
+    statuses = Counter(s.status for s in records.records())
+    per_msg = Counter(i for i, _rc in processed)
+    figure(
+        "server_crash_non_durable_reads",
+        durable_reads=durable_reads,
+        messages=n_messages,
+        first_batch=batch,
+        reads_forgotten=forgotten,
+        held_rereads=source.stats.held_rereads,
+        reconnects=source.stats.reconnects,
+        statuses=dict(statuses),
+        duplicates=sum(per_msg.values()) - len(per_msg),
+    )
+    assert 0 <= forgotten <= batch
+    if durable_reads:
+        assert forgotten == 0
+    assert statuses == {"acked": n_messages}
+    assert set(per_msg) == set(ids) and set(per_msg.values()) == {1}
+    assert source.stats.held_rereads == forgotten
+    assert queue_rows(dsn, queue) == {}
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` still exists (a crashed postmaster takes a moment to exit)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by another user
+        return True
+    return True
 
 
 def restart(
