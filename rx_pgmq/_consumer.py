@@ -469,7 +469,7 @@ class Consumer:
 
     def _deliver(self, asked: int, msgs: list[Message]) -> None:
         now = time.monotonic()
-        held = 0
+        held, empty = 0, not msgs
         with self._cond:
             self._reading = False
             assert self._planner is not None
@@ -487,8 +487,9 @@ class Consumer:
                 self.config.queue,
                 held,
             )
-        if not msgs:
+        if empty:
             self.stats.add("empty_reads")
+        if not msgs:
             return
         pop = self.config.options.delete_on_read
         on_next = self._observer.on_next

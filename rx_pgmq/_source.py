@@ -61,6 +61,12 @@ def read_queue(
     Disposing stops reading at once, lets pending acks flush (up to ``close_timeout``) and
     releases unsettled messages (``set_vt`` 0) unless ``on_dispose="keep"``.
 
+    A plain read (no pop, conditional, long poll or FIFO option) runs PGMQ's read query
+    inline as one prepared statement. Reads commit without waiting for the WAL flush unless
+    ``ReadOptions(durable_reads=True)``: a server crash may forget the last reads, whose
+    messages are then read again (never lost; a message this consumer still holds is not
+    emitted twice). Acks always wait for the flush (the server's ``synchronous_commit``).
+
     Args:
         conninfo_or_pool: A conninfo string/URI or a ``psycopg_pool.ConnectionPool``.
         queue: The queue to consume.

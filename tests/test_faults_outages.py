@@ -48,15 +48,33 @@ def run() -> Iterator[Run]:
     yield from running()
 
 
-@pytest.fixture
-def private_server() -> Iterator[embedded.EmbeddedServer]:
-    """A throwaway embedded PostgreSQL of its own (this test stops and starts it)."""
+def own_server(*, durable: bool) -> Iterator[embedded.EmbeddedServer]:
+    """An embedded PostgreSQL of the test's own in a temporary folder, removed afterwards."""
     folder = Path(tempfile.mkdtemp(prefix="rxf"))  # short: the server's socket lives in it
     try:
-        yield embedded.start(folder / "pg", durable=False)
+        yield embedded.start(folder / "pg", durable=durable)
     finally:
         embedded.stop(folder / "pg")
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def private_server() -> Iterator[embedded.EmbeddedServer]:
+    """A throwaway embedded PostgreSQL of its own (this test stops and starts it)."""
+    yield from own_server(durable=False)
+
+
+@pytest.fixture
+def durable_server() -> Iterator[embedded.EmbeddedServer]:
+    """A private embedded PostgreSQL that syncs its WAL (fsync on, synchronous_commit on)."""
+    yield from own_server(durable=True)
+
+
+def numbered_queue(dsn: str, queue: str, n: int) -> dict[int, int]:
+    """Create ``queue`` and send ``{"n": 0..n-1}``; return msg_id -> n."""
+    with PGMQ(dsn) as client:
+        client.create_queue(queue)
+        return send_numbered(client, queue, n)
 
 
 def settled_at(records: Records, msg_id: int, timeout: float = WAIT) -> tuple[float, str]:
@@ -78,9 +96,7 @@ def test_database_restart_under_a_running_consumer_loses_nothing_and_retries_pen
     empty."""
     dsn = private_server.dsn
     queue, n_messages, gate_at = "restart_q", 4000, 700
-    with PGMQ(dsn) as client:
-        client.create_queue(queue)
-        ids = send_numbered(client, queue, n_messages)
+    ids = numbered_queue(dsn, queue, n_messages)
     processed: list[tuple[float, int]] = []
     at_gate, go = threading.Event(), threading.Event()
 
@@ -136,17 +152,6 @@ def test_database_restart_under_a_running_consumer_loses_nothing_and_retries_pen
     assert queue_rows(dsn, queue) == {}
 
 
-@pytest.fixture
-def durable_server() -> Iterator[embedded.EmbeddedServer]:
-    """A private embedded PostgreSQL that syncs its WAL (fsync on, synchronous_commit on)."""
-    folder = Path(tempfile.mkdtemp(prefix="rxd"))
-    try:
-        yield embedded.start(folder / "pg", durable=True)
-    finally:
-        embedded.stop(folder / "pg")
-        shutil.rmtree(folder, ignore_errors=True)
-
-
 @pytest.mark.parametrize("durable_reads", [False, True], ids=["async-reads", "durable-reads"])
 def test_server_crash_forgetting_non_durable_reads_loses_nothing_and_processes_once(
     durable_server: embedded.EmbeddedServer, run: Run, durable_reads: bool
@@ -164,9 +169,7 @@ def test_server_crash_forgetting_non_durable_reads_loses_nothing_and_processes_o
     query(dsn, "ALTER SYSTEM SET wal_writer_delay = '10s'")
     query(dsn, "SELECT pg_reload_conf()")
     queue, n_messages, batch = "crash_q", 300, 50
-    with PGMQ(dsn) as client:
-        client.create_queue(queue)
-        ids = send_numbered(client, queue, n_messages)
+    ids = numbered_queue(dsn, queue, n_messages)
     processed: list[tuple[int, int]] = []
     at_gate, go = threading.Event(), threading.Event()
 
