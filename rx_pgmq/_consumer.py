@@ -364,7 +364,7 @@ class Consumer:
         cfg, opts = self.config, self.config.options
         q, vt, durable = cfg.queue, cfg.vt, opts.durable_reads
         if opts.delete_on_read:
-            return _sql.POP, lambda n: (q, n)
+            return _sql.select_messages(_sql.POP_CALL), lambda n: (q, n)
         lp = opts.long_poll
         if opts.fifo is not None:
             stmt = _sql.read_grouped(opts.fifo, poll=lp is not None, durable=durable)
@@ -385,7 +385,7 @@ class Consumer:
     def _read(self, n: int) -> list[Message]:
         conn = self._reader.get()
         rows = conn.execute(self._read_sql, self._read_params(n), prepare=True).fetchall()
-        return _sql.messages_from_rows(rows, self.config.queue, self)
+        return _sql.messages_from_rows(rows, self.config.queue, self, _sql.json_loads(conn))
 
     def _next_read_size(self) -> int:
         """Wait under the lock until a read is due; return its size (0 when closing)."""

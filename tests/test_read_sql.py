@@ -4,12 +4,17 @@ transaction only."""
 
 from __future__ import annotations
 
+import json
+from decimal import Decimal
+from functools import partial
 from typing import Any
 
 import psycopg
 import pytest
 from _support import WAIT, Conn, Sink, Subscribe, count, source_of, table, wait_until, watch
 from psycopg import sql
+from psycopg.types.json import set_json_loads
+from psycopg_pool import ConnectionPool
 
 import rx_pgmq
 from rx_pgmq import _sql
@@ -51,7 +56,7 @@ def test_inline_read_takes_the_oldest_visible_messages_like_pgmq_read(
         assert row[1] == 1  # read_ct
         assert row[3] is not None  # last_read_at
         assert 25 < (row[4] - row[3]).total_seconds() <= VT + 1  # vt = now + VT
-        assert isinstance(row[5], dict) and row[6] is None  # body, headers
+        assert json.loads(row[5]) == {"i": ids.index(row[0])} and row[6] is None  # JSON text
         assert len(row) == (7 if durable else 8)
     assert _read_inline(db, pgmq_queue, 10, durable=durable) == []
     row = db.execute(
@@ -106,10 +111,10 @@ def test_non_durable_function_reads_keep_conditional_and_fifo_semantics(
     pgmq.send_batch(pgmq_queue, [{"kind": "a"}, {"kind": "b"}, {"kind": "a"}])
     stmt = _sql.select_messages(_sql.READ_CALL, durable=False)
     rows = db.execute(stmt, (pgmq_queue, VT, 10, '{"kind": "b"}')).fetchall()
-    assert [r[5] for r in rows] == [{"kind": "b"}]
+    assert [json.loads(r[5]) for r in rows] == [{"kind": "b"}]
     fifo = _sql.read_grouped("grouped", poll=False, durable=False)
     rows = db.execute(fifo, (pgmq_queue, VT, 10)).fetchall()
-    assert [r[5] for r in rows] == [{"kind": "a"}, {"kind": "a"}]
+    assert [json.loads(r[5]) for r in rows] == [{"kind": "a"}, {"kind": "a"}]
     assert all(r[7] == "off" for r in rows)
 
 
@@ -183,3 +188,38 @@ def test_a_read_the_server_forgot_does_not_deliver_a_held_message_twice(
     assert wait_until(lambda: source.stats.in_flight == 0)
     (next_id,) = pgmq.send_batch(pgmq_queue, [{"n": 2}])
     assert [m.msg_id for m in sink.collect(2)][1] == next_id
+
+
+def test_consumer_decodes_bodies_with_the_json_loads_set_for_its_connections(
+    pgmq_dsn: str, pgmq: rx_pgmq.PGMQ, pgmq_queue: str, subscribe: Subscribe
+) -> None:
+    """The consumer reads bodies and headers as JSON text and decodes them itself, with the
+    loads function psycopg's set_json_loads set for its connections (here a pool whose
+    connections parse floats as Decimal), else like psycopg's default (json.loads)."""
+    text = 'é\u2028 back\\slash "quote"'
+    body = {"price": 1.10, "big": 2**70, "text": text, "none": None, "list": [1, 2.5]}
+    pgmq.send(pgmq_queue, body, headers={"h": 0.5})
+    pgmq.send(pgmq_queue, body, headers=None)
+    plain: Sink[rx_pgmq.Message] = subscribe(
+        source_of(pgmq_dsn, pgmq_queue, visibility_timeout=1), lambda m: m.release()
+    )
+    first, second = plain.collect(2)
+    assert first.body == body and first.headers == {"h": 0.5}
+    assert second.body == body and second.headers is None
+    plain.subscription.dispose()
+
+    def decimal_floats(conn: psycopg.Connection[Any]) -> None:
+        set_json_loads(partial(json.loads, parse_float=Decimal), conn)
+
+    with ConnectionPool(
+        pgmq_dsn, min_size=2, max_size=2, configure=decimal_floats, open=True
+    ) as pool:
+        decimals: Sink[rx_pgmq.Message] = subscribe(
+            source_of(pool, pgmq_queue), lambda m: m.settle()
+        )
+        got = decimals.collect(2)
+        decimals.subscription.dispose()
+    assert got[0].body["price"] == Decimal("1.10") and isinstance(got[0].body["price"], Decimal)
+    assert got[0].body["big"] == 2**70 and got[0].body["text"] == body["text"]
+    assert got[0].body["list"] == [1, Decimal("2.5")]
+    assert got[0].headers == {"h": Decimal("0.5")}
