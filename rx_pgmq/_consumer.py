@@ -590,7 +590,8 @@ class Consumer:
         while True:
             try:
                 conn = self._reader.get()
-                conn.execute(_sql.SET_VT_MANY, (self.config.queue, ids, 0)).fetchall()
+                params = (self.config.queue, _sql.id_array(ids), 0)
+                conn.execute(_sql.SET_VT_MANY, params).fetchall()
                 self.stats.settled("release", len(ids))
                 return
             except psycopg.Error as exc:
@@ -656,7 +657,9 @@ class Consumer:
     def _extend(self, ids: list[int]) -> None:
         try:
             conn = self._acker.get()
-            conn.execute(_sql.SET_VT_MANY, (self.config.queue, ids, self.config.vt)).fetchall()
+            conn.execute(
+                _sql.SET_VT_MANY, (self.config.queue, _sql.id_array(ids), self.config.vt)
+            ).fetchall()
         except psycopg.Error as exc:
             self._acker.drop()
             _log.warning("visibility heartbeat of queue %r failed: %s", self.config.queue, exc)
@@ -796,17 +799,18 @@ class Consumer:
             return self._execute_fenced(conn, batch, moves), skipped
         if batch.delete and not (batch.archive or batch.set_vt or moves):
             # One statement is atomic on its own: no BEGIN/COMMIT round trips.
-            conn.execute(_sql.DELETE_MANY, (q, list(batch.delete)), prepare=True).fetchall()
+            deleted = _sql.id_array(batch.delete)
+            conn.execute(_sql.DELETE_MANY, (q, deleted), prepare=True).fetchall()
             return set(), skipped
         # BEGIN and COMMIT ride in the pipeline: one round trip for the whole batch (a
         # move's send and delete stay in that one transaction).
         with conn.pipeline(), conn.transaction(), conn.cursor() as cur:
             if batch.delete:
-                cur.execute(_sql.DELETE_MANY, (q, list(batch.delete)), prepare=True)
+                cur.execute(_sql.DELETE_MANY, (q, _sql.id_array(batch.delete)), prepare=True)
             if batch.archive:
-                cur.execute(_sql.ARCHIVE_MANY, (q, list(batch.archive)), prepare=True)
+                cur.execute(_sql.ARCHIVE_MANY, (q, _sql.id_array(batch.archive)), prepare=True)
             for vt, ids in batch.set_vt.items():
-                cur.execute(_sql.SET_VT_MANY, (q, list(ids), vt), prepare=True)
+                cur.execute(_sql.SET_VT_MANY, (q, _sql.id_array(ids), vt), prepare=True)
             for dest, pairs in moves.items():
                 self._move(cur, dest, pairs)
         return set(), skipped
@@ -824,7 +828,7 @@ class Consumer:
             heads.append(json.dumps(headers))
         if bodies:
             cur.execute(_sql.SEND_BATCH, (dest, bodies, heads, 0))
-            cur.execute(_sql.DELETE_MANY, (q, [p.msg_id for p, _m in pairs]))
+            cur.execute(_sql.DELETE_MANY, (q, _sql.id_array([p.msg_id for p, _m in pairs])))
 
     def _execute_fenced(
         self,

@@ -7,7 +7,7 @@ queue tables directly build the table identifier with :mod:`psycopg.sql`.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import fields
 from typing import Any, Final, Literal, cast
 
@@ -44,6 +44,7 @@ __all__ = [
     "SET_VT_MANY",
     "SET_VT_ONE",
     "FifoMode",
+    "id_array",
     "json_loads",
     "message_from_row",
     "messages_from_rows",
@@ -296,6 +297,16 @@ def json_loads(conn: psycopg.Connection[Any]) -> Callable[[str], Any]:
     if loads is json.loads or not callable(loads):
         return _DECODE
     return cast(Callable[[str], Any], loads)
+
+
+def id_array(ids: Iterable[int]) -> str:
+    """Message ids as a ``bigint[]`` literal (``{1,2,3}``), for a ``%s::bigint[]`` parameter.
+
+    The ids are ints the server returned, so the literal holds digits only. psycopg's list
+    adapter looks at every element to choose its type, ~4 us an id: the acknowledger sends
+    one array per flush, on the hot path.
+    """
+    return "{" + ",".join(map(str, ids)) + "}"
 
 
 def _msg_id(m: Message) -> int:

@@ -223,3 +223,11 @@ def test_consumer_decodes_bodies_with_the_json_loads_set_for_its_connections(
     assert got[0].body["big"] == 2**70 and got[0].body["text"] == body["text"]
     assert got[0].body["list"] == [1, Decimal("2.5")]
     assert got[0].headers == {"h": Decimal("0.5")}
+
+
+@pytest.mark.parametrize("ids", [[1], [3, 1, 2], [2**63 - 1, 1], list(range(1, 1001)), []])
+def test_id_array_is_the_bigint_array_postgresql_reads_back(db: Conn, ids: list[int]) -> None:
+    """The acknowledger's id literal casts to exactly these bigints, in order, up to the
+    largest msg_id."""
+    row = db.execute("SELECT %s::bigint[]", (_sql.id_array(ids),)).fetchone()
+    assert row == (ids,)
