@@ -142,6 +142,7 @@ class Consumer:
         self._reading = False
         self._ignored_warned = False
         self._read_sql, self._read_params = self._read_statement()
+        self._delete_sql = _sql.delete_inline(config.queue)
         self._reader_thread = threading.Thread(
             target=self._run_reader, name=f"rx_pgmq-reader-{config.queue}", daemon=True
         )
@@ -800,13 +801,13 @@ class Consumer:
         if batch.delete and not (batch.archive or batch.set_vt or moves):
             # One statement is atomic on its own: no BEGIN/COMMIT round trips.
             deleted = _sql.id_array(batch.delete)
-            conn.execute(_sql.DELETE_MANY, (q, deleted), prepare=True).fetchall()
+            conn.execute(self._delete_sql, (deleted,), prepare=True).fetchall()
             return set(), skipped
         # BEGIN and COMMIT ride in the pipeline: one round trip for the whole batch (a
         # move's send and delete stay in that one transaction).
         with conn.pipeline(), conn.transaction(), conn.cursor() as cur:
             if batch.delete:
-                cur.execute(_sql.DELETE_MANY, (q, _sql.id_array(batch.delete)), prepare=True)
+                cur.execute(self._delete_sql, (_sql.id_array(batch.delete),), prepare=True)
             if batch.archive:
                 cur.execute(_sql.ARCHIVE_MANY, (q, _sql.id_array(batch.archive)), prepare=True)
             for vt, ids in batch.set_vt.items():
@@ -828,7 +829,7 @@ class Consumer:
             heads.append(json.dumps(headers))
         if bodies:
             cur.execute(_sql.SEND_BATCH, (dest, bodies, heads, 0))
-            cur.execute(_sql.DELETE_MANY, (q, _sql.id_array([p.msg_id for p, _m in pairs])))
+            cur.execute(self._delete_sql, (_sql.id_array([p.msg_id for p, _m in pairs]),))
 
     def _execute_fenced(
         self,

@@ -44,6 +44,7 @@ __all__ = [
     "SET_VT_MANY",
     "SET_VT_ONE",
     "FifoMode",
+    "delete_inline",
     "id_array",
     "json_loads",
     "message_from_row",
@@ -186,6 +187,18 @@ def read_inline(queue: str, *, durable: bool) -> sql.Composed:
         table=queue_table(queue),
         join=sql.SQL("") if durable else sql.SQL(", {}").format(_ASYNC_COMMIT),
         col=sql.SQL("" if durable else ", rx_pgmq.rx_pgmq_commit"),
+    )
+
+
+def delete_inline(queue: str) -> sql.Composed:
+    """The statement of ``pgmq.delete(queue, msg_ids)``, run inline on the queue table.
+
+    The same ``DELETE ... WHERE msg_id = ANY(...) RETURNING msg_id`` as PGMQ's function,
+    without the ``format()`` and ``EXECUTE`` that make the server parse and plan it on
+    every call. Parameter: the ids (``bigint[]``, e.g. :func:`id_array`).
+    """
+    return sql.SQL("DELETE FROM {} WHERE msg_id = ANY(%s::bigint[]) RETURNING msg_id").format(
+        queue_table(queue)
     )
 
 
