@@ -51,10 +51,13 @@ class ReadOptions:
             server's setting). A server crash can then forget the reads of its last
             moments (at most about three ``wal_writer_delay``): their messages become
             visible again with their earlier ``read_ct``, as if never read, and are
-            delivered again, as at-least-once delivery allows. Nothing is lost. Set it when
-            a redelivery after a server crash must also count as an attempt in
-            ``read_ct``. Pops (``delete_on_read``) always wait: a forgotten pop would
-            deliver a message twice.
+            delivered again, as at-least-once delivery allows. Nothing is lost. Since the
+            forgotten read's ``read_ct`` increment is gone, ``max_attempts`` may allow one
+            more attempt after a crash, and with ``fenced=True`` an ack of a message whose
+            read was forgotten reports ``lost_lease`` until it is read again. Set it when a
+            redelivery after a server crash must also count as an attempt in ``read_ct``.
+            Pops (``delete_on_read``) always wait: a forgotten pop would deliver a message
+            twice.
 
     Raises:
         InvalidArgument: For combinations PGMQ has no function for.
