@@ -96,21 +96,15 @@ READ_WITH_POLL_CALL: Final = (
     "pgmq.read_with_poll(%s, %s::integer, %s::integer, %s::integer, %s::integer, %s::jsonb)"
 )
 """Parameters: queue, vt, qty, max_poll_seconds, poll_interval_ms, conditional."""
-READ: Final = (
-    "SELECT msg_id, read_ct, enqueued_at, last_read_at, vt, message, headers"
-    " FROM pgmq.read(%s, %s::integer, %s::integer, %s::jsonb)"
-)
-READ_WITH_POLL: Final = (
-    "SELECT msg_id, read_ct, enqueued_at, last_read_at, vt, message, headers"
-    " FROM pgmq.read_with_poll("
-    "%s, %s::integer, %s::integer, %s::integer, %s::integer, %s::jsonb)"
-)
-POP: Final = (
-    "SELECT msg_id, read_ct, enqueued_at, last_read_at, vt, message, headers"
-    " FROM pgmq.pop(%s, %s::integer)"
-)
 POP_CALL: Final = "pgmq.pop(%s, %s::integer)"
 """Parameters: queue, qty."""
+_SELECT_FROM: Final = (
+    "SELECT msg_id, read_ct, enqueued_at, last_read_at, vt, message, headers FROM "
+)
+# The client's reads: constant fragments only (values travel as parameters).
+READ: Final = _SELECT_FROM + READ_CALL
+READ_WITH_POLL: Final = _SELECT_FROM + READ_WITH_POLL_CALL
+POP: Final = _SELECT_FROM + POP_CALL
 DELETE_ONE: Final = "SELECT pgmq.delete(%s, %s::bigint)"
 DELETE_MANY: Final = "SELECT * FROM pgmq.delete(%s, %s::bigint[])"
 ARCHIVE_ONE: Final = "SELECT pgmq.archive(%s, %s::bigint)"
