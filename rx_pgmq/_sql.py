@@ -7,6 +7,7 @@ queue tables directly build the table identifier with :mod:`psycopg.sql`.
 from __future__ import annotations
 
 import json
+import json.scanner
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import fields
 from typing import Any, Final, Literal, cast
@@ -54,6 +55,7 @@ __all__ = [
     "queue_table",
     "read_grouped",
     "read_inline",
+    "rendered",
     "select_messages",
 ]
 
@@ -215,6 +217,18 @@ def select_messages(source: str | sql.Composable, *, durable: bool = True) -> sq
     )
 
 
+def rendered(stmt: str | sql.Composable) -> bytes:
+    """``stmt`` as the bytes psycopg sends, rendered once for a statement run many times.
+
+    psycopg renders a :class:`~psycopg.sql.Composable` again on every ``execute``; the
+    bytes of a statement whose identifiers are ASCII (queue names are) do not depend on
+    the connection, so they are rendered without one.
+    """
+    if isinstance(stmt, str):
+        return stmt.encode()
+    return stmt.as_bytes(None)
+
+
 def queue_table(queue: str, prefix: Literal["q", "a"] = "q") -> sql.Identifier:
     """The table of a queue (``pgmq.q_<queue>``) or of its archive (``pgmq.a_<queue>``)."""
     return sql.Identifier("pgmq", f"{prefix}_{queue}")
@@ -294,6 +308,25 @@ JSONB_OID: Final = 3802
 """The type oid of ``jsonb`` (fixed in PostgreSQL's catalog)."""
 _DECODE: Final = json.JSONDecoder().decode
 """``json.loads`` for a ``str`` without its argument checks (the same decoder settings)."""
+_SCAN: Final = json.scanner.make_scanner(cast(Any, json.JSONDecoder()))
+"""The decoder's scanner: ``(value, end) = _SCAN(text, index)``."""
+
+
+def _decode_json_text(text: str) -> Any:
+    """``json.loads(text)`` for the text PostgreSQL prints for a jsonb value.
+
+    That text has no whitespace around the value, so the decoder's scanner is called
+    directly, without ``decode``'s two whitespace matches and its two Python frames
+    (a 110-byte body: 2.5 us against 3.9 us). Any other text (never seen from the
+    server) goes through ``json.loads``'s own path, which also raises its usual errors.
+    """
+    try:
+        value, end = _SCAN(text, 0)
+    except StopIteration:
+        return _DECODE(text)  # raises JSONDecodeError for invalid text
+    if end != len(text):
+        return _DECODE(text)
+    return value
 
 
 def json_loads(conn: psycopg.Connection[Any]) -> Callable[[str], Any]:
@@ -302,7 +335,7 @@ def json_loads(conn: psycopg.Connection[Any]) -> Callable[[str], Any]:
     loader = conn.adapters.get_loader(JSONB_OID, pq.Format.TEXT)
     loads = getattr(loader, "_loads", json.loads)
     if loads is json.loads or not callable(loads):
-        return _DECODE
+        return _decode_json_text
     return cast(Callable[[str], Any], loads)
 
 

@@ -11,7 +11,7 @@ from reactivex.testing import TestScheduler
 import rx_pgmq
 from rx_pgmq import Outcome, Settled, failed, succeeded
 from rx_pgmq._fakes import RecordingAcknowledger, make_message
-from rx_pgmq._outcome import as_outcome, success_of
+from rx_pgmq._outcome import as_outcome, settled_of, success_of
 from rx_pgmq.actions import Archive, Delete, MoveTo, Nothing, SetVisibilityTimeout
 from rx_pgmq.errors import InvalidArgument, NotAcknowledgeable, RxPgmqError
 from rx_pgmq.operators import NotAnOutcome
@@ -184,3 +184,20 @@ def test_success_of_builds_the_same_outcome_as_the_checked_constructor(value: An
     )
     with pytest.raises(FrozenInstanceError):
         fast.ok = False  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("status", ["acked", "unacked", "lost_lease", "ignored"])
+def test_settled_of_builds_the_same_record_as_the_dataclass_constructor(status: Any) -> None:
+    """The ack operators' fast constructor gives a Settled equal, field by field, to
+    Settled(outcome, action, status), and it is frozen like any other."""
+    outcome = failed(make_message(3), "bad")
+    fast, checked = settled_of(outcome, Archive(), status), Settled(outcome, Archive(), status)
+    assert fast == checked and hash(fast) == hash(checked) and repr(fast) == repr(checked)
+    assert (fast.message, fast.ok, fast.reason, fast.acked) == (
+        outcome.message,
+        False,
+        "bad",
+        status == "acked",
+    )
+    with pytest.raises(FrozenInstanceError):
+        fast.status = "acked"  # type: ignore[misc]

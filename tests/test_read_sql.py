@@ -59,10 +59,10 @@ def test_inline_read_takes_the_oldest_visible_messages_like_pgmq_read(
         assert json.loads(row[5]) == {"i": ids.index(row[0])} and row[6] is None  # JSON text
         assert len(row) == (7 if durable else 8)
     assert _read_inline(db, pgmq_queue, 10, durable=durable) == []
-    row = db.execute(
+    hidden_row = db.execute(
         "SELECT read_ct FROM pgmq.q_" + pgmq_queue + " WHERE msg_id = %s", (hidden,)
     ).fetchone()
-    assert row == (0,)
+    assert hidden_row == (0,)
 
 
 def test_inline_read_skips_messages_locked_by_another_transaction(
@@ -152,8 +152,7 @@ def test_consumer_picks_inline_reads_and_never_skips_the_flush_for_pops(
     assert [m.body for m in sink.collect(1)] == [{"k": 1}]
     consumers = source.consumers
     assert len(consumers) == 1
-    text = consumers[0]._read_sql  # the statement is internal
-    rendered = text if isinstance(text, str) else text.as_string(None)
+    rendered = consumers[0]._read_sql.decode()  # the statement is internal
     assert ("UPDATE" in rendered) == inline
     assert ("synchronous_commit" not in rendered) == waits
 
@@ -231,3 +230,59 @@ def test_id_array_is_the_bigint_array_postgresql_reads_back(db: Conn, ids: list[
     largest msg_id."""
     row = db.execute("SELECT %s::bigint[]", (_sql.id_array(ids),)).fetchone()
     assert row == (ids,)
+
+
+@pytest.mark.parametrize(
+    "stmt",
+    [
+        _sql.read_inline("q_1", durable=False),
+        _sql.delete_inline("orders_2"),
+        _sql.select_messages(_sql.POP_CALL),
+        _sql.READ,
+    ],
+    ids=["read_inline", "delete_inline", "pop", "plain str"],
+)
+def test_rendered_statements_are_the_bytes_a_connection_renders(
+    db: Conn, stmt: str | sql.Composed
+) -> None:
+    """Statements rendered once without a connection (the consumer's hot path) are the
+    same bytes psycopg renders for a live connection on every execute."""
+    on_conn = stmt.encode() if isinstance(stmt, str) else stmt.as_bytes(db)
+    assert _sql.rendered(stmt) == on_conn
+
+
+JSON_VALUES = [
+    {"order": 12345, "customer": "c-000042", "items": [1, 2, 3], "note": "x" * 40},
+    {"big": 2**70, "neg": -(2**63), "float": 1.5e300, "tiny": 5e-324, "zero": -0.0},
+    {"text": 'quote " backslash \\ tab \t newline \n nul-free \u00e9 \u2603 \U0001f600'},
+    [None, True, False, [], {}, "", [[{"deep": [1]}]]],
+    "just a string",
+    42,
+    None,
+]
+
+
+@pytest.mark.parametrize("value", JSON_VALUES, ids=lambda v: type(v).__name__)
+def test_jsonb_text_from_the_server_decodes_like_json_loads(db: Conn, value: Any) -> None:
+    """The consumer's default decoder reads what PostgreSQL prints for a jsonb value (no
+    surrounding whitespace: it calls the scanner directly) exactly like json.loads."""
+    (text,) = db.execute("SELECT %s::jsonb::text", (json.dumps(value),)).fetchone() or (None,)
+    assert isinstance(text, str)
+    loads = _sql.json_loads(db)
+    assert loads(text) == json.loads(text)
+    assert json.dumps(loads(text), sort_keys=True) == json.dumps(json.loads(text), sort_keys=True)
+
+
+@pytest.mark.parametrize("text", ['  {"a": 1}', '{"a": 1}  ', "[1] [2]", "", "{", "nul"])
+def test_the_default_decoder_treats_other_text_like_json_loads(db: Conn, text: str) -> None:
+    """Text the server never prints (whitespace around, trailing data, invalid) is decoded
+    or rejected exactly as json.loads does, with the same JSONDecodeError."""
+    loads = _sql.json_loads(db)
+    try:
+        expected = json.loads(text)
+    except json.JSONDecodeError as exc:
+        with pytest.raises(json.JSONDecodeError) as info:
+            loads(text)
+        assert (info.value.msg, info.value.pos) == (exc.msg, exc.pos)
+    else:
+        assert loads(text) == expected

@@ -9,7 +9,7 @@ from concurrent.futures import Future
 from reactivex import Observable, abc
 from reactivex.disposable import CompositeDisposable, Disposable
 
-from rx_pgmq._outcome import Outcome, Settled, as_outcome
+from rx_pgmq._outcome import Outcome, Settled, as_outcome, settled_of
 from rx_pgmq._policy import Policy, check_policy, resolve
 from rx_pgmq.actions import AckStatus, Action, Archive, Delete
 from rx_pgmq.message import Message
@@ -169,7 +169,7 @@ def _acknowledge(
                 try:
                     with emit:
                         if not stopped:
-                            observer.on_next(Settled(outcome, action, status))
+                            observer.on_next(settled_of(outcome, action, status))
                 finally:  # even if a subscriber raised, completion must not wait forever
                     with lock:
                         pending -= 1
