@@ -3,6 +3,8 @@
 The fixtures built on these (``db``, ``subscribe``) are in ``conftest.py``. Everything that
 waits does so with a deadline: a condition variable for what an observer receives,
 ``wait_until`` for what only polling can see (the database, consumer statistics).
+The virtual-time tests use ``notification`` and ``error_of`` to read what a
+``TestScheduler`` recorded.
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ from typing import Any, Protocol, TypeVar
 import psycopg
 from psycopg import sql
 from psycopg_pool import ConnectionPool
-from reactivex import Observable, abc
+from reactivex import Notification, Observable, abc
 from reactivex.disposable import Disposable
+from reactivex.notification import OnError
+from reactivex.testing.recorded import Recorded
 
 import rx_pgmq
 from rx_pgmq.message import Message
@@ -158,6 +162,21 @@ def source_of(conninfo: str | ConnectionPool, queue: str, **kwargs: Any) -> rx_p
     kwargs.setdefault("visibility_timeout", 30)
     kwargs.setdefault("read_interval", 0.05)
     return rx_pgmq.read_queue(conninfo, queue, **kwargs)
+
+
+# -- virtual time: what a TestScheduler recorded -------------------------------------------
+
+
+def notification(record: Recorded[T]) -> Notification[T]:
+    """The notification of ``record`` (typed as possibly a predicate: assert it is not)."""
+    assert isinstance(record.value, Notification), f"not a notification: {record.value!r}"
+    return record.value
+
+
+def error_of(record: Recorded[T]) -> Exception:
+    """The exception of a recorded ``on_error``."""
+    assert isinstance(record.value, OnError), f"not an on_error: {record.value!r}"
+    return record.value.exception
 
 
 # -- the database, seen directly ----------------------------------------------------------

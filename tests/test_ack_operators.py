@@ -13,11 +13,13 @@ from concurrent.futures import Future
 from typing import Any
 
 import pytest
+from _support import error_of, notification
 from hypothesis import given
 from hypothesis import strategies as st
 from reactivex import Observable
 from reactivex.subject import Subject
 from reactivex.testing import ReactiveTest, TestScheduler
+from reactivex.testing.hotobservable import HotObservable
 
 from rx_pgmq import Message, Outcome, Settled, failed, succeeded
 from rx_pgmq._fakes import RecordingAcknowledger, make_message
@@ -103,7 +105,7 @@ def test_process_then_ack_settles_each_message_by_its_outcome() -> None:
         on_next(210, ok), on_next(220, first_try), on_next(230, second_try), on_completed(240)
     )
     results = scheduler.start(lambda: xs.pipe(process(handle), ack(on_failure=max_attempts(2))))
-    records = [(n.time, n.value.value) for n in results.messages[:-1]]
+    records = [(n.time, notification(n).value) for n in results.messages[:-1]]
     assert [(t, r.message, r.action, r.reason) for t, r in records] == [
         (211, ok, Delete(), None),
         (221, first_try, Nothing(), "nope"),
@@ -133,7 +135,11 @@ def test_policies_may_be_functions_of_the_outcome() -> None:
         *(on_next(210 + i, failed(m, "x")) for i, m in enumerate(ms))
     )
     results = scheduler.start(lambda: xs.pipe(ack(on_failure=max_attempts(3))))
-    assert [n.value.value.action for n in results.messages] == [Nothing(), Nothing(), Archive()]
+    assert [notification(n).value.action for n in results.messages] == [
+        Nothing(),
+        Nothing(),
+        Archive(),
+    ]
 
 
 @pytest.mark.parametrize("status", ["acked", "unacked", "lost_lease", "ignored"])
@@ -150,7 +156,7 @@ def test_ack_with_applies_one_policy_to_everything() -> None:
     """ack_with(policy) gives successes, failures and plain messages the same policy."""
     scheduler, acker = setup(delay=0)
     ms = [make_message(i, acknowledger=acker) for i in range(3)]
-    xs = scheduler.create_hot_observable(
+    xs: HotObservable[Outcome | Message] = scheduler.create_hot_observable(
         on_next(210, succeeded(ms[0])), on_next(211, failed(ms[1], "x")), on_next(212, ms[2])
     )
     seen: list[Outcome] = []
@@ -218,7 +224,7 @@ def test_a_message_that_cannot_be_acknowledged_is_an_error() -> None:
     results = scheduler.start(lambda: xs.pipe(ack()))
     assert len(results.messages) == 1
     assert results.messages[0].time == 212
-    error = results.messages[0].value.exception
+    error = error_of(results.messages[0])
     assert isinstance(error, NotAcknowledgeable) and "PGMQ.delete" in str(error)
     assert xs.subscriptions == [subscribe(200, 212)]
 
@@ -226,9 +232,10 @@ def test_a_message_that_cannot_be_acknowledged_is_an_error() -> None:
 def test_a_value_that_is_neither_message_nor_outcome_is_an_error() -> None:
     """Anything else reaching ack() ends the stream with NotAnOutcome."""
     scheduler, _acker = setup()
-    xs = scheduler.create_hot_observable(on_next(210, 42))
+    junk: Any = 42  # deliberately not an Outcome or Message
+    xs = scheduler.create_hot_observable(on_next(210, junk))
     results = scheduler.start(lambda: xs.pipe(ack()))
-    assert isinstance(results.messages[0].value.exception, NotAnOutcome)
+    assert isinstance(error_of(results.messages[0]), NotAnOutcome)
 
 
 @pytest.mark.parametrize(
@@ -241,7 +248,7 @@ def test_a_policy_that_raises_or_returns_junk_is_an_error(policy: Any, expected:
     scheduler, acker = setup()
     xs = scheduler.create_hot_observable(on_next(210, make_message(acknowledger=acker)))
     results = scheduler.start(lambda: xs.pipe(ack_with(policy)))
-    assert isinstance(results.messages[0].value.exception, expected)
+    assert isinstance(error_of(results.messages[0]), expected)
     assert acker.requests == []
 
 
@@ -413,10 +420,10 @@ def test_every_message_is_settled_exactly_once_with_the_resolved_action(
         *(on_next(210 + i, v) for i, v in enumerate(values)), on_completed(210 + len(values))
     )
     results = scheduler.start(lambda: xs.pipe(ack(on_success, on_failure)))
-    records = [n.value.value for n in results.messages if n.value.kind == "N"]
+    records = [notification(n).value for n in results.messages if notification(n).kind == "N"]
     assert sorted(r.message.msg_id for r in records) == sorted(expected)
     assert {r.message.msg_id: r.action for r in records} == expected
     assert [len(a.requests) for a in ackers] == [1] * len(items)
-    assert results.messages[-1].value.kind == "C"
+    assert notification(results.messages[-1]).kind == "C"
     last = max((210 + i + d for i, (*_, d) in enumerate(items)), default=210)
     assert results.messages[-1].time == max(last, 210 + len(values))

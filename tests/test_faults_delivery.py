@@ -152,9 +152,11 @@ def test_sigkilled_consumers_lose_nothing_and_duplicate_at_most_their_window(
     for _ in range(kills):
         worker = start_worker(config)
         worker.wait_ready(READY)
-        assert wait_until(lambda w=worker: len(w.processed()) >= per_life, 60.0, 0.01), (
-            worker.stderr()
-        )
+
+        def lived(w: Worker = worker) -> bool:
+            return len(w.processed()) >= per_life
+
+        assert wait_until(lived, 60.0, 0.01), worker.stderr()
         worker.kill()  # SIGKILL: no flush, no release
         killed.append(worker)
     last = start_worker(config)

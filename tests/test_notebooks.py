@@ -3,13 +3,27 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from nbformat import NotebookNode
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("*.ipynb"))
 
 pytestmark = pytest.mark.notebooks
+
+
+def read_notebook(path: Path) -> NotebookNode:
+    """``nbformat.read(path, as_version=4)``, called through a typed name (nbformat.read has
+    no annotations)."""
+    import nbformat
+
+    read: Callable[..., NotebookNode] = nbformat.read
+    return read(path, as_version=4)
 
 
 def test_the_four_tutorial_notebooks_exist() -> None:
@@ -24,7 +38,7 @@ def test_notebook_is_committed_with_outputs_cleared(path: Path) -> None:
     """Notebooks are committed without outputs or execution counts."""
     import nbformat
 
-    book = nbformat.read(path, as_version=4)
+    book = read_notebook(path)
     nbformat.validate(book)
     for cell in book.cells:
         if cell.cell_type == "code":
@@ -40,10 +54,9 @@ def test_notebook_runs_top_to_bottom(
     monkeypatch.setenv("JUPYTER_PLATFORM_DIRS", "1")  # silence jupyter_core's path warning
     monkeypatch.setenv("RX_PGMQ_DSN", pgmq_dsn)  # the kernel inherits the environment
     monkeypatch.delenv("DATABASE_URL", raising=False)
-    import nbformat
     from nbclient import NotebookClient
 
-    book = nbformat.read(path, as_version=4)
+    book = read_notebook(path)
     client = NotebookClient(
         book,
         timeout=90,

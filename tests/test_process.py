@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 import pytest
+from _support import error_of
 from reactivex import Observable, abc, typing
 from reactivex.scheduler.scheduler import Scheduler
 from reactivex.subject import Subject
@@ -123,11 +124,12 @@ def test_upstream_errors_pass_through() -> None:
 def test_a_value_that_is_not_a_message_is_an_error(on_scheduler: bool) -> None:
     """process fed something other than a Message ends with NotAnOutcome (a TypeError)."""
     scheduler = TestScheduler()
-    xs = scheduler.create_hot_observable(on_next(210, {"id": 1}))
+    junk: Any = {"id": 1}  # deliberately not a Message
+    xs = scheduler.create_hot_observable(on_next(210, junk))
     operator = process(lambda m: None, scheduler=scheduler if on_scheduler else None)
     results = scheduler.start(lambda: xs.pipe(operator))
     assert len(results.messages) == 1
-    error = results.messages[0].value.exception
+    error = error_of(results.messages[0])
     assert isinstance(error, NotAnOutcome) and isinstance(error, TypeError)
     assert xs.subscriptions == [subscribe(200, 210)]
 
