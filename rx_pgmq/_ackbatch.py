@@ -171,13 +171,15 @@ class AckBatcher:
         """Return the number of pending requests (duplicates included)."""
         return len(self._pending)
 
-    def add(self, item: Pending, now: float) -> None:
-        """Queue one settle request made at ``now``."""
-        self._pending.append(item)
+    def add(self, item: Pending, now: float) -> int:
+        """Queue one settle request made at ``now``; return how many are pending now."""
+        pending = self._pending
+        pending.append(item)
         if not isinstance(item.action, Nothing):
             self._sql_count += 1
         if self._oldest is None or now < self._oldest:
             self._oldest = now
+        return len(pending)
 
     def due(self, now: float, starved: bool, closing: bool = False) -> bool:
         """Return whether the pending requests should be flushed now.

@@ -105,8 +105,15 @@ _new_tuple = tuple.__new__
 
 
 def _resolve(tokens: list[tuple[object, AckStatus]]) -> None:
+    """:func:`_report` each ``(token, status)``; callbacks called inline (once a message)."""
     for token, status in tokens:
-        _report(token, status)
+        if isinstance(token, Future):
+            _report(token, status)
+            continue
+        try:
+            cast("Callable[[AckStatus], None]", token)(status)
+        except Exception:  # like a Future's done-callback: logged, never raised
+            _log.exception("a settle callback raised")
 
 
 class Consumer:
@@ -296,11 +303,10 @@ class Consumer:
             batcher = self._batcher
             # tuple.__new__: a named tuple's own __new__ is one more Python call
             item = _new_tuple(Pending, (msg_id, read_ct, action, reason, token))
-            batcher.add(item, time.monotonic())
+            pending = batcher.add(item, time.monotonic())
             # Wake the acknowledger only when its plan changes: the first request starts
             # the max_age timer, the max_batch-th makes the batch due. Waking it for every
             # request would make it compete with this thread for the GIL once per message.
-            pending = len(batcher)
             if pending == 1 or pending == batcher.max_batch:
                 self._cond.notify_all()
         return None

@@ -506,3 +506,19 @@ def test_backoff_arguments_are_checked(kwargs: dict[str, Any], argument: str) ->
     with pytest.raises(InvalidArgument) as info:
         Backoff(**kwargs)
     assert info.value.argument == argument
+
+
+def test_add_returns_how_many_requests_are_pending() -> None:
+    """add() reports the pending count after the request (duplicates and Nothing count),
+    the figure the consumer uses to decide when to wake its acknowledger."""
+    batcher = AckBatcher(max_batch=3, max_age=1.0)
+    assert [
+        batcher.add(p(i, action), 0.0) for i, action in ((1, None), (1, None), (2, Nothing()))
+    ] == [
+        1,
+        2,
+        3,
+    ]
+    assert len(batcher) == 3
+    batcher.take()
+    assert batcher.add(p(4), 0.5) == 1
