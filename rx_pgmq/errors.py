@@ -5,6 +5,8 @@ Every error subclasses :class:`RxPgmqError`; each message says what to do next.
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "ConnectionLost",
     "InvalidArgument",
@@ -34,6 +36,12 @@ class InvalidArgument(RxPgmqError, ValueError):
     def __init__(self, argument: str, message: str) -> None:
         super().__init__(f"{argument}: {message}")
         self.argument = argument
+        self._message = message
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Rebuilt from the constructor's arguments (the default pickles ``args``, the
+        # composed text), so it survives a process pool or multiprocessing queue.
+        return (type(self), (self.argument, self._message))
 
 
 class QueueNotFound(RxPgmqError, LookupError):
@@ -49,33 +57,44 @@ class QueueNotFound(RxPgmqError, LookupError):
         hint = f"queue {queue!r} does not exist; create it with PGMQ.create_queue({queue!r})"
         super().__init__(f"{hint} ({detail})" if detail else hint)
         self.queue = queue
+        self._detail = detail
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.queue, self._detail))
 
 
-class PGMQNotInstalled(RxPgmqError):
+class _WithDetail(RxPgmqError):
+    """An error whose text is a fixed hint, plus the server's detail when there is one."""
+
+    _HINT = ""
+
+    def __init__(self, detail: str = "") -> None:
+        super().__init__(f"{self._HINT} ({detail})" if detail else self._HINT)
+        self._detail = detail
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self._detail,))
+
+
+class PGMQNotInstalled(_WithDetail):
     """The database has no ``pgmq`` schema."""
 
     __module__ = "rx_pgmq.errors"
-
-    def __init__(self, detail: str = "") -> None:
-        hint = (
-            "PGMQ is not installed in this database; run rx_pgmq.install_pgmq(conninfo) "
-            "(or `CREATE EXTENSION pgmq` as a superuser)"
-        )
-        super().__init__(f"{hint} ({detail})" if detail else hint)
+    _HINT = (
+        "PGMQ is not installed in this database; run rx_pgmq.install_pgmq(conninfo) "
+        "(or `CREATE EXTENSION pgmq` as a superuser)"
+    )
 
 
-class PermissionDenied(RxPgmqError):
+class PermissionDenied(_WithDetail):
     """The database role lacks a privilege PGMQ needs."""
 
     __module__ = "rx_pgmq.errors"
-
-    def __init__(self, detail: str = "") -> None:
-        hint = (
-            "permission denied: the role needs USAGE on schema pgmq, EXECUTE on the pgmq "
-            "functions and SELECT/INSERT/UPDATE/DELETE on the queue's tables (see README, "
-            "'Least privilege')"
-        )
-        super().__init__(f"{hint} ({detail})" if detail else hint)
+    _HINT = (
+        "permission denied: the role needs USAGE on schema pgmq, EXECUTE on the pgmq "
+        "functions and SELECT/INSERT/UPDATE/DELETE on the queue's tables (see README, "
+        "'Least privilege')"
+    )
 
 
 class ConnectionLost(RxPgmqError, ConnectionError):

@@ -4,6 +4,7 @@ and the mapping from psycopg's exceptions to them (pure logic, real psycopg clas
 from __future__ import annotations
 
 import inspect
+import pickle
 from datetime import UTC, datetime
 
 import psycopg
@@ -30,12 +31,13 @@ ERROR_CLASSES: list[type[BaseException]] = [
 
 
 def test_errors_module_exports_every_error_class_sorted() -> None:
-    """errors.__all__ lists each error class (and nothing else), sorted."""
+    """errors.__all__ lists each public error class (and nothing else), sorted."""
     assert errors.__all__ == sorted(errors.__all__)
     defined = {
         name
         for name, obj in vars(errors).items()
-        if inspect.isclass(obj)
+        if not name.startswith("_")
+        and inspect.isclass(obj)
         and issubclass(obj, BaseException)
         and obj.__module__.startswith("rx_pgmq")
     }
@@ -212,3 +214,26 @@ def test_serialization_failures_and_deadlocks_are_transient_but_not_connection_l
     for exc in (pgerr.SerializationFailure("x"), pgerr.DeadlockDetected("x")):
         assert is_transient(exc)
         assert translate(exc, "orders") is exc
+
+
+PICKLED_ERRORS: list[RxPgmqError] = [
+    InvalidArgument("batch_size", "must be an int >= 1, got 0"),
+    QueueNotFound("orders"),
+    QueueNotFound("orders", 'relation "pgmq.q_orders" does not exist'),
+    PGMQNotInstalled(),
+    PGMQNotInstalled('schema "pgmq" does not exist'),
+    PermissionDenied("permission denied for table q_orders"),
+    ConnectionLost("server closed the connection"),
+    NotAcknowledgeable("read with PGMQ.read"),
+    RxPgmqError("anything"),
+]
+
+
+@pytest.mark.parametrize("error", PICKLED_ERRORS, ids=lambda e: type(e).__name__)
+def test_errors_survive_pickling_with_their_text_and_attributes(error: RxPgmqError) -> None:
+    """An error sent through a process pool or multiprocessing queue (pickled) comes back
+    as the same class with the same text and attributes, not re-wrapped or broken."""
+    copy = pickle.loads(pickle.dumps(error))
+    assert type(copy) is type(error)
+    assert str(copy) == str(error)
+    assert vars(copy) == vars(error)
