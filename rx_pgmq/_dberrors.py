@@ -11,6 +11,7 @@ from rx_pgmq.errors import (
     ConnectionLost,
     PermissionDenied,
     PGMQNotInstalled,
+    PGMQOutdated,
     QueueNotFound,
     RxPgmqError,
 )
@@ -37,8 +38,11 @@ def translate(exc: BaseException, queue: str | None = None) -> BaseException:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     if isinstance(exc, pgerr.InsufficientPrivilege):
         return PermissionDenied(text)
-    if isinstance(exc, pgerr.InvalidSchemaName | pgerr.UndefinedFunction) and "pgmq" in text:
+    if isinstance(exc, pgerr.InvalidSchemaName) and "pgmq" in text:
         return PGMQNotInstalled(text)
+    if isinstance(exc, pgerr.UndefinedFunction) and "pgmq." in text:
+        # The schema exists (else: InvalidSchemaName), so the function is missing from it.
+        return PGMQOutdated(text)
     if isinstance(exc, pgerr.UndefinedTable) and _MISSING_PGMQ_CATALOG.search(text):
         return PGMQNotInstalled(text)
     if queue is not None and isinstance(exc, pgerr.UndefinedTable):

@@ -12,6 +12,7 @@ __all__ = [
     "InvalidArgument",
     "NotAcknowledgeable",
     "PGMQNotInstalled",
+    "PGMQOutdated",
     "PermissionDenied",
     "QueueNotFound",
     "RxPgmqError",
@@ -83,6 +84,20 @@ class PGMQNotInstalled(_WithDetail):
     _HINT = (
         "PGMQ is not installed in this database; run rx_pgmq.install_pgmq(conninfo) "
         "(or `CREATE EXTENSION pgmq` as a superuser)"
+    )
+
+
+class PGMQOutdated(PGMQNotInstalled):
+    """PGMQ is installed, but lacks a function this call needs (an older PGMQ version).
+
+    A subclass of :class:`PGMQNotInstalled`, so code that catches that still catches it.
+    """
+
+    __module__ = "rx_pgmq.errors"
+    _HINT = (
+        "the PGMQ installed in this database lacks a function this call needs (an older "
+        "version); upgrade it (`ALTER EXTENSION pgmq UPDATE`, or the SQL of a newer pgmq "
+        "package) or avoid the option that needs it"
     )
 
 

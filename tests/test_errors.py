@@ -19,6 +19,7 @@ from rx_pgmq.errors import (
     NotAcknowledgeable,
     PermissionDenied,
     PGMQNotInstalled,
+    PGMQOutdated,
     QueueNotFound,
     RxPgmqError,
 )
@@ -42,7 +43,7 @@ def test_errors_module_exports_every_error_class_sorted() -> None:
         and obj.__module__.startswith("rx_pgmq")
     }
     assert set(errors.__all__) == defined
-    assert len(ERROR_CLASSES) == len(errors.__all__) == 7
+    assert len(ERROR_CLASSES) == len(errors.__all__) == 8
 
 
 @pytest.mark.parametrize("cls", ERROR_CLASSES, ids=lambda c: c.__name__)
@@ -138,17 +139,30 @@ def test_translate_insufficient_privilege_is_permission_denied() -> None:
     "exc",
     [
         pgerr.InvalidSchemaName('schema "pgmq" does not exist'),
-        pgerr.UndefinedFunction("function pgmq.send(unknown, jsonb) does not exist"),
         pgerr.UndefinedTable('relation "pgmq.meta" does not exist'),
         pgerr.UndefinedTable('relation "pgmq.notify_insert_throttle" does not exist'),
     ],
-    ids=["no_schema", "no_function", "no_meta_table", "no_throttle_table"],
+    ids=["no_schema", "no_meta_table", "no_throttle_table"],
 )
 def test_translate_missing_pgmq_objects_is_pgmq_not_installed(exc: psycopg.Error) -> None:
-    """A missing pgmq schema, function or catalog table means PGMQ is not installed, even
-    when the statement was about a queue."""
-    assert isinstance(translate(exc, "orders"), PGMQNotInstalled)
-    assert isinstance(translate(exc), PGMQNotInstalled)
+    """A missing pgmq schema or catalog table means PGMQ is not installed, even when the
+    statement was about a queue."""
+    for out in (translate(exc, "orders"), translate(exc)):
+        assert isinstance(out, PGMQNotInstalled) and not isinstance(out, PGMQOutdated)
+
+
+def test_translate_a_missing_pgmq_function_is_pgmq_outdated() -> None:
+    """A pgmq function that does not exist (the schema does, or the server would say so)
+    means an older PGMQ: PGMQOutdated, which is still a PGMQNotInstalled, with the server's
+    text and an upgrade hint."""
+    exc = pgerr.UndefinedFunction(
+        "function pgmq.read_grouped(unknown, integer, integer) does not exist"
+    )
+    for out in (translate(exc, "orders"), translate(exc)):
+        assert isinstance(out, PGMQOutdated) and isinstance(out, PGMQNotInstalled)
+        assert "pgmq.read_grouped" in str(out) and "upgrade" in str(out)
+    other = pgerr.UndefinedFunction("function public.f() does not exist")
+    assert translate(other) is other
 
 
 @pytest.mark.parametrize(
@@ -222,6 +236,7 @@ PICKLED_ERRORS: list[RxPgmqError] = [
     QueueNotFound("orders", 'relation "pgmq.q_orders" does not exist'),
     PGMQNotInstalled(),
     PGMQNotInstalled('schema "pgmq" does not exist'),
+    PGMQOutdated("function pgmq.read_grouped(unknown, integer, integer) does not exist"),
     PermissionDenied("permission denied for table q_orders"),
     ConnectionLost("server closed the connection"),
     NotAcknowledgeable("read with PGMQ.read"),

@@ -12,9 +12,11 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
+import rx_pgmq
 from rx_pgmq._install import bundled_sql, install_pgmq, pgmq_version
+from rx_pgmq._options import ReadOptions
 from rx_pgmq.client import PGMQ
-from rx_pgmq.errors import ConnectionLost, PermissionDenied, PGMQNotInstalled
+from rx_pgmq.errors import ConnectionLost, PermissionDenied, PGMQNotInstalled, PGMQOutdated
 
 BUNDLED_VERSION = "1.13.0"
 
@@ -161,3 +163,39 @@ def test_unreachable_server_raises_connection_lost(tmp_path: object) -> None:
         install_pgmq(dsn)
     with pytest.raises(ConnectionLost):
         pgmq_version(dsn)
+
+
+def test_a_pgmq_without_a_function_is_reported_as_outdated(fresh_db: str) -> None:
+    """A PGMQ that lacks a function a call needs (as an older version would; here one is
+    dropped) raises PGMQOutdated, a PGMQNotInstalled, naming the function: from the client
+    at once, and as the consumer's on_error for a FIFO read."""
+    install_pgmq(fresh_db)
+    with PGMQ(fresh_db) as client:
+        client.create_queue("orders")
+        client.send("orders", {"n": 1})
+        with psycopg.connect(fresh_db, autocommit=True) as conn:
+            conn.execute("DROP FUNCTION pgmq.read_grouped(text, integer, integer)")
+            conn.execute("DROP FUNCTION pgmq.metrics(text)")
+        with pytest.raises(PGMQOutdated, match=r"pgmq\.metrics") as info:
+            client.metrics("orders")
+        assert isinstance(info.value, PGMQNotInstalled)
+    errors: list[Exception] = []
+    failed = threading.Event()
+
+    def on_error(exc: Exception) -> None:
+        errors.append(exc)
+        failed.set()
+
+    source = rx_pgmq.read_queue(
+        fresh_db,
+        "orders",
+        visibility_timeout=30,
+        read_options=ReadOptions(fifo="grouped"),
+    )
+    subscription = source.subscribe(on_next=lambda _m: None, on_error=on_error)
+    try:
+        assert failed.wait(30), "the consumer did not report the missing function"
+    finally:
+        subscription.dispose()
+    assert len(errors) == 1 and isinstance(errors[0], PGMQOutdated)
+    assert "pgmq.read_grouped" in str(errors[0]) and "upgrade" in str(errors[0])
