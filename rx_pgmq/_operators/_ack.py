@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
+from functools import partial
 from typing import cast
 
 from reactivex import Observable, abc
@@ -226,7 +227,7 @@ def _acknowledge(
                                 message,
                                 action,
                                 outcome.reason,
-                                lambda status: finish(outcome, action, status),
+                                partial(finish, outcome, action),  # one frame less
                             )
                         else:
                             fast(message, action, outcome.reason, ignore)
