@@ -87,10 +87,13 @@ class ConnSource:
         # info.dsn leaves the password out; a new connection needs it.
         return make_conninfo(info.dsn, password=info.password) if info.password else info.dsn
 
+    def _check_open(self) -> None:
+        if self._closed:
+            raise InvalidArgument("client", "is closed; create a new one")
+
     def _pool(self) -> ConnectionPool:
         with self._lock:
-            if self._closed:
-                raise InvalidArgument("client", "is closed; create a new one")
+            self._check_open()
             if self._own_pool is None:
                 assert isinstance(self._conninfo, str)
                 pool = ConnectionPool(
@@ -109,13 +112,23 @@ class ConnSource:
 
     @contextmanager
     def connection(self) -> Iterator[psycopg.Connection[Any]]:
-        """A connection whose work commits when the block exits without error."""
+        """A connection whose work commits when the block exits without error.
+
+        Raises:
+            InvalidArgument: After :meth:`close`, whatever the source was made from.
+        """
         if isinstance(self._conninfo, psycopg.Connection):
             conn = self._conninfo
-            with self._lock, conn.transaction():
-                yield conn
+            with self._lock:
+                self._check_open()
+                with conn.transaction():
+                    yield conn
             return
-        pool = self._conninfo if isinstance(self._conninfo, ConnectionPool) else self._pool()
+        if isinstance(self._conninfo, ConnectionPool):
+            self._check_open()
+            pool = self._conninfo
+        else:
+            pool = self._pool()
         with pool.connection() as conn:
             if conn.autocommit:
                 with conn.transaction():
@@ -124,7 +137,8 @@ class ConnSource:
                 yield conn
 
     def close(self) -> None:
-        """Close the private pool, if any (a pool or connection passed in stays open)."""
+        """Close the private pool, if any (a pool or connection passed in stays open, but
+        this source refuses further use)."""
         with self._lock:
             self._closed = True
             pool, self._own_pool = self._own_pool, None

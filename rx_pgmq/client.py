@@ -92,7 +92,10 @@ class PGMQ:
         return self._source.dsn()
 
     def close(self) -> None:
-        """Close the private pool (a pool or connection passed in is left open)."""
+        """Close the private pool (a pool or connection passed in is left open).
+
+        Either way the client refuses further calls (``InvalidArgument``); make a new one.
+        """
         self._source.close()
 
     def __enter__(self) -> PGMQ:

@@ -86,7 +86,8 @@ def test_client_from_conninfo_string_works_and_refuses_calls_after_close(
 def test_client_from_pool_borrows_connections_and_leaves_the_pool_open(
     pgmq_dsn: str, pgmq_queue: str, db: psycopg.Connection[Any], autocommit: bool
 ) -> None:
-    """A pool passed in is borrowed from (its work is committed) and stays open after close()."""
+    """A pool passed in is borrowed from (its work is committed) and stays open after
+    close(); the closed client refuses further calls like any other."""
     with ConnectionPool(
         pgmq_dsn, min_size=1, max_size=2, kwargs={"autocommit": autocommit}, open=True
     ) as pool:
@@ -98,6 +99,9 @@ def test_client_from_pool_borrows_connections_and_leaves_the_pool_open(
         assert not pool.closed
         with pool.connection() as conn:
             assert conn.execute("SELECT 1").fetchone() == (1,)
+        with pytest.raises(InvalidArgument, match="closed; create a new one"):
+            client.send(pgmq_queue, {"after": "close"})
+        assert _queue_length(db, pgmq_queue) == 1
         with psycopg.connect(client.dsn()) as again:
             assert again.info.dbname == db.info.dbname
 
@@ -106,7 +110,8 @@ def test_client_from_pool_borrows_connections_and_leaves_the_pool_open(
 def test_client_on_a_connection_commits_outside_a_transaction(
     pgmq_dsn: str, pgmq_queue: str, db: psycopg.Connection[Any], autocommit: bool
 ) -> None:
-    """On a bare connection (no transaction open) each call commits before it returns."""
+    """On a bare connection (no transaction open) each call commits before it returns; after
+    close() the connection stays open and the client refuses further calls."""
     with psycopg.connect(pgmq_dsn, autocommit=autocommit) as conn:
         client = PGMQ(conn)
         client.send(pgmq_queue, {"n": 1})
@@ -115,6 +120,9 @@ def test_client_on_a_connection_commits_outside_a_transaction(
         client.close()
         assert not conn.closed, "a connection passed in stays open"
         assert client.conninfo is conn
+        with pytest.raises(InvalidArgument, match="closed; create a new one"):
+            client.send(pgmq_queue, {"after": "close"})
+        assert _queue_length(db, pgmq_queue) == 1
         with psycopg.connect(client.dsn()) as again:
             assert again.info.dbname == conn.info.dbname
 
