@@ -159,6 +159,7 @@ class Consumer:
         # Rendered once: psycopg would render a Composed again on every execute (~14 us
         # for the read). Queue names are ASCII, so no connection's encoding is needed.
         self._read_sql = _sql.rendered(read_stmt)
+        self._read_full_sql = self._full_read_statement()
         self._delete_sql = _sql.rendered(_sql.delete_inline(config.queue))
         self._reader_thread = threading.Thread(
             target=self._run_reader, name=f"rx_pgmq-reader-{config.queue}", daemon=True
@@ -401,11 +402,27 @@ class Consumer:
             return stmt, lambda n: (q, vt, n, cond)
         return _sql.read_inline(q, durable=durable), lambda n: (n, vt)
 
+    def _full_read_statement(self) -> bytes | None:
+        """The plain inline read of a whole batch, its size and timeout written in (the
+        server then plans it once, see ``_sql.read_inline``); None for other reads."""
+        opts = self.config.options
+        if opts.delete_on_read or opts.fifo or opts.long_poll or opts.conditional:
+            return None
+        stmt = _sql.read_inline(
+            self.config.queue,
+            durable=opts.durable_reads,
+            qty=self.demand.batch_size,
+            vt=self.config.vt,
+        )
+        return _sql.rendered(stmt)
+
     def _read(self, n: int) -> list[Message]:
         conn = self._reader.get()
-        rows = conn.execute(
-            self._read_sql, self._read_params(n), prepare=True, binary=True
-        ).fetchall()
+        if n == self.demand.batch_size and self._read_full_sql is not None:
+            cur = conn.execute(self._read_full_sql, prepare=True, binary=True)
+        else:
+            cur = conn.execute(self._read_sql, self._read_params(n), prepare=True, binary=True)
+        rows = cur.fetchall()
         return _sql.messages_from_rows(rows, self.config.queue, self, _sql.json_loads(conn))
 
     def _next_read_size(self) -> int:

@@ -28,7 +28,12 @@ def _read_fn(db: Conn, queue: str, qty: int) -> list[tuple[Any, ...]]:
     return db.execute(_sql.READ, (queue, VT, qty, "{}")).fetchall()
 
 
-def _read_inline(db: Conn, queue: str, qty: int, *, durable: bool) -> list[tuple[Any, ...]]:
+def _read_inline(
+    db: Conn, queue: str, qty: int, *, durable: bool, literal: bool = False
+) -> list[tuple[Any, ...]]:
+    if literal:  # the batch-size form: size and timeout written into the statement
+        stmt = _sql.read_inline(queue, durable=durable, qty=qty, vt=VT)
+        return db.execute(stmt).fetchall()
     return db.execute(_sql.read_inline(queue, durable=durable), (qty, VT)).fetchall()
 
 
@@ -38,17 +43,19 @@ def _synchronous_commit(db: Conn) -> str:
     return str(row[0])
 
 
+@pytest.mark.parametrize("literal", [False, True], ids=["parameters", "literals"])
 @pytest.mark.parametrize("durable", [True, False])
 def test_inline_read_takes_the_oldest_visible_messages_like_pgmq_read(
-    db: Conn, pgmq: rx_pgmq.PGMQ, pgmq_queue: str, durable: bool
+    db: Conn, pgmq: rx_pgmq.PGMQ, pgmq_queue: str, durable: bool, literal: bool
 ) -> None:
-    """Inline reads return the lowest visible msg_ids, bump read_ct and vt like pgmq.read,
-    and leave hidden messages alone; the function and the inline read alternate."""
+    """Inline reads (with size and timeout as parameters or written in) return the lowest
+    visible msg_ids, bump read_ct and vt like pgmq.read, and leave hidden messages alone;
+    the function and the inline read alternate."""
     ids = pgmq.send_batch(pgmq_queue, [{"i": i} for i in range(7)])
     hidden = pgmq.send(pgmq_queue, {"i": "later"}, delay=60)
-    first = _read_inline(db, pgmq_queue, 3, durable=durable)
+    first = _read_inline(db, pgmq_queue, 3, durable=durable, literal=literal)
     second = _read_fn(db, pgmq_queue, 2)
-    third = _read_inline(db, pgmq_queue, 10, durable=durable)
+    third = _read_inline(db, pgmq_queue, 10, durable=durable, literal=literal)
     assert sorted(r[0] for r in first) == ids[:3]
     assert sorted(r[0] for r in second) == ids[3:5]
     assert sorted(r[0] for r in third) == ids[5:]  # not the delayed one
@@ -286,3 +293,41 @@ def test_the_default_decoder_treats_other_text_like_json_loads(db: Conn, text: s
         assert (info.value.msg, info.value.pos) == (exc.msg, exc.pos)
     else:
         assert loads(text) == expected
+
+
+def test_read_inline_takes_size_and_timeout_together() -> None:
+    """Writing only one of size and timeout into the statement is refused."""
+    with pytest.raises(ValueError, match="both"):
+        _sql.read_inline("q", durable=True, qty=10)
+
+
+def test_the_full_batch_read_is_planned_once_and_partial_reads_use_parameters(
+    pgmq_dsn: str, pgmq_queue: str, subscribe: Subscribe
+) -> None:
+    """A plain consumer reads whole batches with the size and timeout written into its
+    statement, and reads that the window cuts short with the parameter form; both deliver
+    the oldest messages with the consumer's visibility timeout. PostgreSQL reuses one plan
+    for the written-in form (a generic plan); whether it re-plans the parameter form on
+    every read depends on the table (on a large queue it does), so that is not checked."""
+    with rx_pgmq.PGMQ(pgmq_dsn) as client:
+        ids = client.send_batch(pgmq_queue, [{"n": i} for i in range(7)])
+    source = source_of(pgmq_dsn, pgmq_queue, batch_size=5, max_in_flight=7)
+    sink: Sink[rx_pgmq.Message] = subscribe(source)  # holds what it gets
+    got = sink.collect(7)
+    assert sorted(m.msg_id for m in got) == ids
+    for m in got:
+        assert m.last_read_at is not None
+        assert 25 < (m.vt - m.last_read_at).total_seconds() <= VT + 1
+    (consumer,) = source.consumers
+    full = consumer._read_full_sql  # internal: the statement of a whole batch
+    assert full is not None and b"LIMIT 5\n" in full and b"secs => 30)" in full
+    assert b"%s" not in full and b"%s" in consumer._read_sql
+    with psycopg.connect(pgmq_dsn, autocommit=True) as conn:
+        stmt = _sql.read_inline(pgmq_queue, durable=False, qty=5, vt=VT).as_bytes(conn)
+        for _ in range(7):
+            conn.execute(stmt, prepare=True).fetchall()
+        plans = conn.execute(
+            "SELECT generic_plans, custom_plans FROM pg_prepared_statements"
+            " WHERE statement LIKE 'WITH cte AS%%'"
+        ).fetchall()
+    assert plans == [(7, 0)], "the written-in read reuses one plan, never re-planned"
