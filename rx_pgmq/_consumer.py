@@ -105,15 +105,8 @@ _new_tuple = tuple.__new__
 
 
 def _resolve(tokens: list[tuple[object, AckStatus]]) -> None:
-    """:func:`_report` each ``(token, status)``; callbacks called inline (once a message)."""
     for token, status in tokens:
-        if isinstance(token, Future):
-            _report(token, status)
-            continue
-        try:
-            cast("Callable[[AckStatus], None]", token)(status)
-        except Exception:  # like a Future's done-callback: logged, never raised
-            _log.exception("a settle callback raised")
+        _report(token, status)
 
 
 class Consumer:
@@ -155,11 +148,11 @@ class Consumer:
         self._planner: ReadPlanner | None = None
         self._reading = False
         self._ignored_warned = False
-        read_stmt, self._read_params = self._read_statement()
+        read_stmt, self._read_params, full_stmt = self._read_statement()
         # Rendered once: psycopg would render a Composed again on every execute (~14 us
         # for the read). Queue names are ASCII, so no connection's encoding is needed.
         self._read_sql = _sql.rendered(read_stmt)
-        self._read_full_sql = self._full_read_statement()
+        self._read_full_sql = None if full_stmt is None else _sql.rendered(full_stmt)
         self._delete_sql = _sql.rendered(_sql.delete_inline(config.queue))
         self._reader_thread = threading.Thread(
             target=self._run_reader, name=f"rx_pgmq-reader-{config.queue}", daemon=True
@@ -374,47 +367,39 @@ class Consumer:
         ci = self.config.conninfo
         return ci if isinstance(ci, str) else str(ci.conninfo)
 
-    def _read_statement(self) -> tuple[str | sql.Composed, Callable[[int], tuple[Any, ...]]]:
-        """The consumer's read statement and a function from read size to its parameters.
+    def _read_statement(
+        self,
+    ) -> tuple[str | sql.Composed, Callable[[int], tuple[Any, ...]], sql.Composed | None]:
+        """The consumer's read statement, a function from read size to its parameters, and
+        the statement of a whole batch when it has one of its own.
 
         A plain read (no pop, conditional, long poll or FIFO grouping) runs PGMQ's read
-        query inline; the others call PGMQ's functions. Reads other than pops commit
-        without waiting for the WAL flush unless ``ReadOptions.durable_reads``.
+        query inline; the others call PGMQ's functions. A plain read of a whole batch has
+        the size and timeout written in, so the server plans it once (see
+        ``_sql.read_inline``). Reads other than pops commit without waiting for the WAL
+        flush unless ``ReadOptions.durable_reads``.
         """
         cfg, opts = self.config, self.config.options
         q, vt, durable = cfg.queue, cfg.vt, opts.durable_reads
         if opts.delete_on_read:
-            return _sql.select_messages(_sql.POP_CALL), lambda n: (q, n)
+            return _sql.select_messages(_sql.POP_CALL), lambda n: (q, n), None
         lp = opts.long_poll
         if opts.fifo is not None:
             stmt = _sql.read_grouped(opts.fifo, poll=lp is not None, durable=durable)
             if lp is not None:
                 max_s, every_ms = lp.max_seconds, lp.interval_ms
-                return stmt, lambda n: (q, vt, n, max_s, every_ms)
-            return stmt, lambda n: (q, vt, n)
+                return stmt, lambda n: (q, vt, n, max_s, every_ms), None
+            return stmt, lambda n: (q, vt, n), None
         cond = opts.conditional_json
         if lp is not None:
             max_s, every_ms = lp.max_seconds, lp.interval_ms
             stmt = _sql.select_messages(_sql.READ_WITH_POLL_CALL, durable=durable)
-            return stmt, lambda n: (q, vt, n, max_s, every_ms, cond)
+            return stmt, lambda n: (q, vt, n, max_s, every_ms, cond), None
         if opts.conditional:
             stmt = _sql.select_messages(_sql.READ_CALL, durable=durable)
-            return stmt, lambda n: (q, vt, n, cond)
-        return _sql.read_inline(q, durable=durable), lambda n: (n, vt)
-
-    def _full_read_statement(self) -> bytes | None:
-        """The plain inline read of a whole batch, its size and timeout written in (the
-        server then plans it once, see ``_sql.read_inline``); None for other reads."""
-        opts = self.config.options
-        if opts.delete_on_read or opts.fifo or opts.long_poll or opts.conditional:
-            return None
-        stmt = _sql.read_inline(
-            self.config.queue,
-            durable=opts.durable_reads,
-            qty=self.demand.batch_size,
-            vt=self.config.vt,
-        )
-        return _sql.rendered(stmt)
+            return stmt, lambda n: (q, vt, n, cond), None
+        full = _sql.read_inline(q, durable=durable, qty=self.demand.batch_size, vt=vt)
+        return _sql.read_inline(q, durable=durable), lambda n: (n, vt), full
 
     def _read(self, n: int) -> list[Message]:
         conn = self._reader.get()

@@ -8,9 +8,10 @@ into acknowledgement actions and emit one :class:`Settled` record per message.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
+from rx_pgmq._slots import slot_setters
 from rx_pgmq.actions import (
     AckStatus,
     Action,
@@ -150,14 +151,11 @@ def succeeded(message: Message, value: Any = None) -> Outcome:
     return Outcome(message, True, value)
 
 
-_OUTCOME_FIELDS = ("message", "ok", "value", "error", "ack", "_reason")
-if tuple(f.name for f in fields(Outcome)) != _OUTCOME_FIELDS:  # pragma: no cover - guard
-    raise RuntimeError("Outcome fields changed: update rx_pgmq._outcome.success_of")
-_OUTCOME_SETTERS = tuple(getattr(Outcome, name).__set__ for name in _OUTCOME_FIELDS)
+_OUTCOME_SETTERS = slot_setters(Outcome, ("message", "ok", "value", "error", "ack", "_reason"))
 
 
 def success_of(message: Message, value: Any) -> Outcome:
-    """``succeeded(message, value)`` for a value known to be a ``Message`` (no checks).
+    """``succeeded(message, value)`` for a ``message`` known to be a ``Message`` (no checks).
 
     ``process`` calls it once per message: the slots are set directly instead of through
     the frozen dataclass ``__init__`` and its checks, which cost more than the rest of a
@@ -259,10 +257,7 @@ class Settled:
         return settled_html(self)
 
 
-_SETTLED_FIELDS = ("outcome", "action", "status")
-if tuple(f.name for f in fields(Settled)) != _SETTLED_FIELDS:  # pragma: no cover - guard
-    raise RuntimeError("Settled fields changed: update rx_pgmq._outcome.settled_of")
-_SETTLED_SETTERS = tuple(getattr(Settled, name).__set__ for name in _SETTLED_FIELDS)
+_SETTLED_SETTERS = slot_setters(Settled, ("outcome", "action", "status"))
 
 
 def settled_of(outcome: Outcome, action: Action, status: AckStatus) -> Settled:

@@ -9,12 +9,12 @@ from __future__ import annotations
 import json
 import json.scanner
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import fields
 from typing import Any, Final, Literal, cast
 
 import psycopg
 from psycopg import pq, sql
 
+from rx_pgmq._slots import slot_setters
 from rx_pgmq.message import Acknowledger, Message, QueueInfo, QueueMetrics
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "DROP",
     "ENABLE_NOTIFY",
     "LIST_QUEUES",
+    "MESSAGE_COLUMNS",
     "METRICS",
     "METRICS_ALL",
     "NOTIFY_THROTTLE",
@@ -59,7 +60,8 @@ __all__ = [
     "select_messages",
 ]
 
-_COLUMNS: Final = "msg_id, read_ct, enqueued_at, last_read_at, vt, message, headers"
+MESSAGE_COLUMNS: Final = "msg_id, read_ct, enqueued_at, last_read_at, vt, message, headers"
+"""The columns of a ``pgmq.message_record`` row, in the order the row builders read them."""
 _TEXT_COLUMNS: Final = (
     "msg_id, read_ct, enqueued_at, last_read_at, vt, message::text, headers::text"
 )
@@ -100,9 +102,7 @@ READ_WITH_POLL_CALL: Final = (
 """Parameters: queue, vt, qty, max_poll_seconds, poll_interval_ms, conditional."""
 POP_CALL: Final = "pgmq.pop(%s, %s::integer)"
 """Parameters: queue, qty."""
-_SELECT_FROM: Final = (
-    "SELECT msg_id, read_ct, enqueued_at, last_read_at, vt, message, headers FROM "
-)
+_SELECT_FROM: Final = "SELECT " + MESSAGE_COLUMNS + " FROM "  # noqa: S608 - constants only
 # The client's reads: constant fragments only (values travel as parameters).
 READ: Final = _SELECT_FROM + READ_CALL
 READ_WITH_POLL: Final = _SELECT_FROM + READ_WITH_POLL_CALL
@@ -111,14 +111,8 @@ DELETE_ONE: Final = "SELECT pgmq.delete(%s, %s::bigint)"
 DELETE_MANY: Final = "SELECT * FROM pgmq.delete(%s, %s::bigint[])"
 ARCHIVE_ONE: Final = "SELECT pgmq.archive(%s, %s::bigint)"
 ARCHIVE_MANY: Final = "SELECT * FROM pgmq.archive(%s, %s::bigint[])"
-SET_VT_ONE: Final = (
-    "SELECT msg_id, read_ct, enqueued_at, last_read_at, vt, message, headers"
-    " FROM pgmq.set_vt(%s, %s::bigint, %s::integer)"
-)
-SET_VT_MANY: Final = (
-    "SELECT msg_id, read_ct, enqueued_at, last_read_at, vt, message, headers"
-    " FROM pgmq.set_vt(%s, %s::bigint[], %s::integer)"
-)
+SET_VT_ONE: Final = _SELECT_FROM + "pgmq.set_vt(%s, %s::bigint, %s::integer)"
+SET_VT_MANY: Final = _SELECT_FROM + "pgmq.set_vt(%s, %s::bigint[], %s::integer)"
 
 FifoMode = Literal["grouped", "grouped_rr", "grouped_head"]
 
@@ -269,20 +263,20 @@ def message_from_row(
     )
 
 
-_MESSAGE_FIELDS = (
-    "msg_id",
-    "read_ct",
-    "enqueued_at",
-    "last_read_at",
-    "vt",
-    "body",
-    "headers",
-    "queue",
-    "_acknowledger",
+_SETTERS = slot_setters(
+    Message,
+    (
+        "msg_id",
+        "read_ct",
+        "enqueued_at",
+        "last_read_at",
+        "vt",
+        "body",
+        "headers",
+        "queue",
+        "_acknowledger",
+    ),
 )
-if tuple(f.name for f in fields(Message)) != _MESSAGE_FIELDS:  # pragma: no cover - guard
-    raise RuntimeError("Message fields changed: update rx_pgmq._sql.messages_from_rows")
-_SETTERS = tuple(getattr(Message, name).__set__ for name in _MESSAGE_FIELDS)
 
 
 def messages_from_rows(

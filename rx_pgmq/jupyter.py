@@ -119,9 +119,6 @@ class MetricsTable(Sequence[QueueMetrics]):
         return self.html()
 
 
-_PEEK_COLUMNS = "msg_id, read_ct, enqueued_at, last_read_at, vt, message, headers"
-
-
 def peek_messages(
     conninfo: Conninfo, queue: str, n: int = 20, *, archive: bool = False
 ) -> list[Message]:
@@ -146,7 +143,7 @@ def peek_messages(
     check_queue_name(queue)
     check_positive_int(n, "n")
     query = sql.SQL("SELECT {cols} FROM {table} ORDER BY msg_id LIMIT %s").format(
-        cols=sql.SQL(_PEEK_COLUMNS), table=_sql.queue_table(queue, "a" if archive else "q")
+        cols=sql.SQL(_sql.MESSAGE_COLUMNS), table=_sql.queue_table(queue, "a" if archive else "q")
     )
     try:
         if isinstance(conninfo, str):

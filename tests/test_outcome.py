@@ -12,6 +12,7 @@ import rx_pgmq
 from rx_pgmq import Outcome, Settled, failed, succeeded
 from rx_pgmq._fakes import RecordingAcknowledger, make_message
 from rx_pgmq._outcome import as_outcome, settled_of, success_of
+from rx_pgmq._slots import slot_setters
 from rx_pgmq.actions import Archive, Delete, MoveTo, Nothing, SetVisibilityTimeout
 from rx_pgmq.errors import InvalidArgument, NotAcknowledgeable, RxPgmqError
 from rx_pgmq.operators import NotAnOutcome
@@ -201,3 +202,14 @@ def test_settled_of_builds_the_same_record_as_the_dataclass_constructor(status: 
     )
     with pytest.raises(FrozenInstanceError):
         fast.status = "acked"  # type: ignore[misc]
+
+
+def test_slot_setters_refuse_a_field_list_that_does_not_match_the_class() -> None:
+    """The fast constructors' setters come only for the exact fields of the class, in
+    order, so a changed dataclass fails at import instead of half-filling instances."""
+    setters = slot_setters(Settled, ("outcome", "action", "status"))
+    assert len(setters) == 3
+    with pytest.raises(RuntimeError, match="Settled fields are"):
+        slot_setters(Settled, ("outcome", "status", "action"))
+    with pytest.raises(RuntimeError, match="update the code"):
+        slot_setters(Settled, ("outcome", "action"))

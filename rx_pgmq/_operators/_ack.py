@@ -6,12 +6,11 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 from functools import partial
-from typing import cast
 
 from reactivex import Observable, abc
 from reactivex.disposable import CompositeDisposable, Disposable
 
-from rx_pgmq._outcome import ACTION_TYPES, Outcome, Settled, as_outcome, settled_of
+from rx_pgmq._outcome import Outcome, Settled, as_outcome, settled_of
 from rx_pgmq._policy import Policy, check_policy, resolve
 from rx_pgmq.actions import AckStatus, Action, Archive, Delete
 from rx_pgmq.message import Message
@@ -67,17 +66,6 @@ def ack(
     """
     success = check_policy(on_success, "on_success")
     failure = check_policy(on_failure, "on_failure")
-    if isinstance(success, ACTION_TYPES) and isinstance(failure, ACTION_TYPES):
-        # Two fixed actions (the common case): what resolve() gives, without its calls.
-        fixed_ok, fixed_failed = cast(Action, success), cast(Action, failure)
-
-        def decide_fixed(outcome: Outcome) -> Action:
-            override = outcome.ack
-            if override is not None:
-                return override
-            return fixed_ok if outcome.ok else fixed_failed
-
-        return _acknowledge(decide_fixed)
     return _acknowledge(lambda outcome: resolve(success if outcome.ok else failure, outcome))
 
 

@@ -92,19 +92,11 @@ def _inline(source: Observable[Message], fn: Callable[[Message], Any]) -> Observ
     def subscribe(
         observer: abc.ObserverBase[Outcome], scheduler: abc.SchedulerBase | None = None
     ) -> abc.DisposableBase:
-        emit = observer.on_next
-
         def on_next(message: Message) -> None:
-            # _run's body, inline: this runs once per message on the consumer's thread.
             if not isinstance(message, Message):
                 observer.on_error(_not_a_message(message))
                 return
-            try:
-                result = fn(message)
-            except Exception as exc:
-                emit(Outcome(message, False, error=exc))
-                return
-            emit(result if isinstance(result, Outcome) else success_of(message, result))
+            observer.on_next(_run(fn, message))
 
         return source.subscribe(
             on_next, observer.on_error, observer.on_completed, scheduler=scheduler
