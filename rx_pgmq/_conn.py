@@ -13,18 +13,44 @@ from psycopg_pool import ConnectionPool
 
 from rx_pgmq.errors import InvalidArgument
 
-__all__ = ["ConnSource", "Conninfo", "connect", "describe"]
+__all__ = ["KEEPALIVE_DEFAULTS", "ConnSource", "Conninfo", "connect", "describe"]
 
 Conninfo = str | ConnectionPool | psycopg.Connection[Any]
 """A PostgreSQL conninfo/URI string, a ``psycopg_pool.ConnectionPool`` or a connection."""
 
 
+KEEPALIVE_DEFAULTS: dict[str, str] = {
+    "keepalives": "1",
+    "keepalives_idle": "30",
+    "keepalives_interval": "10",
+    "keepalives_count": "3",
+}
+"""TCP keepalives for a connection that only waits for notifications (no traffic of its
+own), so a silently dropped one is noticed; applied where the conninfo sets none of its
+own. libpq ignores them on Unix sockets."""
+
+
 def connect(
-    conninfo: str, *, autocommit: bool = True, application_name: str = "rx_pgmq"
+    conninfo: str,
+    *,
+    autocommit: bool = True,
+    application_name: str = "rx_pgmq",
+    keepalive: bool = False,
 ) -> psycopg.Connection[Any]:
-    """Open a dedicated connection (autocommit by default) tagged with ``application_name``."""
+    """Open a dedicated connection (autocommit by default) tagged with ``application_name``.
+
+    With ``keepalive``, :data:`KEEPALIVE_DEFAULTS` fill in what the conninfo leaves unset.
+    """
+    extra: dict[str, Any] = {}
+    if keepalive:
+        given = conninfo_to_dict(conninfo)
+        extra = {k: v for k, v in KEEPALIVE_DEFAULTS.items() if k not in given}
     return psycopg.connect(
-        conninfo, autocommit=autocommit, application_name=application_name, connect_timeout=10
+        conninfo,
+        autocommit=autocommit,
+        application_name=application_name,
+        connect_timeout=10,
+        **extra,
     )
 
 

@@ -28,10 +28,11 @@ from rx_pgmq._ackbatch import AckBatcher, Backoff, Batch, Pending
 from rx_pgmq._dberrors import is_transient, translate
 from rx_pgmq._demand import Demand
 from rx_pgmq._link import Link
-from rx_pgmq._listener import Listener, ListenerEvent
+from rx_pgmq._listener import Listener, ListenerEvent, channel_name
 from rx_pgmq._options import ReadOptions
 from rx_pgmq._planner import ReadNow, ReadPlanner
 from rx_pgmq._stats import StatsRecorder
+from rx_pgmq._wakeup import SocketCondition
 from rx_pgmq.actions import AckStatus, Action
 from rx_pgmq.errors import ConnectionLost, QueueNotFound
 from rx_pgmq.message import Message
@@ -126,7 +127,13 @@ class Consumer:
         # The hot paths take the lock itself (``with self._lock``), skipping the
         # Condition's Python-level __enter__/__exit__; the condition waits on the same lock.
         self._lock = threading.RLock()
-        self._cond = threading.Condition(self._lock)
+        # listener=True: the reader connection LISTENs itself and the reader thread waits
+        # on its socket and this condition at once (no listener thread or connection).
+        self._own_listen = config.listener is True
+        self._cond: threading.Condition = (
+            SocketCondition(self._lock) if self._own_listen else threading.Condition(self._lock)
+        )
+        self._heard = 0  # notifications psycopg read during the reader's statements
         window = min(config.window or config.max_in_flight, config.max_in_flight)
         self.demand = Demand(window, config.batch_size, controlled=config.controlled)
         self._batcher = AckBatcher(max_batch=config.ack_batch_size, max_age=config.ack_max_age)
@@ -143,7 +150,8 @@ class Consumer:
         self._closed = threading.Event()
         self._reader = Link(config.conninfo, "reader")
         self._acker = Link(config.conninfo, "acker")
-        self._listener: Listener | None = None
+        if self._own_listen:
+            self._reader.listen(channel_name(config.queue), self._on_heard)
         self._listen_sub: abc.DisposableBase | None = None
         self._planner: ReadPlanner | None = None
         self._reading = False
@@ -323,6 +331,33 @@ class Consumer:
                 self._planner.on_reconnected(event.at)
             self._cond.notify_all()
 
+    def _on_heard(self, _notify: psycopg.Notify) -> None:
+        """A notification psycopg read during a reader statement (on the reader thread)."""
+        self._heard += 1
+
+    def _wait_listening(self, timeout: float | None) -> None:
+        """Wait like ``self._cond.wait(timeout)``, and for a notification on the reader
+        connection (the lock is held once, by ``_run_reader``).
+
+        Raises:
+            psycopg.OperationalError: If the reader connection broke meanwhile.
+        """
+        conn = self._reader.connected
+        if conn is None or conn.closed:  # dropped: the next read reconnects and LISTENs
+            self._cond.wait(timeout)
+            return
+        heard = self._reader.take_notifications(read=False)
+        if not heard and cast(SocketCondition, self._cond).wait_readable(conn.fileno(), timeout):
+            heard = self._reader.take_notifications()
+        if heard:
+            self._heard_now(heard)
+
+    def _heard_now(self, count: int) -> None:
+        """Tell the planner about ``count`` notifications heard on the reader connection."""
+        assert self._planner is not None
+        self.stats.add("notifications", count)
+        self._planner.on_notification(time.monotonic())
+
     def _setup(self) -> None:
         cfg = self.config
         conn = self._reader.get()
@@ -350,22 +385,11 @@ class Consumer:
         planner = ReadPlanner(
             read_interval=interval, listening=listening, throttle=throttle, eager_demand=True
         )
-        if listening:
-            if cfg.listener is True:
-                if self._listener is None:
-                    self._listener = Listener(self._dsn())
-                listener = self._listener
-            else:
-                assert isinstance(cfg.listener, Listener)
-                listener = cfg.listener
-            self._listen_sub = listener.subscribe(cfg.queue, self._on_listener_event)
+        if isinstance(cfg.listener, Listener):
+            self._listen_sub = cfg.listener.subscribe(cfg.queue, self._on_listener_event)
         with self._cond:
             self._planner = planner
             planner.on_start(time.monotonic())
-
-    def _dsn(self) -> str:
-        ci = self.config.conninfo
-        return ci if isinstance(ci, str) else str(ci.conninfo)
 
     def _read_statement(
         self,
@@ -422,7 +446,10 @@ class Consumer:
             if self.demand.starved and len(self._batcher):
                 self._cond.notify_all()  # starved: the acknowledger flushes at once
             timeout = None if plan.deadline is None else max(0.0, plan.deadline - now)
-            self._cond.wait(timeout)
+            if self._own_listen:
+                self._wait_listening(timeout)
+            else:
+                self._cond.wait(timeout)
         return 0
 
     def _run_reader(self) -> None:
@@ -440,14 +467,14 @@ class Consumer:
                         return
             backoff.reset()
             while True:
-                with self._cond:
-                    size = self._next_read_size()
-                    if size == 0:
-                        break
-                    self._reading = True
                 try:
+                    with self._cond:
+                        size = self._next_read_size()
+                        if size == 0:
+                            break
+                        self._reading = True
                     msgs = self._read(size)
-                except psycopg.Error as exc:
+                except psycopg.Error as exc:  # the read, or the LISTEN connection while idle
                     with self._cond:
                         self._reading = False
                         assert self._planner is not None
@@ -496,6 +523,9 @@ class Consumer:
         with self._cond:
             self._reading = False
             assert self._planner is not None
+            if self._heard:  # heard during the read: the insert may be after its snapshot
+                heard, self._heard = self._heard, 0
+                self._heard_now(heard)
             self._planner.on_read(now, asked, len(msgs))
             if not self.config.options.delete_on_read:
                 msgs, held = self._hold(msgs, now)
@@ -562,8 +592,6 @@ class Consumer:
             self._cond.notify_all()
         if self._listen_sub is not None:
             self._listen_sub.dispose()
-        if self._listener is not None:
-            self._listener.close()
         # Let pending acks flush (bounded), then stop the acknowledger.
         deadline = time.monotonic() + self.config.close_timeout
         with self._cond:
@@ -594,6 +622,8 @@ class Consumer:
         if unsettled and self.config.on_dispose == "release":
             self._release(unsettled)
         self._reader.close()  # the acknowledger closes its own connection when it exits
+        if isinstance(self._cond, SocketCondition):
+            self._cond.close()  # no thread waits on the reader connection any more
         with self._cond:
             self.demand.on_settled(min(self.demand.in_flight, deliveries))
             self._unsettled.clear()

@@ -32,6 +32,7 @@ from psycopg.conninfo import conninfo_to_dict
 from reactivex import abc
 from reactivex.disposable import Disposable
 
+from rx_pgmq._conn import KEEPALIVE_DEFAULTS
 from rx_pgmq._validate import check_queue_name, seconds
 from rx_pgmq.errors import ConnectionLost, InvalidArgument, RxPgmqError
 
@@ -52,14 +53,6 @@ APPLICATION_NAME = "rx_pgmq.listener"
 _CHANNEL_PREFIX = "pgmq.q_"
 _CHANNEL_SUFFIX = ".INSERT"
 _CLOSE_JOIN_TIMEOUT = 2.0
-# TCP keepalives so a silently dropped LISTEN connection (no traffic of its own) is noticed;
-# applied only when the conninfo does not set them; libpq ignores them on Unix sockets.
-_KEEPALIVE_DEFAULTS = {
-    "keepalives": "1",
-    "keepalives_idle": "30",
-    "keepalives_interval": "10",
-    "keepalives_count": "3",
-}
 
 EventKind = Literal["notify", "reconnected"]
 
@@ -192,7 +185,7 @@ class Listener:
         self._connect_timeout = seconds(connect_timeout, "connect_timeout", allow_zero=False)
 
         params.setdefault("application_name", APPLICATION_NAME)
-        for key, value in _KEEPALIVE_DEFAULTS.items():
+        for key, value in KEEPALIVE_DEFAULTS.items():
             params.setdefault(key, value)
         # libpq counts whole seconds, at least 2.
         params["connect_timeout"] = max(2, math.ceil(self._connect_timeout))

@@ -75,7 +75,10 @@ def read_queue(
         read_interval: Seconds (or timedelta) between polls while demand is unmet;
             ``None`` disables polling (needs a listener). Durations (this one,
             ``ack_max_age``, ``close_timeout``) are at most 1,000,000 seconds.
-        listener: ``None``, a shared :class:`rx_pgmq.Listener`, or ``True`` for a private one.
+        listener: ``None``, a shared :class:`rx_pgmq.Listener`, or ``True``: the reader
+            connection LISTENs itself and the reader thread wakes on a notification
+            directly (no third connection, no listener thread; a pooled reader connection
+            UNLISTENs before it goes back).
         batch_size: Most messages per read (at most 2**31 - 1).
         max_in_flight: Most messages emitted and not yet settled.
         read_options: Delete-on-read, conditional, long poll, FIFO reads.
