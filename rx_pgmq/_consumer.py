@@ -1,7 +1,9 @@
 """One subscription of a ``read_queue`` source: the reader loop and its acknowledger.
 
 Threads: the reader thread blocks in reads and delivers messages; the acknowledger thread
-flushes batched settle requests on its own connection, so reads and acks overlap. All
+flushes batched settle requests on its own connection, so reads and acks overlap. With
+``listener=True`` the reader connection also LISTENs, and the idle reader thread waits on
+its socket and the consumer's condition at once (:mod:`rx_pgmq._wakeup`). All
 decisions (how much to read, when, when to flush) live in :mod:`rx_pgmq._demand`,
 :mod:`rx_pgmq._planner` and :mod:`rx_pgmq._ackbatch`; this module only does the I/O and
 the locking around them.

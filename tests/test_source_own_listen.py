@@ -13,12 +13,14 @@ import threading
 import time
 
 import psycopg
-from _support import WAIT, Conn, Subscribe, source_of, terminate, wait_until
+from _support import WAIT, Conn, Sink, Subscribe, source_of, terminate, wait_until
 from psycopg.conninfo import make_conninfo
 from psycopg_pool import ConnectionPool
 
+import rx_pgmq
 from rx_pgmq._listener import APPLICATION_NAME
 from rx_pgmq.client import PGMQ
+from rx_pgmq.message import Message
 
 
 def _backends(db: Conn, application_name: str) -> set[int]:
@@ -28,19 +30,28 @@ def _backends(db: Conn, application_name: str) -> set[int]:
     return {int(r[0]) for r in rows}
 
 
+def _notified(
+    pgmq: PGMQ, dsn: str, queue: str, subscribe: Subscribe
+) -> tuple[rx_pgmq.QueueSource, Sink[Message], int]:
+    """Subscribe a notification-only consumer (listener=True, no polling) and wait for its
+    first read; return its source, sink and reader backend pid."""
+    pgmq.enable_notify(queue, throttle_ms=0)
+    source = source_of(dsn, queue, read_interval=None, listener=True)
+    sink = subscribe(source)
+    assert wait_until(lambda: source.stats.reads >= 1)
+    (consumer,) = source.consumers
+    reader = consumer.reader_backend_pid()
+    assert reader is not None
+    return source, sink, reader
+
+
 def test_private_listener_uses_the_reader_connection_and_opens_no_listener_connection(
     pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, subscribe: Subscribe, db: Conn
 ) -> None:
     """With listener=True and polling off, a sent message is delivered by its notification,
     yet no backend with the listener's application_name exists: the consumer holds two
     connections (reader and, once it acks, acknowledger), not three."""
-    pgmq.enable_notify(pgmq_queue, throttle_ms=0)
-    source = source_of(pgmq_dsn, pgmq_queue, read_interval=None, listener=True)
-    sink = subscribe(source)
-    assert wait_until(lambda: source.stats.reads >= 1)
-    (consumer,) = source.consumers
-    reader = consumer.reader_backend_pid()
-    assert reader is not None
+    source, sink, reader = _notified(pgmq, pgmq_dsn, pgmq_queue, subscribe)
     assert reader in _backends(db, "rx_pgmq.reader")
 
     threading.Event().wait(0.3)
@@ -60,13 +71,8 @@ def test_private_listener_reconnects_and_listens_again_after_its_idle_reader_bac
     reader waits on its socket: the consumer notices at once (no statement is running),
     reconnects, LISTENs again and reads; a message sent afterwards is delivered by its
     notification (polling is off), and nothing reaches on_error."""
-    pgmq.enable_notify(pgmq_queue, throttle_ms=0)
-    source = source_of(pgmq_dsn, pgmq_queue, read_interval=None, listener=True)
-    sink = subscribe(source)
-    assert wait_until(lambda: source.stats.reads >= 1)
+    source, sink, old = _notified(pgmq, pgmq_dsn, pgmq_queue, subscribe)
     (consumer,) = source.consumers
-    old = consumer.reader_backend_pid()
-    assert old is not None
     threading.Event().wait(0.2)  # the reader is waiting on its socket now
 
     terminate(pgmq_dsn, old)
