@@ -8,7 +8,9 @@ connection and stamps each body with the time just before the send. The consumer
 - ``hybrid``: ``read_queue(listener=True, read_interval=5.0)``, notify throttle 0.
 - ``poll 1 s``: ``read_queue(listener=None, read_interval=1.0)``.
 - ``raw LISTEN floor``: psycopg only: ``LISTEN``, wait for a notification, ``pgmq.read``
-  on the same connection, delete; the least a notified consumer can do.
+  on the same connection, delete; what a notified consumer written with psycopg alone
+  does. Not a lower bound: ``pgmq.read`` is planned on every call and its commit waits
+  for the WAL flush, which the consumer's own reads do not.
 
 Every queue has insert notifications on (throttle 0), so sends cost the same in every row.
 The first ``--warmup`` sends of each row are not counted. Example::
