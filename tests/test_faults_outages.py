@@ -255,6 +255,57 @@ def restart(
     return went_down, time.monotonic()
 
 
+def test_database_restart_under_an_idle_notification_only_consumer_listening_itself(
+    private_server: embedded.EmbeddedServer, run: Run
+) -> None:
+    """A notification-only consumer (listener=True: its reader connection LISTENs, no
+    polling) waits on an empty queue while the server is stopped and started again 1 s
+    later. A message sent right after the restart is read when the reader is back (within
+    5 s of the restart); then a message sent after the reconnect is delivered by its
+    notification alone, so the new connection LISTENs again. Both are acked once, nothing
+    reaches on_error."""
+    dsn = private_server.dsn
+    queue = "relisten_q"
+    numbered_queue(dsn, queue, 0)
+    with PGMQ(dsn) as client:
+        client.enable_notify(queue, throttle_ms=0)
+    source = rx_pgmq.read_queue(
+        dsn, queue, visibility_timeout=30, read_interval=None, listener=True
+    )
+    records, _ = run(source.pipe(pgops.process(lambda m: None), pgops.ack()))
+    assert wait_until(lambda: source.stats.reads >= 1, WAIT)
+    (consumer,) = source.consumers
+    old_pid = consumer.reader_backend_pid()
+    went_down, back = restart(private_server, then=lambda: None, down=1.0)
+    with PGMQ(dsn) as client:  # the reader may still be waiting out its backoff
+        first = client.send(queue, {"step": "sent right after the restart"})
+    at, status = settled_at(records, first)
+    assert status == "acked"
+    assert at - back <= 5.0, "the reader did not come back by itself"
+    assert wait_until(lambda: consumer.reader_backend_pid() not in (None, old_pid), WAIT)
+
+    threading.Event().wait(0.3)
+    reads, heard = source.stats.reads, source.stats.notifications
+    with PGMQ(dsn) as client:
+        sent_at = time.monotonic()
+        second = client.send(queue, {"step": "after the reconnect"})
+    at, status = settled_at(records, second)
+    figure(
+        "restart_own_listen",
+        downtime=back - went_down,
+        after_reconnect_s=at - sent_at,
+        reconnects=source.stats.reconnects,
+        notifications=source.stats.notifications,
+    )
+    assert status == "acked"
+    assert at - sent_at <= 2.0
+    assert source.stats.notifications > heard, "not woken by the notification"
+    assert source.stats.reads == reads + 1
+    assert source.stats.reconnects >= 1
+    assert Counter(s.status for s in records.records()) == {"acked": 2}
+    assert queue_rows(dsn, queue) == {}
+
+
 def test_killed_reader_acknowledger_and_listener_backends_each_recover_by_themselves(
     pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, run: Run
 ) -> None:
