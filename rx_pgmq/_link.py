@@ -67,7 +67,9 @@ class Link:
         Raises:
             psycopg.Error: If connecting (or the LISTEN) fails.
         """
-        if self._conn is None or self._conn.closed:
+        if self._conn is not None and self._conn.closed:
+            self.drop()  # a pooled one goes back, so the pool can replace it
+        if self._conn is None:
             if isinstance(self._conninfo, ConnectionPool):
                 conn = self._conninfo.getconn()
                 self._was_autocommit = conn.autocommit

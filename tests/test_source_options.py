@@ -256,6 +256,37 @@ def test_a_connection_pool_lends_the_consumer_its_connections_and_gets_them_back
     assert pgmq.metrics(pgmq_queue).queue_length == 0
 
 
+def test_a_pooled_reader_connection_closed_under_the_consumer_goes_back_to_the_pool(
+    pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str
+) -> None:
+    """The reader's pooled connection is closed under a polling consumer of a pool of 2
+    (both connections lent out). The consumer gives the closed one back, so the pool can
+    open a replacement, and the next message is delivered within 3 s; keeping it would
+    leave the pool full, and the reader would first wait out the pool's timeout (5 s)."""
+    with ConnectionPool(pgmq_dsn, min_size=1, max_size=2, timeout=5.0) as pool:
+        source = source_of(pool, pgmq_queue, read_interval=0.2)
+        sink = Sink[Message](on_message=lambda m: m.settle())
+        sub = source.subscribe(sink)
+        try:
+            pgmq.send(pgmq_queue, {"n": 1})
+            assert sink.wait_for(1)
+            assert wait_until(deleted_at_least(source, 1))  # the acknowledger holds one too
+            (consumer,) = source.consumers
+            conn = consumer._reader.connected  # private: the connection to pull away
+            assert conn is not None
+            conn.close()
+            sent = time.monotonic()
+            pgmq.send(pgmq_queue, {"n": 2})
+            assert sink.wait_for(2, timeout=10.0), "the reader never got a connection"
+            assert sink.arrived[1] - sent < 3.0
+        finally:
+            sub.dispose()
+        assert sink.errors == []
+        assert wait_until(
+            lambda: pool.get_stats()["pool_available"] == pool.get_stats()["pool_size"]
+        )
+
+
 # -- option validation ------------------------------------------------------------------
 
 
