@@ -184,6 +184,11 @@ class Consumer:
         """Whether the consumer has finished closing."""
         return self._closed.is_set()
 
+    @property
+    def closing(self) -> bool:
+        """Whether the consumer stopped reading (disposed or failed; it may still flush)."""
+        return self._closing
+
     def wait_closed(self, timeout: float | None = None) -> bool:
         """Block until closing finished (acks flushed, unsettled messages released)."""
         return self._closed.wait(timeout)

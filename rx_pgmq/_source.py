@@ -270,20 +270,22 @@ class ControlledSource(QueueSource):
         self._banked = 0
 
     def request(self, n: int) -> None:
-        """Read ``n`` more messages (in total, shared by the live subscriptions).
+        """Read ``n`` more messages (in total): the oldest live subscription reads them.
 
-        With no live subscription the credit is kept for the next one.
+        A subscription being disposed (or failing) gets none; credit it was given and did
+        not use goes with it. With no live subscription the credit is kept for the next
+        one.
 
         Raises:
             InvalidArgument: If ``n`` is not an int >= 1.
         """
         check_positive_int(n, "n")
-        consumers = self.consumers
-        if not consumers:
-            with self._lock:
+        with self._lock:  # checked and banked at once: a new subscription takes the bank
+            target = next((c for c in self._consumers if not c.closing), None)
+            if target is None:
                 self._banked += n
-            return
-        consumers[0].request(n)
+                return
+        target.request(n)
 
     def _on_new_consumer(self, consumer: Consumer) -> None:
         with self._lock:

@@ -6,12 +6,25 @@ and, until settled, a visibility timeout in the future.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any
 
+import psycopg
 import pytest
 import reactivex
-from _support import WAIT, Conn, Subscribe, leased, source_of, unread, wait_until, watch
+from _support import (
+    WAIT,
+    Conn,
+    Subscribe,
+    leased,
+    source_of,
+    table,
+    unread,
+    wait_until,
+    watch,
+)
+from psycopg import sql
 from reactivex import operators as ops
 from reactivex.subject import BehaviorSubject, Subject
 
@@ -178,6 +191,41 @@ def test_controlled_keeps_credit_requested_before_subscribing(
     assert sink.wait_for(2)
     watch()
     assert len(sink.messages) == 2 and leased(db, pgmq_queue) == 2
+
+
+def test_controlled_request_skips_a_subscription_that_is_being_disposed(
+    pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, subscribe: Subscribe, db: Conn
+) -> None:
+    """Two subscriptions of one controlled source. The older one is being disposed (its
+    last ack is blocked by another transaction's row lock, so its close takes
+    close_timeout) when request(3) arrives: the credit goes to the live subscription, which
+    reads 3 messages, instead of vanishing with the closing one."""
+    first_id = pgmq.send(pgmq_queue, {"i": 0})
+    source = source_of(pgmq_dsn, pgmq_queue, close_timeout=2.0).pipe(pgops.controlled())
+    assert isinstance(source, rx_pgmq.ControlledSource)
+    old = subscribe(source)
+    source.request(1)  # the oldest subscription reads it
+    assert old.wait_for(1)
+    new = subscribe(source)
+    pgmq.send_batch(pgmq_queue, [{"i": i} for i in range(1, 6)])
+    closing, _ = source.consumers
+    with psycopg.connect(pgmq_dsn) as blocker:  # holds the row lock the old ack needs
+        blocker.execute(
+            sql.SQL("SELECT 1 FROM {} WHERE msg_id = %s FOR UPDATE").format(table(pgmq_queue)),
+            (first_id,),
+        )
+        old.messages[0].settle()
+        assert old.subscription is not None
+        disposer = threading.Thread(target=old.subscription.dispose, daemon=True)
+        disposer.start()
+        assert wait_until(lambda: closing.closing, 5.0)
+        assert not closing.closed
+        source.request(3)
+        assert new.wait_for(3, timeout=5.0), "the credit went to the closing subscription"
+        blocker.rollback()
+    disposer.join(WAIT)
+    watch()
+    assert len(new.messages) == 3 and leased(db, pgmq_queue) == 3
 
 
 def test_controlled_request_rejects_non_positive_counts(pgmq_dsn: str, pgmq_queue: str) -> None:
