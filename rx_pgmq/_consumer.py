@@ -131,10 +131,8 @@ class Consumer:
         self._lock = threading.RLock()
         # listener=True: the reader connection LISTENs itself and the reader thread waits
         # on its socket and this condition at once (no listener thread or connection).
-        self._own_listen = config.listener is True
-        self._cond: threading.Condition = (
-            SocketCondition(self._lock) if self._own_listen else threading.Condition(self._lock)
-        )
+        self._socket_cond = SocketCondition(self._lock) if config.listener is True else None
+        self._cond = self._socket_cond or threading.Condition(self._lock)
         self._heard = 0  # notifications psycopg read during the reader's statements
         window = min(config.window or config.max_in_flight, config.max_in_flight)
         self.demand = Demand(window, config.batch_size, controlled=config.controlled)
@@ -152,7 +150,7 @@ class Consumer:
         self._closed = threading.Event()
         self._reader = Link(config.conninfo, "reader")
         self._acker = Link(config.conninfo, "acker")
-        if self._own_listen:
+        if self._socket_cond is not None:
             self._reader.listen(channel_name(config.queue), self._on_heard)
         self._listen_sub: abc.DisposableBase | None = None
         self._planner: ReadPlanner | None = None
@@ -332,8 +330,7 @@ class Consumer:
             if self._planner is None:
                 return
             if event.kind == "notify":
-                self.stats.add("notifications")
-                self._planner.on_notification(event.at)
+                self._notified(1, event.at)
             else:
                 self._planner.on_reconnected(event.at)
             self._cond.notify_all()
@@ -342,8 +339,8 @@ class Consumer:
         """A notification psycopg read during a reader statement (on the reader thread)."""
         self._heard += 1
 
-    def _wait_listening(self, timeout: float | None) -> None:
-        """Wait like ``self._cond.wait(timeout)``, and for a notification on the reader
+    def _wait_listening(self, cond: SocketCondition, timeout: float | None) -> None:
+        """Wait like ``cond.wait(timeout)``, and for a notification on the reader
         connection (the lock is held once, by ``_run_reader``).
 
         Raises:
@@ -351,19 +348,20 @@ class Consumer:
         """
         conn = self._reader.connected
         if conn is None or conn.closed:  # dropped: the next read reconnects and LISTENs
-            self._cond.wait(timeout)
+            cond.wait(timeout)
             return
         heard = self._reader.take_notifications(read=False)
-        if not heard and cast(SocketCondition, self._cond).wait_readable(conn.fileno(), timeout):
+        if not heard and cond.wait_readable(conn.fileno(), timeout):
             heard = self._reader.take_notifications()
         if heard:
-            self._heard_now(heard)
+            self._notified(heard, time.monotonic())
 
-    def _heard_now(self, count: int) -> None:
-        """Tell the planner about ``count`` notifications heard on the reader connection."""
+    def _notified(self, count: int, at: float) -> None:
+        """Tell the planner about ``count`` insert notifications received at ``at`` (lock
+        held)."""
         assert self._planner is not None
         self.stats.add("notifications", count)
-        self._planner.on_notification(time.monotonic())
+        self._planner.on_notification(at)
 
     def _setup(self) -> None:
         cfg = self.config
@@ -453,8 +451,8 @@ class Consumer:
             if self.demand.starved and len(self._batcher):
                 self._cond.notify_all()  # starved: the acknowledger flushes at once
             timeout = None if plan.deadline is None else max(0.0, plan.deadline - now)
-            if self._own_listen:
-                self._wait_listening(timeout)
+            if self._socket_cond is not None:
+                self._wait_listening(self._socket_cond, timeout)
             else:
                 self._cond.wait(timeout)
         return 0
@@ -532,7 +530,7 @@ class Consumer:
             assert self._planner is not None
             if self._heard:  # heard during the read: the insert may be after its snapshot
                 heard, self._heard = self._heard, 0
-                self._heard_now(heard)
+                self._notified(heard, now)
             self._planner.on_read(now, asked, len(msgs))
             if not self.config.options.delete_on_read:
                 msgs, held = self._hold(msgs, now)
@@ -629,8 +627,8 @@ class Consumer:
         if unsettled and self.config.on_dispose == "release":
             self._release(unsettled)
         self._reader.close()  # the acknowledger closes its own connection when it exits
-        if isinstance(self._cond, SocketCondition):
-            self._cond.close()  # no thread waits on the reader connection any more
+        if self._socket_cond is not None:
+            self._socket_cond.close()  # no thread waits on the reader connection any more
         with self._cond:
             self.demand.on_settled(min(self.demand.in_flight, deliveries))
             self._unsettled.clear()
