@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
 import threading
 import time
 import uuid
@@ -286,7 +287,7 @@ def send(
     if bodies:
         values = [_parse_json(b, f"message {i}") for i, b in enumerate(bodies, 1)]
     else:
-        stream = click.get_text_stream("stdin")
+        stream = sys.stdin  # click swaps sys.stdin in CliRunner; get_text_stream is deprecated
         if stream.isatty():
             raise CliError("give message bodies as JSON arguments or as JSON lines on stdin")
         values = [
