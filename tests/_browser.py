@@ -278,16 +278,26 @@ class Page:
         if not condition:
             self.fail(message)
 
-    def wait(self, predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    def wait(
+        self,
+        predicate: Callable[[], bool],
+        timeout: float,
+        what: str,
+        state: Callable[[], object] | None = None,
+    ) -> None:
         """Poll ``predicate`` every 0.1 s until it holds; ``fail`` after ``timeout`` s.
 
-        ``what`` may be a description of what was awaited; the failure message adds the
-        predicate's last state through ``describe`` when it is given.
+        Args:
+            predicate: The condition awaited.
+            timeout: Seconds before failing.
+            what: What was awaited, for the failure message.
+            state: What the page showed, for the failure message.
         """
         try:
             WebDriverWait(self.driver, timeout, poll_frequency=0.1).until(lambda _d: predicate())
         except TimeoutException:
-            self.fail(f"waited {timeout} s for {what}")
+            shown = f"; the page shows {state()}" if state is not None else ""
+            self.fail(f"waited {timeout} s for {what}{shown}")
 
     def css(self, selector: str) -> list[WebElement]:
         """The elements matching a CSS selector (maybe none)."""

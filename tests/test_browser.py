@@ -20,7 +20,7 @@ import re
 import shutil
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +51,8 @@ pytestmark = [
 NOTEBOOK = REPO / "notebooks" / "04_live_exploration.ipynb"
 QUEUES = ("nb_live", "nb_live_loop")  # what the notebook creates
 STEP = 4  # what the test types next to Step
+FIRST, STEPPER, LOOP = 0, 1, 2  # the notebook's live views, in order
+VIEW_NAMES = ("first", "step", "loop")
 
 # One snapshot of every live view on the page, in notebook order.
 VIEWS_JS = """
@@ -173,6 +175,16 @@ def click(page: Page, view: int, css: str) -> None:
     page.css(".rx-pgmq-live")[view].find_element("css selector", css).click()
 
 
+def wait_view(page: Page, view: int, predicate: Callable[[View], bool], what: str) -> None:
+    """Wait up to 10 s until the ``view``-th live view shows what ``predicate`` wants."""
+    page.wait(
+        lambda: predicate(views(page)[view]),
+        10,
+        f"{what} ({VIEW_NAMES[view]} view)",
+        state=lambda: views(page)[view],
+    )
+
+
 def test_notebook_04_in_jupyterlab_shows_live_views_that_answer_their_buttons(
     page: Page, lab: JupyterLab, pgmq: rx_pgmq.PGMQ
 ) -> None:
@@ -201,7 +213,7 @@ def test_notebook_04_in_jupyterlab_shows_live_views_that_answer_their_buttons(
     def all_ran() -> bool:
         shown = views(page)
         if shown:
-            first_received.append(shown[0].count("received"))
+            first_received.append(shown[FIRST].count("received"))
         cells = page.script(CELLS_JS)
         if cells["errors"] or cells["dialogs"]:
             return True  # reported below, at once
@@ -245,7 +257,9 @@ def test_notebook_04_in_jupyterlab_shows_live_views_that_answer_their_buttons(
             and all(row[1] == "0" for row in table["rows"]),
             f"peek shows 5 unclaimed messages (read_ct 0): {table}",
         )
-    (metrics,) = [t for t in tables if t["caption"] == "queues"]
+    queues = [t for t in tables if t["caption"] == "queues"]
+    page.check(len(queues) == 1, f"one metrics table expected, got {queues}")
+    metrics = queues[0]
     rows = {row[0]: row for row in metrics["rows"]}
     page.check(
         metrics["headers"][:2] == ["queue", "length"] and rows.get("nb_live", [])[1:2] == ["17"],
@@ -255,22 +269,21 @@ def test_notebook_04_in_jupyterlab_shows_live_views_that_answer_their_buttons(
     # -- the loop view: counters move; Pause, Resume, Stop -----------------------------
     page.check(loop.status == "running", f"the loop view should be running: {loop}")
     before = loop.count("received")
-    page.wait(
-        lambda: views(page)[2].count("received") > before, 10, "the loop view's `received` to grow"
+    wait_view(page, LOOP, lambda v: v.count("received") > before, "`received` to grow")
+    click(page, LOOP, "button.rx-pgmq-pause")
+    wait_view(
+        page,
+        LOOP,
+        lambda v: v.status == "paused" and v.count("in flight") == 0,
+        "Pause: `paused`, with the messages in flight settled",
     )
-    click(page, 2, "button.rx-pgmq-pause")
-    page.wait(
-        lambda: views(page)[2].status == "paused" and views(page)[2].count("in flight") == 0,
-        10,
-        "the loop view to show `paused` with nothing in flight",
-    )
-    paused = views(page)[2]
+    paused = views(page)[LOOP]
     seen = [paused]
     window = threading.Event()
     deadline = time.monotonic() + 1.0
     while time.monotonic() < deadline:  # the 1 s observation window (#13 item 4)
         window.wait(0.1)
-        seen.append(views(page)[2])
+        seen.append(views(page)[LOOP])
     page.screenshot("loop-paused")
     page.check(
         {v.count("reads") for v in seen} == {paused.count("reads")},
@@ -278,37 +291,41 @@ def test_notebook_04_in_jupyterlab_shows_live_views_that_answer_their_buttons(
     )
     page.check(
         seen[-1].line != paused.line,
-        f"the paused view should keep redrawing (elapsed time): {paused.line!r}",
+        f"the paused view should keep redrawing (its elapsed time): {paused.line!r}",
     )
-    click(page, 2, "button.rx-pgmq-resume")
-    page.wait(
-        lambda: (
-            views(page)[2].status == "running"
-            and views(page)[2].count("reads") > paused.count("reads")
-        ),
-        10,
-        "Resume to read again (`reads` grows)",
+    click(page, LOOP, "button.rx-pgmq-resume")
+    wait_view(
+        page,
+        LOOP,
+        lambda v: v.status == "running" and v.count("reads") > paused.count("reads"),
+        "Resume: `running`, and `reads` grows again",
     )
-    click(page, 2, "button.rx-pgmq-stop")
-    page.wait(lambda: views(page)[2].status == "stopped", 10, "Stop to end the loop view")
-    page.check(
-        all(views(page)[2].disabled.values()), "the stopped view's buttons should be disabled"
-    )
+    click(page, LOOP, "button.rx-pgmq-stop")
+    wait_view(page, LOOP, lambda v: v.status == "stopped", "Stop: `stopped`")
+    wait_view(page, LOOP, lambda v: all(v.disabled.values()), "Stop to disable the buttons")
 
     # -- the step view: Step(4) delivers exactly 4; Stop -------------------------------
     page.check(
         stepper.status == "running" and stepper.count("received") == 3,
         f"the step view should be running with the notebook's step(3) done: {stepper}",
     )
-    count = page.css(".rx-pgmq-live")[1].find_element("css selector", ".rx-pgmq-step-count input")
-    count.send_keys(Keys.CONTROL, "a")
-    count.send_keys(str(STEP), Keys.TAB)  # the box sends its value when it loses focus
-    click(page, 1, "button.rx-pgmq-step")
+    box = page.css(".rx-pgmq-live")[STEPPER].find_element(
+        "css selector", ".rx-pgmq-step-count input"
+    )
+    box.send_keys(Keys.CONTROL, "a")
+    box.send_keys(str(STEP), Keys.TAB)  # the box sends its value when it loses focus
+    page.check(box.get_attribute("value") == str(STEP), f"the Step box should show {STEP}")
+    click(page, STEPPER, "button.rx-pgmq-step")
     target = 3 + STEP
-    page.wait(lambda: views(page)[1].count("acked delete") == target, 10, f"Step({STEP}) to settle")
-    click(page, 1, "button.rx-pgmq-stop")
-    page.wait(lambda: views(page)[1].status == "stopped", 10, "Stop to end the step view")
-    stopped = views(page)[1]
+    wait_view(
+        page,
+        STEPPER,
+        lambda v: v.count("acked delete") >= target and v.count("in flight") == 0,
+        f"Step({STEP}) to be delivered and settled",
+    )
+    click(page, STEPPER, "button.rx-pgmq-stop")
+    wait_view(page, STEPPER, lambda v: v.status == "stopped", "Stop: `stopped`")
+    stopped = views(page)[STEPPER]
     page.screenshot("stopped")
     page.check(
         stopped.count("received") == target and stopped.count("acked delete") == target,
