@@ -69,7 +69,7 @@ return Array.from(document.querySelectorAll('.rx-pgmq-live')).map((view) => {
   return {
     title: title ? title.textContent : '',
     status: status ? status.getAttribute('data-status') : '',
-    line: html && html.querySelector('div') ? html.querySelector('div').textContent : '',
+    line: status ? status.parentElement.textContent : '',
     counters: counters,
     disabled: disabled,
   };
@@ -104,7 +104,15 @@ return Array.from(document.querySelectorAll('.jp-OutputArea-output table')).map(
 
 @dataclass(frozen=True)
 class View:
-    """What a person sees of one ``jupyter.live`` view."""
+    """What a person sees of one ``jupyter.live`` view.
+
+    Attributes:
+        title: The heading (the queue name).
+        status: ``running``, ``paused``, ``completed``, ``stopped``...
+        line: The status line: title, status, rate and elapsed time.
+        counters: Counter label to the text shown.
+        disabled: Button label to whether it is disabled.
+    """
 
     title: str
     status: str
