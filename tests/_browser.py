@@ -25,7 +25,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
@@ -158,12 +158,24 @@ class JupyterLab:
                 self.process.wait(5)
 
 
-def start_jupyterlab(workdir: Path, env: Mapping[str, str]) -> JupyterLab:
+def _isolated_env(home: Path) -> dict[str, str]:
+    """This process's environment with ``home`` as HOME and no Jupyter, IPython or XDG
+    setting of the user's."""
+    home.mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JUPYTER", "IPYTHON", "XDG_"))}
+    env["HOME"] = str(home)
+    return env
+
+
+def start_jupyterlab(
+    workdir: Path, env: Mapping[str, str], files: Sequence[Path] = ()
+) -> JupyterLab:
     """Start JupyterLab serving ``workdir / "root"`` (returns at once; see ``wait_ready``).
 
     Args:
         workdir: An empty folder for the served root, Jupyter's folders, a home and the log.
         env: Extra environment for the server and its kernels (e.g. ``RX_PGMQ_DSN``).
+        files: Files copied into the root first (so saves never touch the originals).
 
     Returns:
         The server, not yet ready.
@@ -172,18 +184,16 @@ def start_jupyterlab(workdir: Path, env: Mapping[str, str]) -> JupyterLab:
     config, data, runtime = workdir / "jupyter-config", workdir / "jupyter-data", workdir / "run"
     for folder in (root, home, config, data, runtime):
         folder.mkdir(parents=True, exist_ok=True)
+    for file in files:
+        shutil.copy(file, root / file.name)
     for plugin, values in LAB_SETTINGS.items():
         settings = config / "lab" / "user-settings" / f"{plugin}.jupyterlab-settings"
         settings.parent.mkdir(parents=True, exist_ok=True)
         settings.write_text(json.dumps(values))
-    full_env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("JUPYTER", "IPYTHON", "XDG_")) and k != "DATABASE_URL"
-    }
+    full_env = _isolated_env(home)
+    full_env.pop("DATABASE_URL", None)
     path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
     full_env.update(
-        HOME=str(home),
         JUPYTER_CONFIG_DIR=str(config),
         JUPYTER_DATA_DIR=str(data),
         JUPYTER_RUNTIME_DIR=str(runtime),
@@ -233,7 +243,9 @@ def start_chromium(workdir: Path) -> WebDriver:
         options.add_argument(flag)
     options.add_argument(f"--user-data-dir={workdir / 'chromium-profile'}")
     service = Service(
-        executable_path=str(CHROMEDRIVER), log_output=str(workdir / "chromedriver.log")
+        executable_path=str(CHROMEDRIVER),
+        log_output=str(workdir / "chromedriver.log"),
+        env=_isolated_env(workdir / "home"),
     )
     return webdriver.Chrome(options=options, service=service)
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -144,8 +143,7 @@ def lab(pgmq_dsn: str, pgmq: rx_pgmq.PGMQ, tmp_path: Path) -> Iterator[JupyterLa
     kernels on the test database; the queues the notebook makes are dropped afterwards."""
     if MISSING is not None:
         pytest.fail(f"{REQUIRED_ENV}=1 but {MISSING}")
-    server = start_jupyterlab(tmp_path / "lab", {"RX_PGMQ_DSN": pgmq_dsn})
-    shutil.copy(NOTEBOOK, server.root / NOTEBOOK.name)
+    server = start_jupyterlab(tmp_path / "lab", {"RX_PGMQ_DSN": pgmq_dsn}, files=[NOTEBOOK])
     try:
         yield server
     finally:
