@@ -25,7 +25,8 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
@@ -284,6 +285,18 @@ class Page:
             if log.exists():
                 shutil.copy(log, self.artifacts / log.name)
         raise AssertionError(f"{message}; screenshots, page HTML and logs in {self.artifacts}")
+
+    @contextmanager
+    def recording(self) -> Iterator[None]:
+        """Turn any other error in the block (a stale element, a browser error...) into
+        ``fail``, so it too leaves a screenshot."""
+        try:
+            yield
+        except AssertionError:
+            raise
+        except Exception as exc:
+            detail = exc.msg if isinstance(exc, WebDriverException) else str(exc)
+            self.fail(f"{type(exc).__name__}: {detail}")
 
     def check(self, condition: bool, message: str) -> None:
         """``fail(message)`` unless ``condition``."""

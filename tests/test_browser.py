@@ -191,17 +191,13 @@ def wait_view(page: Page, view: int, predicate: Callable[[View], bool], what: st
     )
 
 
-def test_notebook_04_in_jupyterlab_shows_live_views_that_answer_their_buttons(
-    page: Page, lab: JupyterLab, pgmq: rx_pgmq.PGMQ
-) -> None:
-    """#13 item 4: notebook 04 opened in JupyterLab in headless Chromium and run with
-    Run All: no cell fails; the first live view's counters change while its 300 messages
-    flow and it ends ``completed``; ``peek`` and ``metrics_table`` show as tables; on the
-    never-dry loop view Pause stops reads (``reads`` stays put for 1 s while the view keeps
-    redrawing), Resume restarts them and Stop ends the view; on the step view Step(4)
-    delivers exactly 4 (also in the database) and Stop ends it."""
-    page.driver.get(lab.notebook_url(NOTEBOOK.name))
+def run_the_notebook(page: Page, lab: JupyterLab) -> list[View]:
+    """Open notebook 04, Run All, check no cell failed; return the live views shown.
 
+    While Run All runs, checks that the first view's ``received`` changes as its 300
+    messages flow.
+    """
+    page.driver.get(lab.notebook_url(NOTEBOOK.name))
     code_cells = sum(c["cell_type"] == "code" for c in json.loads(NOTEBOOK.read_text())["cells"])
 
     def ready() -> bool:
@@ -212,8 +208,6 @@ def test_notebook_04_in_jupyterlab_shows_live_views_that_answer_their_buttons(
 
     page.wait(ready, 40, f"the notebook's {code_cells} code cells and an idle kernel")
     run_all_cells(page)
-
-    # -- while Run All runs: the first view counts its 300 messages --------------------
     first_received: list[int] = []
 
     def all_ran() -> bool:
@@ -231,28 +225,21 @@ def test_notebook_04_in_jupyterlab_shows_live_views_that_answer_their_buttons(
     page.check(not cells["errors"], f"a cell wrote to stderr: {cells['errors']}")
     page.check(not cells["dialogs"], f"a dialog is in the way: {cells['dialogs']}")
     page.screenshot("after-run-all")
-    flowing = sorted({n for n in first_received if 0 < n < 300})
+    flowing = {n for n in first_received if 0 < n < 300}
     page.check(
         len(flowing) >= 2,
         f"the first view's `received` should change while messages flow; saw {first_received}",
     )
-
     shown = views(page)
     page.check(
         [v.title for v in shown] == ["nb_live", "nb_live", "nb_live_loop"],
         f"three live views expected (pipeline, step, loop), got {shown}",
     )
-    first, stepper, loop = shown
-    page.check(
-        first.status == "completed"
-        and first.count("received") == 300
-        and first.count("acked archive") > 0
-        and first.count("acked delete") > 0
-        and all(first.disabled.values()),
-        f"the first view should end completed with 300 received, buttons disabled: {first}",
-    )
+    return shown
 
-    # -- peek and metrics_table render as tables ---------------------------------------
+
+def check_the_tables(page: Page) -> None:
+    """Both ``peek`` outputs and the ``metrics_table`` output are HTML tables."""
     tables = page.script(TABLES_JS)
     peeks = [t for t in tables if t["caption"].startswith("pgmq.q_nb_live: first 5")]
     page.check(len(peeks) == 2, f"two peek tables expected, got {[t['caption'] for t in tables]}")
@@ -272,7 +259,10 @@ def test_notebook_04_in_jupyterlab_shows_live_views_that_answer_their_buttons(
         f"metrics_table shows nb_live with 17 messages: {metrics}",
     )
 
-    # -- the loop view: counters move; Pause, Resume, Stop -----------------------------
+
+def check_pause_resume_stop(page: Page, loop: View) -> None:
+    """On the loop view: counters move; Pause stops reads (``reads`` stays put for 1 s
+    while the view keeps redrawing); Resume reads again; Stop ends the view."""
     page.check(loop.status == "running", f"the loop view should be running: {loop}")
     before = loop.count("received")
     wait_view(page, LOOP, lambda v: v.count("received") > before, "`received` to grow")
@@ -310,14 +300,16 @@ def test_notebook_04_in_jupyterlab_shows_live_views_that_answer_their_buttons(
     wait_view(page, LOOP, lambda v: v.status == "stopped", "Stop: `stopped`")
     wait_view(page, LOOP, lambda v: all(v.disabled.values()), "Stop to disable the buttons")
 
-    # -- the step view: Step(4) delivers exactly 4; Stop -------------------------------
+
+def check_step_and_stop(page: Page, stepper: View, pgmq: rx_pgmq.PGMQ) -> None:
+    """On the step view (3 read by the notebook): Step(4) delivers exactly 4, on the page
+    and in the database; Stop ends the view."""
     page.check(
         stepper.status == "running" and stepper.count("received") == 3,
         f"the step view should be running with the notebook's step(3) done: {stepper}",
     )
-    box = page.css(".rx-pgmq-live")[STEPPER].find_element(
-        "css selector", ".rx-pgmq-step-count input"
-    )
+    step_view = page.css(".rx-pgmq-live")[STEPPER]
+    box = step_view.find_element("css selector", ".rx-pgmq-step-count input")
     box.send_keys(Keys.CONTROL, "a")
     box.send_keys(str(STEP), Keys.TAB)  # the box sends its value when it loses focus
     page.check(box.get_attribute("value") == str(STEP), f"the Step box should show {STEP}")
@@ -339,3 +331,27 @@ def test_notebook_04_in_jupyterlab_shows_live_views_that_answer_their_buttons(
     )
     left = pgmq.metrics("nb_live").queue_length
     page.check(left == 17 - STEP, f"the queue should hold {17 - STEP} messages, holds {left}")
+
+
+def test_notebook_04_in_jupyterlab_shows_live_views_that_answer_their_buttons(
+    page: Page, lab: JupyterLab, pgmq: rx_pgmq.PGMQ
+) -> None:
+    """#13 item 4: notebook 04 opened in JupyterLab in headless Chromium and run with
+    Run All: no cell fails; the first live view's counters change while its 300 messages
+    flow and it ends ``completed``; ``peek`` and ``metrics_table`` show as tables; on the
+    never-dry loop view Pause stops reads (``reads`` stays put for 1 s while the view keeps
+    redrawing), Resume restarts them and Stop ends the view; on the step view Step(4)
+    delivers exactly 4 (also in the database) and Stop ends it."""
+    with page.recording():
+        first, stepper, loop = run_the_notebook(page, lab)
+        page.check(
+            first.status == "completed"
+            and first.count("received") == 300
+            and first.count("acked archive") > 0
+            and first.count("acked delete") > 0
+            and all(first.disabled.values()),
+            f"the first view should end completed with 300 received, buttons disabled: {first}",
+        )
+        check_the_tables(page)
+        check_pause_resume_stop(page, loop)
+        check_step_and_stop(page, stepper, pgmq)
