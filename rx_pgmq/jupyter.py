@@ -547,18 +547,24 @@ class LiveView:
                     "ipywidgets", 'is not installed; run: pip install "rx-pgmq[jupyter]"'
                 ) from exc
             out = w.HTML(value=self.html())
+            out.add_class("rx-pgmq-live-html")
             controls = self._controls(w)
             self._widget = w.VBox([controls, out]) if controls is not None else w.VBox([out])
+            self._widget.add_class("rx-pgmq-live")
             self._html_widget = out
             self._last_pushed = out.value
             self._wake.set()
         return self._widget
 
     def _controls(self, w: Any) -> Any:
+        """The buttons; each control has a stable CSS class (``rx-pgmq-pause``, ...) so
+        front-end tests and user styles can find it."""
         buttons: list[Any] = []
         if self.pauser is not None:
             pause = w.Button(description="Pause", icon="pause", tooltip="stop reading")
             resume = w.Button(description="Resume", icon="play", tooltip="read again")
+            pause.add_class("rx-pgmq-pause")
+            resume.add_class("rx-pgmq-resume")
             pause.on_click(lambda _b: self.pause())
             resume.on_click(lambda _b: self.resume())
             buttons += [pause, resume]
@@ -566,10 +572,13 @@ class LiveView:
         if isinstance(self.source, ControlledSource):
             count = w.BoundedIntText(value=1, min=1, max=100_000, layout=w.Layout(width="80px"))
             step = w.Button(description="Step", icon="step-forward", tooltip="read n more")
+            count.add_class("rx-pgmq-step-count")
+            step.add_class("rx-pgmq-step")
             step.on_click(lambda _b: self.step(int(count.value)))
             buttons.append(step)
             extra.append(count)
         stop = w.Button(description="Stop", icon="stop", tooltip="unsubscribe")
+        stop.add_class("rx-pgmq-stop")
         stop.on_click(lambda _b: threading.Thread(target=self.dispose, daemon=True).start())
         buttons.append(stop)
         self._buttons = buttons

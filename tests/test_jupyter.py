@@ -271,6 +271,31 @@ def test_step_button_requests_n_from_a_controlled_source(pgmq_dsn: str, filled_q
     assert view.status == "stopped"
 
 
+def test_widgets_carry_stable_css_classes(pgmq_dsn: str, filled_queue: str) -> None:
+    """#13 item 4: the view and each control have a CSS class (``rx-pgmq-live``,
+    ``rx-pgmq-pause``, ...) the browser test and user styles can rely on."""
+    gate = BehaviorSubject(True)
+    source = rx_pgmq.read_queue(
+        pgmq_dsn, filled_queue, visibility_timeout=30, read_interval=0.2
+    ).pipe(pgops.controlled(), pgops.pausable(gate))
+    view = jupyter.live(source.pipe(pgops.ack()), source=source, pauser=gate)
+    try:
+        box = view.widget
+        controls, out = box.children
+        assert "rx-pgmq-live" in box._dom_classes
+        assert "rx-pgmq-live-html" in out._dom_classes
+        classes = [c._dom_classes for c in controls.children]
+        assert classes == [
+            ("rx-pgmq-pause",),
+            ("rx-pgmq-resume",),
+            ("rx-pgmq-step",),
+            ("rx-pgmq-step-count",),
+            ("rx-pgmq-stop",),
+        ]
+    finally:
+        view.dispose()
+
+
 # -- peek and metrics ---------------------------------------------------------------------
 
 
