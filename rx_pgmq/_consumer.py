@@ -437,7 +437,13 @@ class Consumer:
         else:
             cur = conn.execute(self._read_sql, self._read_params(n), prepare=True, binary=True)
         rows = cur.fetchall()
-        return _sql.messages_from_rows(rows, self.config.queue, self, _sql.json_loads(conn))
+        return _sql.messages_from_rows(
+            rows,
+            self.config.queue,
+            self,
+            _sql.json_loads(conn),
+            in_order=self.config.options.fifo is not None,  # FIFO: the server's order
+        )
 
     def _next_read_size(self) -> int:
         """Wait under the lock until a read is due; return its size (0 when closing)."""

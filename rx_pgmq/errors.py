@@ -11,6 +11,7 @@ __all__ = [
     "ConnectionLost",
     "InvalidArgument",
     "NotAcknowledgeable",
+    "PGMQFeatureMissing",
     "PGMQNotInstalled",
     "PGMQOutdated",
     "PermissionDenied",
@@ -91,6 +92,10 @@ class PGMQOutdated(PGMQNotInstalled):
     """PGMQ is installed, but lacks a function this call needs (an older PGMQ version).
 
     A subclass of :class:`PGMQNotInstalled`, so code that catches that still catches it.
+
+    Attributes:
+        needs: The first PGMQ version with the missing function (e.g. ``"1.11.0"``), or
+            ``""`` when rx_pgmq does not know it.
     """
 
     __module__ = "rx_pgmq.errors"
@@ -99,6 +104,44 @@ class PGMQOutdated(PGMQNotInstalled):
         "version); upgrade it (`ALTER EXTENSION pgmq UPDATE`, or the SQL of a newer pgmq "
         "package) or avoid the option that needs it"
     )
+
+    def __init__(self, detail: str = "", needs: str = "") -> None:
+        super().__init__(detail)
+        self.needs = needs
+        if needs:
+            hint = self._HINT.replace("(an older version)", f"(it needs PGMQ {needs} or later)")
+            self.args = (f"{hint} ({detail})" if detail else hint,)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self._detail, self.needs))
+
+
+_PACKAGES = {"pg_partman": " (Debian/Ubuntu package: postgresql-<major>-partman)"}
+"""Where to get an extension, for the error text."""
+
+
+class PGMQFeatureMissing(RxPgmqError):
+    """The call needs a PostgreSQL extension the database lacks (e.g. ``pg_partman``).
+
+    Attributes:
+        extension: The missing extension's name.
+        feature: What needs it (e.g. ``"partitioned queues"``).
+    """
+
+    __module__ = "rx_pgmq.errors"
+
+    def __init__(self, extension: str, feature: str) -> None:
+        package = _PACKAGES.get(extension, "")
+        super().__init__(
+            f"{feature} need the PostgreSQL extension {extension}, which this database "
+            f"lacks: install it on the server{package}, then run "
+            f"`CREATE EXTENSION {extension}` as a superuser"
+        )
+        self.extension = extension
+        self.feature = feature
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.extension, self.feature))
 
 
 class PermissionDenied(_WithDetail):

@@ -1,0 +1,147 @@
+"""FIFO group reads and indexes on the PGMQ client (PGMQ 1.9+; ``read_grouped_head`` 1.11+).
+
+A message's group is its header ``x-pgmq-group`` (messages without one share a default
+group). Within a group messages are read in ``msg_id`` order, and none while an earlier
+one of its group is still invisible. The reads return messages in the order PGMQ selects
+them, across groups too (see :func:`rx_pgmq._sql.read_grouped`).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from rx_pgmq import _sql, _sql_api
+from rx_pgmq._api_base import ClientAPI
+from rx_pgmq._validate import (
+    check_non_negative_int,
+    check_positive_int,
+    check_queue_name,
+    whole_seconds,
+)
+from rx_pgmq.message import Message
+
+__all__ = ["FifoAPI"]
+
+
+class FifoAPI(ClientAPI):
+    """PGMQ's FIFO group reads and their header index. Mixed into ``PGMQ``."""
+
+    def create_fifo_index(self, queue: str) -> None:
+        """Index the queue's headers (GIN) so FIFO group reads stay fast (idempotent).
+
+        Raises:
+            InvalidArgument: On a bad queue name.
+            QueueNotFound: If the queue does not exist.
+        """
+        check_queue_name(queue)
+        with self._cursor(queue) as cur:
+            self._exists_or_raise(cur, queue)
+            cur.execute(_sql_api.CREATE_FIFO_INDEX, (queue,))
+
+    def create_fifo_indexes_all(self) -> None:
+        """:meth:`create_fifo_index` on every queue."""
+        with self._cursor() as cur:
+            cur.execute(_sql_api.CREATE_FIFO_INDEXES_ALL)
+
+    def read_grouped(self, queue: str, vt: int | timedelta, qty: int = 1) -> list[Message]:
+        """Claim up to ``qty`` messages, filling the batch from one group first (SQS FIFO).
+
+        Returns messages group by group, the group with the oldest message first
+        (A1, A2, B1), each group in ``msg_id`` order.
+
+        Raises:
+            InvalidArgument: On a bad queue name, vt or qty.
+            QueueNotFound: If the queue does not exist.
+        """
+        return self._grouped("grouped", queue, vt, qty, None)
+
+    def read_grouped_rr(self, queue: str, vt: int | timedelta, qty: int = 1) -> list[Message]:
+        """Claim up to ``qty`` messages round-robin across groups (A1, B1, A2, B2, ...).
+
+        Returns them in PGMQ's round-robin order.
+
+        Raises:
+            InvalidArgument: On a bad queue name, vt or qty.
+            QueueNotFound: If the queue does not exist.
+        """
+        return self._grouped("grouped_rr", queue, vt, qty, None)
+
+    def read_grouped_head(self, queue: str, vt: int | timedelta, qty: int = 1) -> list[Message]:
+        """Claim the head (oldest message) of up to ``qty`` groups, oldest head first.
+
+        Raises:
+            InvalidArgument: On a bad queue name, vt or qty.
+            QueueNotFound: If the queue does not exist.
+        """
+        return self._grouped("grouped_head", queue, vt, qty, None)
+
+    def read_grouped_with_poll(
+        self,
+        queue: str,
+        vt: int | timedelta,
+        qty: int = 1,
+        max_poll_seconds: int = 5,
+        poll_interval_ms: int = 100,
+    ) -> list[Message]:
+        """:meth:`read_grouped`, waiting in the server up to ``max_poll_seconds``.
+
+        Raises:
+            InvalidArgument: On a bad argument.
+            QueueNotFound: If the queue does not exist.
+        """
+        return self._grouped("grouped", queue, vt, qty, (max_poll_seconds, poll_interval_ms))
+
+    def read_grouped_rr_with_poll(
+        self,
+        queue: str,
+        vt: int | timedelta,
+        qty: int = 1,
+        max_poll_seconds: int = 5,
+        poll_interval_ms: int = 100,
+    ) -> list[Message]:
+        """:meth:`read_grouped_rr`, waiting in the server up to ``max_poll_seconds``.
+
+        Raises:
+            InvalidArgument: On a bad argument.
+            QueueNotFound: If the queue does not exist.
+        """
+        return self._grouped("grouped_rr", queue, vt, qty, (max_poll_seconds, poll_interval_ms))
+
+    def read_grouped_head_with_poll(
+        self,
+        queue: str,
+        vt: int | timedelta,
+        qty: int = 1,
+        max_poll_seconds: int = 5,
+        poll_interval_ms: int = 100,
+    ) -> list[Message]:
+        """:meth:`read_grouped_head`, waiting in the server up to ``max_poll_seconds``.
+
+        Raises:
+            InvalidArgument: On a bad argument.
+            QueueNotFound: If the queue does not exist.
+        """
+        poll = (max_poll_seconds, poll_interval_ms)
+        return self._grouped("grouped_head", queue, vt, qty, poll)
+
+    def _grouped(
+        self,
+        mode: _sql.FifoMode,
+        queue: str,
+        vt: int | timedelta,
+        qty: int,
+        poll: tuple[int, int] | None,
+    ) -> list[Message]:
+        check_queue_name(queue)
+        secs = whole_seconds(vt, "vt")
+        check_positive_int(qty, "qty")
+        params: tuple[object, ...] = (queue, secs, qty)
+        if poll is not None:
+            check_non_negative_int(poll[0], "max_poll_seconds")
+            check_positive_int(poll[1], "poll_interval_ms")
+            params += poll
+        stmt = _sql.read_grouped(mode, poll=poll is not None)
+        with self._cursor(queue) as cur:
+            rows = cur.execute(stmt, params).fetchall()
+            loads = _sql.json_loads(cur.connection)
+        return _sql.messages_from_rows(rows, queue, loads=loads, in_order=True)
