@@ -6,11 +6,14 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+import psycopg
+
 from rx_pgmq import _sql_api
 from rx_pgmq._api_base import ClientAPI, Delay, batch_payload, delay_or_time
 from rx_pgmq._records import RouteMatch, TopicBinding
 from rx_pgmq._routing import check_routing_key, check_topic_pattern
 from rx_pgmq._validate import check_body, check_headers, check_queue_name
+from rx_pgmq.errors import InvalidArgument
 
 __all__ = ["TopicsAPI"]
 
@@ -75,6 +78,31 @@ class TopicsAPI(ClientAPI):
         with self._cursor() as cur:
             rows = cur.execute(_sql_api.TEST_ROUTING, (routing_key,)).fetchall()
         return [_sql_api.route_match_from_row(r) for r in rows]
+
+    def validate_routing_key(self, routing_key: str) -> None:
+        """Check a routing key by PGMQ's rules, here and then with ``pgmq.validate_routing_key``.
+
+        Raises:
+            InvalidArgument: If either refuses it.
+        """
+        check_routing_key(routing_key)
+        self._server_check(_sql_api.VALIDATE_ROUTING_KEY, routing_key, "routing_key")
+
+    def validate_topic_pattern(self, pattern: str) -> None:
+        """Check a binding pattern by PGMQ's rules, here and with ``pgmq.validate_topic_pattern``.
+
+        Raises:
+            InvalidArgument: If either refuses it.
+        """
+        check_topic_pattern(pattern)
+        self._server_check(_sql_api.VALIDATE_TOPIC_PATTERN, pattern, "pattern")
+
+    def _server_check(self, stmt: str, value: str, argument: str) -> None:
+        try:
+            with self._cursor() as cur:
+                cur.execute(stmt, (value,))
+        except psycopg.errors.RaiseException as exc:
+            raise InvalidArgument(argument, exc.diag.message_primary or str(exc)) from exc
 
     def send_topic(
         self,

@@ -38,6 +38,8 @@ __all__ = [
     "TEST_ROUTING",
     "UNBIND_TOPIC",
     "UPDATE_NOTIFY",
+    "VALIDATE_ROUTING_KEY",
+    "VALIDATE_TOPIC_PATTERN",
     "notify_throttle_from_row",
     "peek",
     "queue_details_from_row",
@@ -76,6 +78,8 @@ SEND_BATCH_TOPIC_AT: Final = (
     "SELECT queue_name, msg_id FROM "
     "pgmq.send_batch_topic(%s, %s::jsonb[], %s::jsonb[], %s::timestamptz)"
 )
+VALIDATE_ROUTING_KEY: Final = "SELECT pgmq.validate_routing_key(%s)"
+VALIDATE_TOPIC_PATTERN: Final = "SELECT pgmq.validate_topic_pattern(%s)"
 TEST_ROUTING: Final = "SELECT pattern, queue_name, compiled_regex FROM pgmq.test_routing(%s)"
 LIST_TOPIC_BINDINGS: Final = (
     "SELECT pattern, queue_name, bound_at, compiled_regex FROM pgmq.list_topic_bindings()"
