@@ -37,13 +37,14 @@ from rx_pgmq._stats import StatsRecorder
 from rx_pgmq._wakeup import SocketCondition
 from rx_pgmq.actions import AckStatus, Action
 from rx_pgmq.errors import ConnectionLost, QueueNotFound
+from rx_pgmq.headers import MOVED
 from rx_pgmq.message import Message
 
 __all__ = ["MOVED_HEADER", "Config", "Consumer"]
 
 _log = logging.getLogger("rx_pgmq")
 
-MOVED_HEADER = "x-rx-pgmq-moved"
+MOVED_HEADER = MOVED
 """Header added to a message moved by ``MoveTo``: source queue, reason, attempts."""
 
 _FENCED_DELETE = "DELETE FROM {table} WHERE msg_id = %s AND read_ct = %s RETURNING msg_id"

@@ -19,6 +19,7 @@ from psycopg import sql
 
 from rx_pgmq import PGMQ, Partitioning
 from rx_pgmq.errors import InvalidArgument, PGMQFeatureMissing, QueueNotFound, RxPgmqError
+from rx_pgmq.headers import GROUP
 
 VT = 300
 
@@ -216,7 +217,7 @@ def test_headers_must_be_a_json_object(pgmq: PGMQ, pgmq_queue: str, headers: Any
 def test_headers_round_trip_with_the_keys_pgmq_and_rx_pgmq_use(pgmq: PGMQ, pgmq_queue: str) -> None:
     """#18 item 5: headers are stored and read back exactly, nested values too, and the
     group key PGMQ reads (x-pgmq-group) works as documented."""
-    headers = {"x-pgmq-group": "g1", "trace": {"id": "abc", "n": [1, 2]}, "x-app": None}
+    headers = {GROUP: "g1", "trace": {"id": "abc", "n": [1, 2]}, "x-app": None}
     pgmq.send(pgmq_queue, {"b": 1}, headers=headers)
     (message,) = pgmq.read_grouped(pgmq_queue, VT, 1)
     assert message.headers == headers
