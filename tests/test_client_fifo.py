@@ -18,7 +18,7 @@ import psycopg
 import pytest
 from _support import Conn, Subscribe, source_of
 
-from rx_pgmq import PGMQ, Message, ReadOptions
+from rx_pgmq import PGMQ, LongPoll, Message, ReadOptions
 from rx_pgmq.errors import InvalidArgument, PGMQOutdated, QueueNotFound
 
 VT = 300
@@ -76,14 +76,22 @@ def test_client_fifo_reads_keep_the_servers_order_across_groups(
     assert got[0].headers == {"x-pgmq-group": "a"} and got[0].body == {"g": "a"}
 
 
+@pytest.mark.parametrize("poll", [False, True], ids=["read", "long_poll"])
 @pytest.mark.parametrize("mode", ["grouped_rr", "grouped", "grouped_head"])
 def test_consumer_emits_fifo_batches_in_the_servers_order_across_groups(
-    pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, subscribe: Subscribe, mode: Any
+    pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, subscribe: Subscribe, mode: Any, poll: bool
 ) -> None:
     """#18 item 1: read_queue(fifo=mode) emits one read's messages in the order PGMQ
-    selected them, not sorted by msg_id (it emitted a1 a2 b1 for round robin before)."""
+    selected them, not sorted by msg_id (it emitted a1 b1 a2 b2 a3 c1 for round robin
+    before), with and without a long poll.
+
+    EctoPGMQ (ecto_pgmq_test.exs): "read_messages/5 will read messages from a queue with
+    head grouping", "... with throughput-optimized grouping", "... with round-robin
+    grouping", and the four "... with a poll ..." variants.
+    """
     by_group = _send_groups(pgmq, pgmq_queue, GROUPS)
-    source = source_of(pgmq_dsn, pgmq_queue, batch_size=6, read_options=ReadOptions(fifo=mode))
+    options = ReadOptions(fifo=mode, long_poll=LongPoll(1) if poll else None)
+    source = source_of(pgmq_dsn, pgmq_queue, batch_size=6, read_options=options)
     sink = subscribe(source)
     expected = EXPECTED[mode]
     assert sink.wait_for(len(expected))

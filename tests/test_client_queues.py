@@ -2,7 +2,20 @@
 peeking, headers and partitioned queues (#18 items 2 and 5, #15 item 7).
 
 EctoPGMQ's tests of these functions (``test/ecto_pgmq/pgmq_test.exs`` and
-``ecto_pgmq_test.exs``) each have an equivalent here, named in a comment.
+``ecto_pgmq_test.exs``) each have an equivalent here, named in a comment. Its tests of
+read, ack, notification, topic, FIFO and partition functions are covered here, in
+``test_client_fifo.py``, ``test_client_topics.py`` and ``test_client.py`` (each named in
+a comment at its equivalent), except these, whose equivalents live elsewhere:
+
+- notifications_test.exs "subscribe/3 will subscribe to queue insert notifications":
+  ``test_listener.py::test_sent_message_notifies_its_queue_and_not_another``;
+- notifications_test.exs "unsubscribe/3 will unsubscribe from queue insert
+  notifications": ``test_listener.py::test_dispose_stops_delivery_and_unlistens``;
+- ecto_pgmq_test.exs "update_queue/4 will create an index to optimize message group
+  reads": ``test_client_fifo.py::test_create_fifo_index_indexes_the_headers``;
+- ecto_pgmq_test.exs "read_messages/5 will read messages with a custom payload type" and
+  "send_messages/4 will send messages with a custom payload type to a queue": typed bodies
+  (#18 item 4), not done yet.
 """
 
 from __future__ import annotations
@@ -108,6 +121,26 @@ def test_naive_datetimes_are_refused_before_sql(pgmq: PGMQ, pgmq_queue: str) -> 
         with pytest.raises(InvalidArgument, match="naive datetime") as info:
             call()
         assert info.value.argument == argument
+
+
+@pytest.mark.parametrize("poll", [False, True], ids=["read", "read_with_poll"])
+def test_reading_more_than_there_is_claims_all_of_it(
+    pgmq: PGMQ, pgmq_queue: str, poll: bool
+) -> None:
+    """#18 item 2. EctoPGMQ: "read/6 will read messages from a queue", "... when too many
+    are requested", "read_with_poll/8 will read messages from a queue", "... when too
+    many are requested" and "read_messages/5 will read messages with a Duration
+    visibility timeout": qty 3 of 2 returns both, in order, hidden for the timedelta."""
+    ids = pgmq.send_batch(pgmq_queue, [{"id": 1}, {"id": 2}])
+    vt = timedelta(minutes=5)
+    before = datetime.now(UTC)
+    if poll:
+        got = pgmq.read_with_poll(pgmq_queue, vt, 3, max_poll_seconds=1)
+    else:
+        got = pgmq.read(pgmq_queue, vt, 3)
+    assert [m.msg_id for m in got] == ids and [m.read_ct for m in got] == [1, 1]
+    assert all(before + vt - timedelta(seconds=1) <= m.vt <= datetime.now(UTC) + vt for m in got)
+    assert pgmq.read(pgmq_queue, VT, 1) == []
 
 
 # -- notifications ------------------------------------------------------------------------
