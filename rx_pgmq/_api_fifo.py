@@ -26,24 +26,24 @@ __all__ = ["FifoAPI"]
 class FifoAPI(ClientAPI):
     """PGMQ's FIFO group reads and their header index. Mixed into ``PGMQ``."""
 
-    def create_fifo_index(self, queue: str) -> None:
+    def create_fifo_index(self, name: str) -> None:
         """Index the queue's headers (GIN) so FIFO group reads stay fast (idempotent).
 
         Raises:
             InvalidArgument: On a bad queue name.
             QueueNotFound: If the queue does not exist.
         """
-        check_queue_name(queue)
-        with self._cursor(queue) as cur:
-            self._exists_or_raise(cur, queue)
-            cur.execute(_sql_api.CREATE_FIFO_INDEX, (queue,))
+        check_queue_name(name, "name")
+        with self._cursor(name) as cur:
+            self._exists_or_raise(cur, name)
+            cur.execute(_sql_api.CREATE_FIFO_INDEX, (name,))
 
     def create_fifo_indexes_all(self) -> None:
         """:meth:`create_fifo_index` on every queue."""
         with self._cursor() as cur:
             cur.execute(_sql_api.CREATE_FIFO_INDEXES_ALL)
 
-    def read_grouped(self, queue: str, vt: int | timedelta, qty: int = 1) -> list[Message]:
+    def read_grouped(self, name: str, vt: int | timedelta, qty: int = 1) -> list[Message]:
         """Claim up to ``qty`` messages, filling the batch from one group first (SQS FIFO).
 
         Returns messages group by group, the group with the oldest message first
@@ -53,9 +53,9 @@ class FifoAPI(ClientAPI):
             InvalidArgument: On a bad queue name, vt or qty.
             QueueNotFound: If the queue does not exist.
         """
-        return self._grouped("grouped", queue, vt, qty, None)
+        return self._grouped("grouped", name, vt, qty, None)
 
-    def read_grouped_rr(self, queue: str, vt: int | timedelta, qty: int = 1) -> list[Message]:
+    def read_grouped_rr(self, name: str, vt: int | timedelta, qty: int = 1) -> list[Message]:
         """Claim up to ``qty`` messages round-robin across groups (A1, B1, A2, B2, ...).
 
         Returns them in PGMQ's round-robin order.
@@ -64,20 +64,20 @@ class FifoAPI(ClientAPI):
             InvalidArgument: On a bad queue name, vt or qty.
             QueueNotFound: If the queue does not exist.
         """
-        return self._grouped("grouped_rr", queue, vt, qty, None)
+        return self._grouped("grouped_rr", name, vt, qty, None)
 
-    def read_grouped_head(self, queue: str, vt: int | timedelta, qty: int = 1) -> list[Message]:
+    def read_grouped_head(self, name: str, vt: int | timedelta, qty: int = 1) -> list[Message]:
         """Claim the head (oldest message) of up to ``qty`` groups, oldest head first.
 
         Raises:
             InvalidArgument: On a bad queue name, vt or qty.
             QueueNotFound: If the queue does not exist.
         """
-        return self._grouped("grouped_head", queue, vt, qty, None)
+        return self._grouped("grouped_head", name, vt, qty, None)
 
     def read_grouped_with_poll(
         self,
-        queue: str,
+        name: str,
         vt: int | timedelta,
         qty: int = 1,
         max_poll_seconds: int = 5,
@@ -89,11 +89,11 @@ class FifoAPI(ClientAPI):
             InvalidArgument: On a bad argument.
             QueueNotFound: If the queue does not exist.
         """
-        return self._grouped("grouped", queue, vt, qty, (max_poll_seconds, poll_interval_ms))
+        return self._grouped("grouped", name, vt, qty, (max_poll_seconds, poll_interval_ms))
 
     def read_grouped_rr_with_poll(
         self,
-        queue: str,
+        name: str,
         vt: int | timedelta,
         qty: int = 1,
         max_poll_seconds: int = 5,
@@ -105,11 +105,11 @@ class FifoAPI(ClientAPI):
             InvalidArgument: On a bad argument.
             QueueNotFound: If the queue does not exist.
         """
-        return self._grouped("grouped_rr", queue, vt, qty, (max_poll_seconds, poll_interval_ms))
+        return self._grouped("grouped_rr", name, vt, qty, (max_poll_seconds, poll_interval_ms))
 
     def read_grouped_head_with_poll(
         self,
-        queue: str,
+        name: str,
         vt: int | timedelta,
         qty: int = 1,
         max_poll_seconds: int = 5,
@@ -122,26 +122,26 @@ class FifoAPI(ClientAPI):
             QueueNotFound: If the queue does not exist.
         """
         poll = (max_poll_seconds, poll_interval_ms)
-        return self._grouped("grouped_head", queue, vt, qty, poll)
+        return self._grouped("grouped_head", name, vt, qty, poll)
 
     def _grouped(
         self,
         mode: _sql.FifoMode,
-        queue: str,
+        name: str,
         vt: int | timedelta,
         qty: int,
         poll: tuple[int, int] | None,
     ) -> list[Message]:
-        check_queue_name(queue)
+        check_queue_name(name, "name")
         secs = whole_seconds(vt, "vt")
         check_positive_int(qty, "qty")
-        params: tuple[object, ...] = (queue, secs, qty)
+        params: tuple[object, ...] = (name, secs, qty)
         if poll is not None:
             check_non_negative_int(poll[0], "max_poll_seconds")
             check_positive_int(poll[1], "poll_interval_ms")
             params += poll
         stmt = _sql.read_grouped(mode, poll=poll is not None)
-        with self._cursor(queue) as cur:
+        with self._cursor(name) as cur:
             rows = cur.execute(stmt, params).fetchall()
             loads = _sql.json_loads(cur.connection)
-        return _sql.messages_from_rows(rows, queue, loads=loads, in_order=True)
+        return _sql.messages_from_rows(rows, name, loads=loads, in_order=True)

@@ -60,11 +60,12 @@ class TopicsAPI(ClientAPI):
         Raises:
             InvalidArgument: On a bad queue name.
         """
+        if queue is not None:
+            check_queue_name(queue)
         with self._cursor(queue) as cur:
             if queue is None:
                 rows = cur.execute(_sql_api.LIST_TOPIC_BINDINGS).fetchall()
             else:
-                check_queue_name(queue)
                 rows = cur.execute(_sql_api.LIST_TOPIC_BINDINGS_OF, (queue,)).fetchall()
         return [_sql_api.topic_binding_from_row(r) for r in rows]
 

@@ -193,7 +193,7 @@ def test_fifo_polls_return_as_soon_as_a_message_arrives(
 def test_fifo_reads_validate_before_sql(pgmq: PGMQ, pgmq_queue: str) -> None:
     """#18 item 2: bad queue names, vt, qty and poll arguments are InvalidArgument naming
     the argument; a missing queue is QueueNotFound."""
-    with pytest.raises(InvalidArgument, match="queue"):
+    with pytest.raises(InvalidArgument, match="name"):
         pgmq.read_grouped("Bad", VT, 1)
     with pytest.raises(InvalidArgument, match="vt"):
         pgmq.read_grouped_rr(pgmq_queue, -1, 1)

@@ -18,6 +18,7 @@ from rx_pgmq.errors import (
     InvalidArgument,
     NotAcknowledgeable,
     PermissionDenied,
+    PGMQFeatureMissing,
     PGMQNotInstalled,
     PGMQOutdated,
     QueueNotFound,
@@ -43,7 +44,7 @@ def test_errors_module_exports_every_error_class_sorted() -> None:
         and obj.__module__.startswith("rx_pgmq")
     }
     assert set(errors.__all__) == defined
-    assert len(ERROR_CLASSES) == len(errors.__all__) == 8
+    assert len(ERROR_CLASSES) == len(errors.__all__) == 9
 
 
 @pytest.mark.parametrize("cls", ERROR_CLASSES, ids=lambda c: c.__name__)
@@ -166,6 +167,32 @@ def test_translate_a_missing_pgmq_function_is_pgmq_outdated() -> None:
 
 
 @pytest.mark.parametrize(
+    ("text", "needs"),
+    [
+        ("function pgmq.read_grouped(unknown, integer, integer) does not exist", "1.9.0"),
+        ("function pgmq.read_grouped_head(unknown, integer, integer) does not exist", "1.11.0"),
+        ("function pgmq.bind_topic(unknown, unknown) does not exist", "1.11.0"),
+        ("function pgmq.update_notify_insert(unknown, integer) does not exist", "1.11.0"),
+        (
+            "function pgmq.set_vt(unknown, bigint, timestamp with time zone) does not exist",
+            "1.13.0",
+        ),
+        ("function pgmq.set_vt(unknown, bigint, integer) does not exist", ""),
+        ("function pgmq.metrics(unknown) does not exist", ""),
+    ],
+)
+def test_pgmq_outdated_names_the_version_with_the_missing_function(text: str, needs: str) -> None:
+    """#18 item 2: a missing function newer than PGMQ 1.5 gives PGMQOutdated naming the
+    PGMQ version that has it ("needs PGMQ X or later"); one rx_pgmq knows no version for
+    keeps the plain upgrade hint."""
+    out = translate(pgerr.UndefinedFunction(text))
+    assert isinstance(out, PGMQOutdated)
+    assert out.needs == needs
+    assert (f"needs PGMQ {needs} or later" in str(out)) == bool(needs)
+    assert "upgrade" in str(out) and text in str(out)
+
+
+@pytest.mark.parametrize(
     "exc",
     [
         pgerr.UndefinedTable('relation "pgmq.q_orders" does not exist'),
@@ -237,6 +264,8 @@ PICKLED_ERRORS: list[RxPgmqError] = [
     PGMQNotInstalled(),
     PGMQNotInstalled('schema "pgmq" does not exist'),
     PGMQOutdated("function pgmq.read_grouped(unknown, integer, integer) does not exist"),
+    PGMQOutdated("function pgmq.bind_topic(unknown, unknown) does not exist", needs="1.11.0"),
+    PGMQFeatureMissing("pg_partman", "partitioned queues"),
     PermissionDenied("permission denied for table q_orders"),
     ConnectionLost("server closed the connection"),
     NotAcknowledgeable("read with PGMQ.read"),
