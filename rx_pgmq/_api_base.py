@@ -10,6 +10,7 @@ from typing import Any
 
 import psycopg
 
+from rx_pgmq._bodytype import encode_body
 from rx_pgmq._validate import check_body, check_headers, whole_seconds
 from rx_pgmq.errors import InvalidArgument
 
@@ -63,7 +64,7 @@ def batch_payload(bodies: object, headers: object) -> tuple[list[str], list[str]
         raise InvalidArgument("bodies", f"must be a list of message bodies, got {bodies!r}")
     if not bodies:
         raise InvalidArgument("bodies", "must hold at least one message body")
-    texts = [check_body(b, f"bodies[{i}]") for i, b in enumerate(bodies)]
+    texts = [check_body(encode_body(b), f"bodies[{i}]") for i, b in enumerate(bodies)]
     if headers is None:
         return texts, None
     if isinstance(headers, str | bytes | Mapping) or not isinstance(headers, Sequence):

@@ -10,6 +10,7 @@ import psycopg
 
 from rx_pgmq import _sql_api
 from rx_pgmq._api_base import ClientAPI, Delay, batch_payload, delay_or_time
+from rx_pgmq._bodytype import encode_body
 from rx_pgmq._records import RouteMatch, TopicBinding
 from rx_pgmq._routing import check_routing_key, check_topic_pattern
 from rx_pgmq._validate import check_body, check_headers, check_queue_name
@@ -130,7 +131,7 @@ class TopicsAPI(ClientAPI):
             InvalidArgument: On a bad routing key, body, headers or delay.
         """
         check_routing_key(routing_key)
-        text = check_body(body)
+        text = check_body(encode_body(body))
         head = check_headers(headers)
         when = delay_or_time(delay, "delay")
         stmt = _sql_api.SEND_TOPIC_AT if isinstance(when, datetime) else _sql_api.SEND_TOPIC

@@ -15,6 +15,7 @@ from rx_pgmq._api_base import Delay, batch_payload, delay_or_time
 from rx_pgmq._api_fifo import FifoAPI
 from rx_pgmq._api_queues import QueuesAPI
 from rx_pgmq._api_topics import TopicsAPI
+from rx_pgmq._bodytype import encode_body
 from rx_pgmq._conn import Conninfo, ConnSource
 from rx_pgmq._dberrors import translate
 from rx_pgmq._records import Partitioning
@@ -256,7 +257,8 @@ class PGMQ(TopicsAPI, FifoAPI, QueuesAPI):
 
         Args:
             name: The queue.
-            body: Any JSON-serializable value.
+            body: Any JSON-serializable value, or an instance of a dataclass,
+                ``msgspec.Struct`` or pydantic model (sent as its JSON form).
             headers: A JSON object (str keys) or None; see the README's "Headers" for the
                 keys PGMQ and rx_pgmq use (``x-pgmq-group``, ``x-rx-pgmq-*``).
             delay: Seconds (int) or timedelta before it becomes visible, or an aware
@@ -267,7 +269,7 @@ class PGMQ(TopicsAPI, FifoAPI, QueuesAPI):
             QueueNotFound: If the queue does not exist.
         """
         check_queue_name(name, "name")
-        text = check_body(body)
+        text = check_body(encode_body(body))
         head = check_headers(headers)
         when = delay_or_time(delay, "delay")
         stmt = _sql_api.SEND_AT if isinstance(when, datetime) else _sql.SEND

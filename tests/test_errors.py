@@ -106,7 +106,7 @@ def test_not_acknowledgeable_from_a_plain_message_says_what_to_use() -> None:
     """Settling a message not read by a consumer raises NotAcknowledgeable pointing at
     PGMQ.delete/archive/set_vt."""
     now = datetime.now(UTC)
-    msg = Message(
+    msg: Message = Message(
         msg_id=7,
         read_ct=1,
         enqueued_at=now,

@@ -1,0 +1,157 @@
+"""Typed message bodies: decode a JSON body into a class, encode an instance to send (no I/O).
+
+A body type is a dataclass, a ``TypedDict``, a ``msgspec.Struct`` or a pydantic model
+class. msgspec (extra ``msgspec``) decodes the first three, and is the fastest; pydantic
+(extra ``pydantic``) decodes its own models, and dataclasses and TypedDicts when msgspec is
+absent. Neither library is imported until a body type needs it.
+
+A body that does not fit its type raises :class:`BodyMismatch` from the decoder; the
+consumer turns that into a per-message decode failure, never a stream error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import importlib
+import importlib.util
+from collections.abc import Callable
+from typing import Any, Literal, TypeVar
+
+from typing_extensions import is_typeddict
+
+from rx_pgmq.errors import InvalidArgument, RxPgmqError
+
+__all__ = ["BodyMismatch", "Library", "body_kind", "decoder", "encode_body"]
+
+T = TypeVar("T")
+Library = Literal["msgspec", "pydantic"]
+Kind = Literal["dataclass", "typeddict", "msgspec", "pydantic"]
+
+_RULE = "must be a dataclass, TypedDict, msgspec.Struct or pydantic model class"
+_PLAIN = (dict, list, str, int, float, bool, type(None))
+
+
+class BodyMismatch(RxPgmqError, ValueError):
+    """A message body does not fit the body type it was read with.
+
+    Attributes:
+        body_type: The expected type's name.
+    """
+
+    def __init__(self, body_type: str, detail: str) -> None:
+        super().__init__(
+            f"the body does not fit {body_type}: {detail}; fix the sender, or read this "
+            f"queue without body_type to see the raw JSON"
+        )
+        self.body_type = body_type
+        self.detail = detail
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.body_type, self.detail))
+
+
+def _from_library(cls: type, module: str, name: str) -> bool:
+    return any(b.__module__.split(".")[0] == module and b.__name__ == name for b in cls.__mro__)
+
+
+def body_kind(body_type: object) -> Kind:
+    """Which kind of body type ``body_type`` is.
+
+    Raises:
+        InvalidArgument: If it is none of the four.
+    """
+    if isinstance(body_type, type):
+        if _from_library(body_type, "pydantic", "BaseModel"):
+            return "pydantic"
+        if _from_library(body_type, "msgspec", "Struct"):
+            return "msgspec"
+        if dataclasses.is_dataclass(body_type):
+            return "dataclass"
+    if is_typeddict(body_type):
+        return "typeddict"
+    raise InvalidArgument("body_type", f"{_RULE}, got {body_type!r}")
+
+
+@functools.cache
+def _installed(name: str) -> bool:
+    return importlib.util.find_spec(name) is not None
+
+
+def _library(kind: Kind, prefer: tuple[Library, ...]) -> Library:
+    usable: tuple[Library, ...] = prefer
+    if kind == "msgspec" or kind == "pydantic":
+        usable = (kind,)
+    for name in usable:
+        if _installed(name):
+            return name
+    extra = " or ".join(f"rx-pgmq[{name}]" for name in usable)
+    raise InvalidArgument("body_type", f"decoding a {kind} body needs {extra}: pip install it")
+
+
+def decoder(
+    body_type: type[T], prefer: tuple[Library, ...] = ("msgspec", "pydantic")
+) -> Callable[[Any], T]:
+    """A function that turns a parsed JSON body into ``body_type``.
+
+    Args:
+        body_type: A dataclass, TypedDict, msgspec.Struct or pydantic model class.
+        prefer: The libraries to try for dataclasses and TypedDicts, in order.
+
+    Returns:
+        The decoder; it raises :class:`BodyMismatch` for a body that does not fit.
+
+    Raises:
+        InvalidArgument: If ``body_type`` is not one of the four kinds, or no library
+            that decodes it is installed.
+    """
+    kind = body_kind(body_type)
+    name = getattr(body_type, "__name__", repr(body_type))
+    if _library(kind, prefer) == "msgspec":
+        msgspec = importlib.import_module("msgspec")
+        convert, invalid = msgspec.convert, msgspec.ValidationError
+
+        def from_msgspec(value: Any) -> T:
+            try:
+                return convert(value, type=body_type)  # type: ignore[no-any-return]
+            except invalid as exc:
+                raise BodyMismatch(name, str(exc)) from None
+
+        return from_msgspec
+    pydantic = importlib.import_module("pydantic")
+    try:
+        validate = pydantic.TypeAdapter(body_type).validate_python
+    except pydantic.PydanticUserError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise InvalidArgument(
+            "body_type", f"pydantic cannot decode {name} ({first}); install rx-pgmq[msgspec]"
+        ) from exc
+    invalid = pydantic.ValidationError
+
+    def from_pydantic(value: Any) -> T:
+        try:
+            return validate(value)  # type: ignore[no-any-return]
+        except invalid as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "body"
+            raise BodyMismatch(name, f"{where}: {first['msg']}") from None
+
+    return from_pydantic
+
+
+def encode_body(body: object) -> object:
+    """``body`` as plain JSON values if it is an instance of a body type, else unchanged.
+
+    pydantic models dump in JSON mode; msgspec Structs and dataclasses go through
+    ``msgspec.to_builtins`` (``dataclasses.asdict`` without msgspec).
+    """
+    cls = type(body)
+    if cls in _PLAIN:
+        return body
+    if _from_library(cls, "pydantic", "BaseModel"):
+        return body.model_dump(mode="json")  # type: ignore[attr-defined]
+    if _from_library(cls, "msgspec", "Struct") or dataclasses.is_dataclass(body):
+        if _installed("msgspec"):
+            return importlib.import_module("msgspec").to_builtins(body)
+        return dataclasses.asdict(body)  # type: ignore[call-overload]
+    return body
