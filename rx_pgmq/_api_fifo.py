@@ -12,19 +12,24 @@ from datetime import timedelta
 
 from rx_pgmq import _sql, _sql_api
 from rx_pgmq._api_base import ClientAPI
+from rx_pgmq._bodytype import body_decoder, decode_messages
 from rx_pgmq._validate import (
     check_non_negative_int,
     check_positive_int,
     check_queue_name,
     whole_seconds,
 )
-from rx_pgmq.message import Message
+from rx_pgmq.message import BodyT, Message
 
 __all__ = ["FifoAPI"]
 
 
 class FifoAPI(ClientAPI):
-    """PGMQ's FIFO group reads and their header index. Mixed into ``PGMQ``."""
+    """PGMQ's FIFO group reads and their header index. Mixed into ``PGMQ``.
+
+    Every read takes ``body_type=T`` like :meth:`rx_pgmq.PGMQ.read`: bodies decoded into
+    ``T``, and a body that does not fit raises ``BodyMismatch`` with the read rolled back.
+    """
 
     def create_fifo_index(self, name: str) -> None:
         """Index the queue's headers (GIN) so FIFO group reads stay fast (idempotent).
@@ -43,7 +48,14 @@ class FifoAPI(ClientAPI):
         with self._cursor() as cur:
             cur.execute(_sql_api.CREATE_FIFO_INDEXES_ALL)
 
-    def read_grouped(self, name: str, vt: int | timedelta, qty: int = 1) -> list[Message]:
+    def read_grouped(
+        self,
+        name: str,
+        vt: int | timedelta,
+        qty: int = 1,
+        *,
+        body_type: type[BodyT] | None = None,
+    ) -> list[Message[BodyT]]:
         """Claim up to ``qty`` messages, filling the batch from one group first (SQS FIFO).
 
         Returns messages group by group, the group with the oldest message first
@@ -53,9 +65,16 @@ class FifoAPI(ClientAPI):
             InvalidArgument: On a bad queue name, vt or qty.
             QueueNotFound: If the queue does not exist.
         """
-        return self._grouped("grouped", name, vt, qty, None)
+        return self._grouped("grouped", name, vt, qty, None, body_type)
 
-    def read_grouped_rr(self, name: str, vt: int | timedelta, qty: int = 1) -> list[Message]:
+    def read_grouped_rr(
+        self,
+        name: str,
+        vt: int | timedelta,
+        qty: int = 1,
+        *,
+        body_type: type[BodyT] | None = None,
+    ) -> list[Message[BodyT]]:
         """Claim up to ``qty`` messages round-robin across groups (A1, B1, A2, B2, ...).
 
         Returns them in PGMQ's round-robin order.
@@ -64,16 +83,23 @@ class FifoAPI(ClientAPI):
             InvalidArgument: On a bad queue name, vt or qty.
             QueueNotFound: If the queue does not exist.
         """
-        return self._grouped("grouped_rr", name, vt, qty, None)
+        return self._grouped("grouped_rr", name, vt, qty, None, body_type)
 
-    def read_grouped_head(self, name: str, vt: int | timedelta, qty: int = 1) -> list[Message]:
+    def read_grouped_head(
+        self,
+        name: str,
+        vt: int | timedelta,
+        qty: int = 1,
+        *,
+        body_type: type[BodyT] | None = None,
+    ) -> list[Message[BodyT]]:
         """Claim the head (oldest message) of up to ``qty`` groups, oldest head first.
 
         Raises:
             InvalidArgument: On a bad queue name, vt or qty.
             QueueNotFound: If the queue does not exist.
         """
-        return self._grouped("grouped_head", name, vt, qty, None)
+        return self._grouped("grouped_head", name, vt, qty, None, body_type)
 
     def read_grouped_with_poll(
         self,
@@ -82,14 +108,17 @@ class FifoAPI(ClientAPI):
         qty: int = 1,
         max_poll_seconds: int = 5,
         poll_interval_ms: int = 100,
-    ) -> list[Message]:
+        *,
+        body_type: type[BodyT] | None = None,
+    ) -> list[Message[BodyT]]:
         """:meth:`read_grouped`, waiting in the server up to ``max_poll_seconds``.
 
         Raises:
             InvalidArgument: On a bad argument.
             QueueNotFound: If the queue does not exist.
         """
-        return self._grouped("grouped", name, vt, qty, (max_poll_seconds, poll_interval_ms))
+        poll = (max_poll_seconds, poll_interval_ms)
+        return self._grouped("grouped", name, vt, qty, poll, body_type)
 
     def read_grouped_rr_with_poll(
         self,
@@ -98,14 +127,17 @@ class FifoAPI(ClientAPI):
         qty: int = 1,
         max_poll_seconds: int = 5,
         poll_interval_ms: int = 100,
-    ) -> list[Message]:
+        *,
+        body_type: type[BodyT] | None = None,
+    ) -> list[Message[BodyT]]:
         """:meth:`read_grouped_rr`, waiting in the server up to ``max_poll_seconds``.
 
         Raises:
             InvalidArgument: On a bad argument.
             QueueNotFound: If the queue does not exist.
         """
-        return self._grouped("grouped_rr", name, vt, qty, (max_poll_seconds, poll_interval_ms))
+        poll = (max_poll_seconds, poll_interval_ms)
+        return self._grouped("grouped_rr", name, vt, qty, poll, body_type)
 
     def read_grouped_head_with_poll(
         self,
@@ -114,7 +146,9 @@ class FifoAPI(ClientAPI):
         qty: int = 1,
         max_poll_seconds: int = 5,
         poll_interval_ms: int = 100,
-    ) -> list[Message]:
+        *,
+        body_type: type[BodyT] | None = None,
+    ) -> list[Message[BodyT]]:
         """:meth:`read_grouped_head`, waiting in the server up to ``max_poll_seconds``.
 
         Raises:
@@ -122,7 +156,7 @@ class FifoAPI(ClientAPI):
             QueueNotFound: If the queue does not exist.
         """
         poll = (max_poll_seconds, poll_interval_ms)
-        return self._grouped("grouped_head", name, vt, qty, poll)
+        return self._grouped("grouped_head", name, vt, qty, poll, body_type)
 
     def _grouped(
         self,
@@ -131,7 +165,8 @@ class FifoAPI(ClientAPI):
         vt: int | timedelta,
         qty: int,
         poll: tuple[int, int] | None,
-    ) -> list[Message]:
+        body_type: type[BodyT] | None,
+    ) -> list[Message[BodyT]]:
         check_queue_name(name, "name")
         secs = whole_seconds(vt, "vt")
         check_positive_int(qty, "qty")
@@ -141,7 +176,9 @@ class FifoAPI(ClientAPI):
             check_positive_int(poll[1], "poll_interval_ms")
             params += poll
         stmt = _sql.read_grouped(mode, poll=poll is not None)
+        decode = body_decoder(body_type)
         with self._cursor(name) as cur:
             rows = cur.execute(stmt, params).fetchall()
             loads = _sql.json_loads(cur.connection)
-        return _sql.messages_from_rows(rows, name, loads=loads, in_order=True)
+            messages = _sql.messages_from_rows(rows, name, loads=loads, in_order=True)
+            return decode_messages(messages, decode)

@@ -21,8 +21,17 @@ from typing import Any, Literal, TypeVar
 from typing_extensions import is_typeddict
 
 from rx_pgmq.errors import InvalidArgument, RxPgmqError
+from rx_pgmq.message import Message
 
-__all__ = ["BodyMismatch", "Library", "body_kind", "decoder", "encode_body"]
+__all__ = [
+    "BodyMismatch",
+    "Library",
+    "body_decoder",
+    "body_kind",
+    "decode_messages",
+    "decoder",
+    "encode_body",
+]
 
 T = TypeVar("T")
 Library = Literal["msgspec", "pydantic"]
@@ -37,18 +46,26 @@ class BodyMismatch(RxPgmqError, ValueError):
 
     Attributes:
         body_type: The expected type's name.
+        detail: What does not fit.
+        msg_id: The message's id, when known.
+        queue: Its queue, when known.
     """
 
-    def __init__(self, body_type: str, detail: str) -> None:
+    def __init__(
+        self, body_type: str, detail: str, msg_id: int | None = None, queue: str | None = None
+    ) -> None:
+        which = "the body" if msg_id is None else f"the body of message {msg_id} of {queue!r}"
         super().__init__(
-            f"the body does not fit {body_type}: {detail}; fix the sender, or read this "
-            f"queue without body_type to see the raw JSON"
+            f"{which} does not fit {body_type}: {detail}; fix the sender, or read without "
+            "body_type to see the raw JSON"
         )
         self.body_type = body_type
         self.detail = detail
+        self.msg_id = msg_id
+        self.queue = queue
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.body_type, self.detail))
+        return (type(self), (self.body_type, self.detail, self.msg_id, self.queue))
 
 
 def _from_library(cls: type, module: str, name: str) -> bool:
@@ -155,3 +172,29 @@ def encode_body(body: object) -> object:
             return importlib.import_module("msgspec").to_builtins(body)
         return dataclasses.asdict(body)  # type: ignore[call-overload]
     return body
+
+
+def body_decoder(body_type: type[T] | None) -> Callable[[Any], T] | None:
+    """:func:`decoder` for ``body_type``, or None when there is none (bodies stay JSON).
+
+    Raises:
+        InvalidArgument: If ``body_type`` is not a body type (checked before any SQL).
+    """
+    return None if body_type is None else decoder(body_type)
+
+
+def decode_messages(messages: list[Message], decode: Callable[[Any], T] | None) -> list[Message[T]]:
+    """``messages`` with each body decoded by ``decode`` (unchanged if it is None).
+
+    Raises:
+        BodyMismatch: For the first body that does not fit, naming its message.
+    """
+    if decode is None:
+        return messages
+    typed: list[Message[T]] = []
+    for m in messages:
+        try:
+            typed.append(dataclasses.replace(m, body=decode(m.body)))
+        except BodyMismatch as exc:
+            raise BodyMismatch(exc.body_type, exc.detail, m.msg_id, m.queue) from None
+    return typed

@@ -15,7 +15,7 @@ from rx_pgmq._api_base import Delay, batch_payload, delay_or_time
 from rx_pgmq._api_fifo import FifoAPI
 from rx_pgmq._api_queues import QueuesAPI
 from rx_pgmq._api_topics import TopicsAPI
-from rx_pgmq._bodytype import encode_body
+from rx_pgmq._bodytype import body_decoder, decode_messages, encode_body
 from rx_pgmq._conn import Conninfo, ConnSource
 from rx_pgmq._dberrors import translate
 from rx_pgmq._records import Partitioning
@@ -29,7 +29,7 @@ from rx_pgmq._validate import (
     whole_seconds,
 )
 from rx_pgmq.errors import InvalidArgument, QueueNotFound
-from rx_pgmq.message import Message, QueueInfo, QueueMetrics
+from rx_pgmq.message import BodyT, Message, QueueInfo, QueueMetrics
 
 __all__ = ["PGMQ"]
 
@@ -314,20 +314,33 @@ class PGMQ(TopicsAPI, FifoAPI, QueuesAPI):
         vt: Duration,
         qty: int = 1,
         conditional: Mapping[str, Any] | None = None,
-    ) -> list[Message]:
+        *,
+        body_type: type[BodyT] | None = None,
+    ) -> list[Message[BodyT]]:
         """Claim up to ``qty`` visible messages, hiding them for ``vt`` seconds.
 
+        Args:
+            name: The queue.
+            vt: Seconds (int) or timedelta to hide them for.
+            qty: Most messages to claim.
+            conditional: Only messages whose body contains this JSON object.
+            body_type: Decode each body into this dataclass, TypedDict, msgspec.Struct or
+                pydantic model class (``Message[body_type]``); None keeps parsed JSON.
+
         Raises:
-            InvalidArgument: On a bad name, vt, qty or conditional.
+            InvalidArgument: On a bad name, vt, qty, conditional or body_type.
             QueueNotFound: If the queue does not exist.
+            BodyMismatch: If a body does not fit ``body_type``; the read is rolled back,
+                so nothing is claimed.
         """
         check_queue_name(name, "name")
         secs = whole_seconds(vt, "vt")
         check_positive_int(qty, "qty")
         cond = _conditional(conditional)
+        decode = body_decoder(body_type)
         with self._cursor(name) as cur:
             rows = cur.execute(_sql.READ, (name, secs, qty, cond)).fetchall()
-        return _sql.messages_from_rows(rows, name)
+            return decode_messages(_sql.messages_from_rows(rows, name), decode)
 
     def read_with_poll(
         self,
@@ -337,12 +350,15 @@ class PGMQ(TopicsAPI, FifoAPI, QueuesAPI):
         max_poll_seconds: int = 5,
         poll_interval_ms: int = 100,
         conditional: Mapping[str, Any] | None = None,
-    ) -> list[Message]:
+        *,
+        body_type: type[BodyT] | None = None,
+    ) -> list[Message[BodyT]]:
         """Like :meth:`read`, but wait in the server up to ``max_poll_seconds`` for messages.
 
         Raises:
             InvalidArgument: On a bad argument.
             QueueNotFound: If the queue does not exist.
+            BodyMismatch: If a body does not fit ``body_type`` (nothing is claimed).
         """
         check_queue_name(name, "name")
         secs = whole_seconds(vt, "vt")
@@ -351,22 +367,28 @@ class PGMQ(TopicsAPI, FifoAPI, QueuesAPI):
         check_positive_int(poll_interval_ms, "poll_interval_ms")
         cond = _conditional(conditional)
         params = (name, secs, qty, max_poll_seconds, poll_interval_ms, cond)
+        decode = body_decoder(body_type)
         with self._cursor(name) as cur:
             rows = cur.execute(_sql.READ_WITH_POLL, params).fetchall()
-        return _sql.messages_from_rows(rows, name)
+            return decode_messages(_sql.messages_from_rows(rows, name), decode)
 
-    def pop(self, name: str, qty: int = 1) -> list[Message]:
+    def pop(
+        self, name: str, qty: int = 1, *, body_type: type[BodyT] | None = None
+    ) -> list[Message[BodyT]]:
         """Read and delete up to ``qty`` messages (at-most-once).
 
         Raises:
-            InvalidArgument: On a bad name or qty.
+            InvalidArgument: On a bad name, qty or body_type.
             QueueNotFound: If the queue does not exist.
+            BodyMismatch: If a body does not fit ``body_type``; the pop is rolled back,
+                so nothing is deleted.
         """
         check_queue_name(name, "name")
         check_positive_int(qty, "qty")
+        decode = body_decoder(body_type)
         with self._cursor(name) as cur:
             rows = cur.execute(_sql.POP, (name, qty)).fetchall()
-        return _sql.messages_from_rows(rows, name)
+            return decode_messages(_sql.messages_from_rows(rows, name), decode)
 
     # -- low-level acks ------------------------------------------------------------------
 

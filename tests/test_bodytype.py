@@ -1,8 +1,9 @@
 """Typed bodies, the part that is done (#18 item 4): decoders for the four kinds of body
 type, encoding typed bodies on send, and ``Message`` generic in its body's type.
 
-``read_queue(..., body_type=T)`` / ``PGMQ.read(..., body_type=T)`` and the per-message
-decode failure are not wired yet (they need #9's DecodeError path).
+The client's reads take ``body_type=T``. ``read_queue(..., body_type=T)``, the consumer's
+per-message decode failure and ``Outcome[T]`` are not wired yet (they need #9's
+DecodeError path, which another branch adds).
 """
 
 from __future__ import annotations
@@ -139,3 +140,74 @@ def test_message_is_generic_in_its_body_type() -> None:
     untyped: Message = Message(2, 1, now, None, now, {"id": 2}, None, "q")
     assert_type(untyped.body, Any)
     assert typed.body.id == 1
+
+
+# -- typed client reads ----------------------------------------------------------------------
+
+
+def _read_cts(pgmq: PGMQ, queue: str) -> list[int]:
+    return [m.read_ct for m in pgmq.peek(queue)]
+
+
+@pytest.mark.parametrize(("body_type", "kind"), KINDS, ids=[k for _, k in KINDS])
+def test_client_reads_decode_bodies_into_the_body_type(
+    pgmq: PGMQ, pgmq_queue: str, body_type: type[Any], kind: str
+) -> None:
+    """#18 item 4: PGMQ.read / read_with_poll / pop / read_grouped*(..., body_type=T)
+    return messages whose body is a T (the rest of the message unchanged)."""
+    groups = [{"x-pgmq-group": str(i)} for i in range(1, 6)]  # FIFO reads skip no group
+    pgmq.send_batch(pgmq_queue, [{"id": i, "item": "tea"} for i in range(1, 6)], groups)
+    decode = decoder(body_type)
+    got = [
+        *pgmq.read(pgmq_queue, 30, 1, body_type=body_type),
+        *pgmq.read_with_poll(pgmq_queue, 30, 1, max_poll_seconds=1, body_type=body_type),
+        *pgmq.read_grouped(pgmq_queue, 30, 1, body_type=body_type),
+        *pgmq.read_grouped_rr_with_poll(pgmq_queue, 30, 1, body_type=body_type),
+        *pgmq.pop(pgmq_queue, 1, body_type=body_type),
+    ]
+    assert [m.body for m in got] == [decode({"id": i, "item": "tea"}) for i in range(1, 6)]
+    assert all(m.queue == pgmq_queue for m in got)
+    assert [m.read_ct for m in got[:4]] == [1, 1, 1, 1]
+
+
+@pytest.mark.parametrize("how", ["read", "read_grouped_head", "pop"])
+def test_a_body_that_does_not_fit_rolls_the_read_back(
+    pgmq: PGMQ, pgmq_queue: str, how: str
+) -> None:
+    """#18 item 4: a body that does not fit body_type raises BodyMismatch naming the
+    message and the field, and the whole read (or pop) is rolled back: nothing claimed or
+    deleted, so it can be read again without body_type."""
+    bad = pgmq.send(pgmq_queue, {"id": "one"}, headers={"x-pgmq-group": "a"})
+    good = pgmq.send(pgmq_queue, {"id": 1}, headers={"x-pgmq-group": "b"})
+    with pytest.raises(BodyMismatch) as info:
+        getattr(pgmq, how)(
+            pgmq_queue, **({} if how == "pop" else {"vt": 30}), qty=2, body_type=OrderDC
+        )
+    assert info.value.msg_id == bad and info.value.queue == pgmq_queue
+    assert f"message {bad}" in str(info.value) and "OrderDC" in str(info.value)
+    assert [m.msg_id for m in pgmq.peek(pgmq_queue)] == [bad, good]
+    assert _read_cts(pgmq, pgmq_queue) == [0, 0]
+
+
+def test_client_reads_refuse_a_bad_body_type_before_sql(pgmq: PGMQ, pgmq_queue: str) -> None:
+    """#18 item 4: body_type must be one of the four kinds; anything else is
+    InvalidArgument and nothing is claimed."""
+    pgmq.send(pgmq_queue, {"id": 1})
+    with pytest.raises(InvalidArgument, match="body_type"):
+        pgmq.read(pgmq_queue, 30, body_type=int)
+    with pytest.raises(InvalidArgument, match="body_type"):
+        pgmq.read_grouped_rr(pgmq_queue, 30, body_type=dict)
+    assert _read_cts(pgmq, pgmq_queue) == [0]
+
+
+def test_typed_reads_are_typed_for_mypy(pgmq: PGMQ, pgmq_queue: str) -> None:
+    """#18 item 4: `mypy --strict tests` sees read(..., body_type=T) as list[Message[T]]
+    and a read without body_type as list[Message[Any]]."""
+    pgmq.send(pgmq_queue, {"id": 1, "item": "tea"})
+    typed = pgmq.read(pgmq_queue, 30, body_type=OrderStruct)
+    assert_type(typed, list[Message[OrderStruct]])
+    assert typed[0].body.item == "tea"
+    assert_type(
+        pgmq.read_grouped_head(pgmq_queue, 30, body_type=OrderModel), list[Message[OrderModel]]
+    )
+    assert_type(pgmq.pop(pgmq_queue), list[Message[Any]])

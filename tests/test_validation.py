@@ -320,6 +320,15 @@ OTHER_CASES: list[Case] = [
         "pattern",
         "at most 255",
     ),
+    # typed bodies: one of the four kinds of body type (#18 item 4)
+    Case("read-body_type-int", lambda c: c.read(q, 30, body_type=int), "body_type", "dataclass"),
+    Case("pop-body_type-instance", lambda c: c.pop(q, body_type={}), "body_type", "TypedDict"),
+    Case(
+        "read_grouped_rr-body_type-str",
+        lambda c: c.read_grouped_rr(q, 30, body_type="Order"),
+        "body_type",
+        "pydantic model class",
+    ),
     # list_topic_bindings(None) lists every binding; other non-names are refused
     Case("list_topic_bindings-queue-upper", lambda c: c.list_topic_bindings("Q"), "queue", "match"),
     Case("list_topic_bindings-queue-int", lambda c: c.list_topic_bindings(5), "queue", "match"),
