@@ -20,11 +20,10 @@ from typing import Any, Literal, TypeVar
 
 from typing_extensions import is_typeddict
 
-from rx_pgmq.errors import InvalidArgument, RxPgmqError
+from rx_pgmq.errors import BodyMismatch, InvalidArgument
 from rx_pgmq.message import Message
 
 __all__ = [
-    "BodyMismatch",
     "Library",
     "body_decoder",
     "body_kind",
@@ -39,33 +38,6 @@ Kind = Literal["dataclass", "typeddict", "msgspec", "pydantic"]
 
 _RULE = "must be a dataclass, TypedDict, msgspec.Struct or pydantic model class"
 _PLAIN = (dict, list, str, int, float, bool, type(None))
-
-
-class BodyMismatch(RxPgmqError, ValueError):
-    """A message body does not fit the body type it was read with.
-
-    Attributes:
-        body_type: The expected type's name.
-        detail: What does not fit.
-        msg_id: The message's id, when known.
-        queue: Its queue, when known.
-    """
-
-    def __init__(
-        self, body_type: str, detail: str, msg_id: int | None = None, queue: str | None = None
-    ) -> None:
-        which = "the body" if msg_id is None else f"the body of message {msg_id} of {queue!r}"
-        super().__init__(
-            f"{which} does not fit {body_type}: {detail}; fix the sender, or read without "
-            "body_type to see the raw JSON"
-        )
-        self.body_type = body_type
-        self.detail = detail
-        self.msg_id = msg_id
-        self.queue = queue
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.body_type, self.detail, self.msg_id, self.queue))
 
 
 def _from_library(cls: type, module: str, name: str) -> bool:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "BodyMismatch",
     "ConnectionLost",
     "InvalidArgument",
     "NotAcknowledgeable",
@@ -169,3 +170,32 @@ class NotAcknowledgeable(RxPgmqError):
     """
 
     __module__ = "rx_pgmq.errors"
+
+
+class BodyMismatch(RxPgmqError, ValueError):
+    """A message body does not fit the body type it was read with.
+
+    Attributes:
+        body_type: The expected type's name.
+        detail: What does not fit.
+        msg_id: The message's id, when known.
+        queue: Its queue, when known.
+    """
+
+    __module__ = "rx_pgmq.errors"
+
+    def __init__(
+        self, body_type: str, detail: str, msg_id: int | None = None, queue: str | None = None
+    ) -> None:
+        which = "the body" if msg_id is None else f"the body of message {msg_id} of {queue!r}"
+        super().__init__(
+            f"{which} does not fit {body_type}: {detail}; fix the sender, or read without "
+            "body_type to see the raw JSON"
+        )
+        self.body_type = body_type
+        self.detail = detail
+        self.msg_id = msg_id
+        self.queue = queue
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.body_type, self.detail, self.msg_id, self.queue))

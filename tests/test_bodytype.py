@@ -19,8 +19,8 @@ import pydantic
 import pytest
 
 from rx_pgmq import PGMQ, Message
-from rx_pgmq._bodytype import BodyMismatch, body_kind, decoder, encode_body
-from rx_pgmq.errors import InvalidArgument
+from rx_pgmq._bodytype import body_kind, decoder, encode_body
+from rx_pgmq.errors import BodyMismatch, InvalidArgument
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from psycopg import errors as pgerr
 from rx_pgmq import Message, errors
 from rx_pgmq._dberrors import is_transient, translate
 from rx_pgmq.errors import (
+    BodyMismatch,
     ConnectionLost,
     InvalidArgument,
     NotAcknowledgeable,
@@ -44,7 +45,7 @@ def test_errors_module_exports_every_error_class_sorted() -> None:
         and obj.__module__.startswith("rx_pgmq")
     }
     assert set(errors.__all__) == defined
-    assert len(ERROR_CLASSES) == len(errors.__all__) == 9
+    assert len(ERROR_CLASSES) == len(errors.__all__) == 10
 
 
 @pytest.mark.parametrize("cls", ERROR_CLASSES, ids=lambda c: c.__name__)
@@ -266,6 +267,7 @@ PICKLED_ERRORS: list[RxPgmqError] = [
     PGMQOutdated("function pgmq.read_grouped(unknown, integer, integer) does not exist"),
     PGMQOutdated("function pgmq.bind_topic(unknown, unknown) does not exist", needs="1.11.0"),
     PGMQFeatureMissing("pg_partman", "partitioned queues"),
+    BodyMismatch("Order", "Expected `int`, got `str` - at `$.id`", 7, "orders"),
     PermissionDenied("permission denied for table q_orders"),
     ConnectionLost("server closed the connection"),
     NotAcknowledgeable("read with PGMQ.read"),
