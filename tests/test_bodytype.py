@@ -18,8 +18,9 @@ import msgspec
 import pydantic
 import pytest
 
-from rx_pgmq import PGMQ, Message
+from rx_pgmq import PGMQ, Message, Outcome, failed, succeeded
 from rx_pgmq._bodytype import body_kind, decoder, encode_body
+from rx_pgmq.actions import Archive
 from rx_pgmq.errors import BodyMismatch, InvalidArgument
 
 
@@ -140,6 +141,19 @@ def test_message_is_generic_in_its_body_type() -> None:
     untyped: Message = Message(2, 1, now, None, now, {"id": 2}, None, "q")
     assert_type(untyped.body, Any)
     assert typed.body.id == 1
+
+
+def test_outcome_is_generic_in_its_message_body_type() -> None:
+    """#18 item 4: the outcome of a Message[T] is an Outcome[T] (succeeded, failed,
+    with_ack), so outcome.message.body is a T for mypy."""
+    now = datetime.now(UTC)
+    typed = Message(1, 1, now, None, now, OrderDC(1), None, "q")
+    ok = succeeded(typed, 3)
+    assert_type(ok, Outcome[OrderDC])
+    bad = failed(typed, "no").with_ack(Archive())
+    assert_type(bad, Outcome[OrderDC])
+    assert_type(bad.message.body, OrderDC)
+    assert (ok.ok, bad.ok, bad.message.body.id) == (True, False, 1)
 
 
 # -- typed client reads ----------------------------------------------------------------------
