@@ -17,6 +17,8 @@ from typing import Any
 import psycopg
 import pytest
 from _support import Conn, Subscribe, source_of
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from rx_pgmq import PGMQ, LongPoll, Message, ReadOptions
 from rx_pgmq.errors import InvalidArgument, PGMQOutdated, QueueNotFound
@@ -249,3 +251,47 @@ def test_a_pgmq_without_read_grouped_head_names_the_version_needed(
             PGMQ(conn).read_grouped_head(pgmq_queue, VT, 1)
         assert info.value.needs == "1.11.0" and "pgmq.read_grouped_head" in str(info.value)
         conn.rollback()
+
+
+# -- the exact order, for any mix of groups ------------------------------------------------
+
+
+def _model(mode: str, groups: list[str | None], qty: int) -> list[int]:
+    """Indexes (send order) PGMQ's FIFO read of ``mode`` returns on a queue whose messages
+    are all visible, by the rules of its SQL: groups ranked by their oldest message;
+    round robin takes layer by layer, grouped group by group, heads one per group."""
+    members: dict[str | None, list[int]] = {}
+    for i, g in enumerate(groups):
+        members.setdefault(g, []).append(i)
+    ranked = sorted(members.values(), key=lambda ids: ids[0])
+    if mode == "grouped_rr":
+        depth = max(len(ids) for ids in ranked)
+        order = [ids[k] for k in range(depth) for ids in ranked if k < len(ids)]
+    elif mode == "grouped":
+        order = [i for ids in ranked for i in ids]
+    else:
+        order = [ids[0] for ids in ranked]
+    return order[:qty]
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    groups=st.lists(st.sampled_from(["a", "b", "c", None]), min_size=1, max_size=10),
+    qty=st.integers(min_value=1, max_value=12),
+    mode=st.sampled_from(["grouped_rr", "grouped", "grouped_head"]),
+)
+def test_fifo_reads_return_exactly_the_order_pgmqs_sql_selects(
+    pgmq: PGMQ, pgmq_queue: str, groups: list[str | None], qty: int, mode: str
+) -> None:
+    """#18 item 1: for any mix of groups (None: no group header) and any qty, a FIFO read
+    returns exactly the messages, in exactly the order, that PGMQ's SQL selects (a model
+    of its ranking), not msg_id order."""
+    pgmq.purge_queue(pgmq_queue)
+    headers = [None if g is None else {"x-pgmq-group": g} for g in groups]
+    ids = pgmq.send_batch(pgmq_queue, [{"i": i} for i in range(len(groups))], headers)
+    got = [m.msg_id for m in getattr(pgmq, f"read_{mode}")(pgmq_queue, VT, qty)]
+    assert got == [ids[i] for i in _model(mode, groups, qty)]
