@@ -8,6 +8,7 @@ DecodeError path, which another branch adds).
 
 from __future__ import annotations
 
+import json
 import pickle
 import sys
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ import pydantic
 import pytest
 
 from rx_pgmq import PGMQ, Message, Outcome, failed, succeeded
-from rx_pgmq._bodytype import body_kind, decoder, encode_body
+from rx_pgmq._bodytype import body_kind, decoder, encode_body, text_decoder
 from rx_pgmq.actions import Archive
 from rx_pgmq.errors import BodyMismatch, InvalidArgument
 
@@ -74,6 +75,20 @@ def test_decoder_builds_the_type_and_refuses_a_body_that_does_not_fit(
         assert body_type.__name__ in str(info.value)
     copy = pickle.loads(pickle.dumps(info.value))
     assert str(copy) == str(info.value)
+
+
+@pytest.mark.parametrize(("body_type", "kind"), KINDS, ids=[k for _, k in KINDS])
+def test_text_decoder_goes_from_json_text_to_the_type(body_type: type[Any], kind: str) -> None:
+    """#18 item 4: the consumer's decoder takes the body's JSON text straight to the type
+    (msgspec's typed decoder where msgspec handles it), with the same results and the same
+    BodyMismatch as decoder(); text that is not JSON is an error, not a mismatch."""
+    decode = text_decoder(body_type, json.loads)
+    assert decode('{"id":1,"item":"tea"}') == decoder(body_type)({"id": 1, "item": "tea"})
+    with pytest.raises(BodyMismatch, match=body_type.__name__):
+        decode('{"id":"one","item":"tea"}')
+    with pytest.raises(ValueError) as info:
+        decode("{not json")
+    assert not isinstance(info.value, BodyMismatch)
 
 
 def test_dataclasses_decode_with_pydantic_when_msgspec_is_not_preferred() -> None:
