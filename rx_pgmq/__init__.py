@@ -4,6 +4,14 @@ from rx_pgmq._install import install_pgmq
 from rx_pgmq._listener import Listener, ListenerEvent
 from rx_pgmq._options import LongPoll, ReadOptions
 from rx_pgmq._outcome import Outcome, Settled, failed, succeeded
+from rx_pgmq._records import (
+    NotifyThrottle,
+    Partitioning,
+    QueueDetails,
+    QueueKind,
+    RouteMatch,
+    TopicBinding,
+)
 from rx_pgmq._source import ControlledSource, QueueSource, read_queue
 from rx_pgmq._stats import ConsumerStats
 from rx_pgmq.client import PGMQ
@@ -19,12 +27,18 @@ __all__ = [
     "ListenerEvent",
     "LongPoll",
     "Message",
+    "NotifyThrottle",
     "Outcome",
+    "Partitioning",
+    "QueueDetails",
     "QueueInfo",
+    "QueueKind",
     "QueueMetrics",
     "QueueSource",
     "ReadOptions",
+    "RouteMatch",
     "Settled",
+    "TopicBinding",
     "__version__",
     "failed",
     "install_pgmq",

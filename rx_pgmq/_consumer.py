@@ -37,13 +37,14 @@ from rx_pgmq._stats import StatsRecorder
 from rx_pgmq._wakeup import SocketCondition
 from rx_pgmq.actions import AckStatus, Action
 from rx_pgmq.errors import ConnectionLost, QueueNotFound
+from rx_pgmq.headers import MOVED
 from rx_pgmq.message import Message
 
 __all__ = ["MOVED_HEADER", "Config", "Consumer"]
 
 _log = logging.getLogger("rx_pgmq")
 
-MOVED_HEADER = "x-rx-pgmq-moved"
+MOVED_HEADER = MOVED
 """Header added to a message moved by ``MoveTo``: source queue, reason, attempts."""
 
 _FENCED_DELETE = "DELETE FROM {table} WHERE msg_id = %s AND read_ct = %s RETURNING msg_id"
@@ -437,7 +438,13 @@ class Consumer:
         else:
             cur = conn.execute(self._read_sql, self._read_params(n), prepare=True, binary=True)
         rows = cur.fetchall()
-        return _sql.messages_from_rows(rows, self.config.queue, self, _sql.json_loads(conn))
+        return _sql.messages_from_rows(
+            rows,
+            self.config.queue,
+            self,
+            _sql.json_loads(conn),
+            in_order=self.config.options.fifo is not None,  # FIFO: the server's order
+        )
 
     def _next_read_size(self) -> int:
         """Wait under the lock until a read is due; return its size (0 when closing)."""

@@ -16,11 +16,51 @@ from rx_pgmq.errors import (
     RxPgmqError,
 )
 
-__all__ = ["is_transient", "translate"]
+__all__ = ["FIRST_PGMQ_VERSION", "is_transient", "pgmq_version_needed", "translate"]
 
 # A missing ``pgmq.<table>`` that is not a queue (``q_``) or archive (``a_``) table, e.g.
 # ``pgmq.meta``: PGMQ itself is absent (the schema may exist without its catalog tables).
 _MISSING_PGMQ_CATALOG = re.compile(r'relation "pgmq\.(?![qa]_)')
+
+
+FIRST_PGMQ_VERSION: dict[str, str] = {
+    "read_grouped": "1.9.0",
+    "read_grouped_with_poll": "1.9.0",
+    "read_grouped_rr": "1.9.0",
+    "read_grouped_rr_with_poll": "1.9.0",
+    "create_fifo_index": "1.9.0",
+    "create_fifo_indexes_all": "1.9.0",
+    "read_grouped_head": "1.11.0",
+    "read_grouped_head_with_poll": "1.11.0",
+    "list_notify_insert_throttles": "1.11.0",
+    "update_notify_insert": "1.11.0",
+    "bind_topic": "1.11.0",
+    "unbind_topic": "1.11.0",
+    "send_topic": "1.11.0",
+    "send_batch_topic": "1.11.0",
+    "test_routing": "1.11.0",
+    "list_topic_bindings": "1.11.0",
+    "validate_routing_key": "1.11.0",
+    "validate_topic_pattern": "1.11.0",
+}
+"""A PGMQ version that has each function newer than PGMQ 1.5 (rx_pgmq's minimum): the
+release that added it, or a later one where the migration history is unclear. Overloads
+count too: ``set_vt`` to a timestamp arrived in 1.13.0, see :func:`pgmq_version_needed`."""
+
+_MISSING_FUNCTION = re.compile(r"function pgmq\.(\w+)\(([^)]*)\)")
+
+
+def pgmq_version_needed(text: str) -> str:
+    """The PGMQ version that has the function an ``UndefinedFunction`` error names, or ""."""
+    match = _MISSING_FUNCTION.search(text)
+    if match is None:
+        return ""
+    name, args = match.groups()
+    if name == "set_vt" and "timestamp" in args:
+        return "1.13.0"
+    if name in ("send", "send_batch") and "timestamp" in args:
+        return "1.11.0"
+    return FIRST_PGMQ_VERSION.get(name, "")
 
 
 def translate(exc: BaseException, queue: str | None = None) -> BaseException:
@@ -42,7 +82,7 @@ def translate(exc: BaseException, queue: str | None = None) -> BaseException:
         return PGMQNotInstalled(text)
     if isinstance(exc, pgerr.UndefinedFunction) and "pgmq." in text:
         # The schema exists (else: InvalidSchemaName), so the function is missing from it.
-        return PGMQOutdated(text)
+        return PGMQOutdated(text, needs=pgmq_version_needed(text))
     if isinstance(exc, pgerr.UndefinedTable) and _MISSING_PGMQ_CATALOG.search(text):
         return PGMQNotInstalled(text)
     if queue is not None and isinstance(exc, pgerr.UndefinedTable):

@@ -9,7 +9,7 @@ into acknowledgement actions and emit one :class:`Settled` record per message.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Generic
 
 from rx_pgmq._slots import slot_setters
 from rx_pgmq.actions import (
@@ -22,7 +22,7 @@ from rx_pgmq.actions import (
     SetVisibilityTimeout,
 )
 from rx_pgmq.errors import InvalidArgument, RxPgmqError
-from rx_pgmq.message import Message
+from rx_pgmq.message import BodyT, Message
 
 __all__ = [
     "ACTION_TYPES",
@@ -63,8 +63,11 @@ def check_action(value: object, argument: str) -> Action:
 
 
 @dataclass(frozen=True, slots=True)
-class Outcome:
+class Outcome(Generic[BodyT]):
     """The result of processing one message: success (with a value) or failure.
+
+    Generic in its message's body type, like :class:`~rx_pgmq.Message`: the outcome of a
+    ``Message[T]`` is an ``Outcome[T]`` (``Outcome`` alone is ``Outcome[Any]``).
 
     Build outcomes with :func:`succeeded` and :func:`failed`, or let
     ``rx_pgmq.operators.process`` build them from a handler.
@@ -88,7 +91,7 @@ class Outcome:
         >>> outcome.with_ack(MoveTo("dlq"))  # doctest: +SKIP
     """
 
-    message: Message
+    message: Message[BodyT]
     ok: bool
     value: Any = None
     error: BaseException | None = None
@@ -110,7 +113,7 @@ class Outcome:
         if self.ack is not None:
             check_action(self.ack, "ack")
 
-    def with_ack(self, action: Action) -> Outcome:
+    def with_ack(self, action: Action) -> Outcome[BodyT]:
         """Return a copy whose acknowledgement is ``action``, whatever the policy says.
 
         Args:
@@ -135,7 +138,7 @@ class Outcome:
         return outcome_html(self)
 
 
-def succeeded(message: Message, value: Any = None) -> Outcome:
+def succeeded(message: Message[BodyT], value: Any = None) -> Outcome[BodyT]:
     """A successful outcome for ``message``.
 
     Args:
@@ -154,7 +157,7 @@ def succeeded(message: Message, value: Any = None) -> Outcome:
 _OUTCOME_SETTERS = slot_setters(Outcome, ("message", "ok", "value", "error", "ack", "_reason"))
 
 
-def success_of(message: Message, value: Any) -> Outcome:
+def success_of(message: Message[BodyT], value: Any) -> Outcome[BodyT]:
     """``succeeded(message, value)`` for a ``message`` known to be a ``Message`` (no checks).
 
     ``process`` calls it once per message: the slots are set directly instead of through
@@ -162,7 +165,7 @@ def success_of(message: Message, value: Any) -> Outcome:
     no-op handler's path. Equal to ``Outcome(message, True, value)`` in every field.
     """
     s_msg, s_ok, s_value, s_error, s_ack, s_reason = _OUTCOME_SETTERS
-    outcome = object.__new__(Outcome)
+    outcome: Outcome[BodyT] = object.__new__(Outcome)
     s_msg(outcome, message)
     s_ok(outcome, True)
     s_value(outcome, value)
@@ -172,7 +175,7 @@ def success_of(message: Message, value: Any) -> Outcome:
     return outcome
 
 
-def failed(message: Message, reason: BaseException | str) -> Outcome:
+def failed(message: Message[BodyT], reason: BaseException | str) -> Outcome[BodyT]:
     """A failed outcome for ``message`` (Broadway's ``Message.failed/2``).
 
     Args:

@@ -117,8 +117,30 @@ SET_VT_MANY: Final = _SELECT_FROM + "pgmq.set_vt(%s, %s::bigint[], %s::integer)"
 FifoMode = Literal["grouped", "grouped_rr", "grouped_head"]
 
 
+_GROUP_ORDER: Final[dict[str, sql.SQL]] = {
+    # read_grouped selects whole groups, the group whose oldest message is oldest first.
+    "grouped": sql.SQL(
+        " ORDER BY min(r.msg_id) OVER (PARTITION BY"
+        " coalesce(r.headers->>'x-pgmq-group', '_default_fifo_group')), r.msg_id"
+    ),
+    # read_grouped_head selects one head per group, oldest head first.
+    "grouped_head": sql.SQL(" ORDER BY r.msg_id"),
+    # read_grouped_rr orders its own result (layer by layer); WITH ORDINALITY keeps it.
+    "grouped_rr": sql.SQL(" ORDER BY r.ordinality"),
+}
+
+
 def read_grouped(mode: FifoMode, *, poll: bool, durable: bool = True) -> sql.Composed:
     """The FIFO read statement for ``mode`` (``pgmq.read_grouped*``), optionally long-polling.
+
+    Its rows come in the order the function selects them, across groups too:
+    ``grouped_rr`` in PGMQ's own round-robin order (A1, B1, A2); ``grouped`` group by
+    group (A1, A2, B1), the group with the oldest message first; ``grouped_head`` the
+    heads, oldest first. ``read_grouped`` and ``read_grouped_head`` return their rows
+    from an ``UPDATE ... RETURNING``, whose order SQL leaves open, so the statement sorts
+    them into their selection order; ``read_grouped_rr`` sorts its own result, which
+    ``WITH ORDINALITY`` carries through. Build messages from these rows with
+    ``messages_from_rows(..., in_order=True)``.
 
     Parameters: queue, vt, qty (+ max_poll_seconds, poll_interval_ms when ``poll``).
     ``durable=False``: see :func:`select_messages`.
@@ -129,8 +151,10 @@ def read_grouped(mode: FifoMode, *, poll: bool, durable: bool = True) -> sql.Com
         if poll
         else "(%s, %s::integer, %s::integer)"
     )
-    call = sql.Composed([sql.Identifier("pgmq", name), sql.SQL(args)])
-    return select_messages(call, durable=durable)
+    call = sql.Composed(
+        [sql.Identifier("pgmq", name), sql.SQL(args), sql.SQL(" WITH ORDINALITY AS r")]
+    )
+    return select_messages(call, durable=durable) + _GROUP_ORDER[mode]
 
 
 _ASYNC_COMMIT: Final = sql.SQL(
@@ -284,8 +308,16 @@ def messages_from_rows(
     queue: str,
     acknowledger: Acknowledger | None = None,
     loads: Callable[[str], Any] | None = None,
+    *,
+    in_order: bool = False,
 ) -> list[Message]:
-    """Build messages from rows, in ``msg_id`` order.
+    """Build messages from rows, in ``msg_id`` order (or the rows' order if ``in_order``).
+
+    PGMQ's ``read``, ``read_with_poll``, ``pop`` and ``set_vt`` (and the inline read)
+    return rows from an ``UPDATE``/``DELETE ... RETURNING``, in no defined order (rows a
+    ``set_vt`` moved come last); sorted by ``msg_id`` they come in the order the read
+    selected them. FIFO reads (:func:`read_grouped`) are already in their selection
+    order, which is not ``msg_id`` order across groups: pass ``in_order=True``.
 
     The same values as :func:`message_from_row`, set through the slots directly instead
     of the frozen dataclass ``__init__`` (one ``object.__setattr__`` per field, the main
@@ -312,7 +344,8 @@ def messages_from_rows(
         s_queue(m, queue)
         s_ack(m, acknowledger)
         msgs.append(m)
-    msgs.sort(key=_msg_id)
+    if not in_order:
+        msgs.sort(key=_msg_id)
     return msgs
 
 

@@ -41,7 +41,6 @@ from rx_pgmq._validate import QUEUE_NAME_RULE, check_queue_name
 from rx_pgmq.actions import Action, Archive, Delete, Nothing, SetVisibilityTimeout
 from rx_pgmq.client import PGMQ
 from rx_pgmq.errors import InvalidArgument, QueueNotFound, RxPgmqError
-from rx_pgmq.jupyter import peek_messages
 from rx_pgmq.message import Message
 
 __all__ = ["DemoResult", "cli", "main", "run_demo"]
@@ -235,32 +234,37 @@ def drop(ctx: click.Context, queue: str, missing_ok: bool, dsn: str | None) -> N
 @dsn_option
 @click.pass_context
 def queues(ctx: click.Context, dsn: str | None) -> None:
-    """List the queues with their metrics."""
+    """List the queues: metrics, kind, notification throttle and topic bindings."""
+    from rich.box import SIMPLE
     from rich.table import Table
 
     with PGMQ(_dsn(ctx, dsn)) as client:
-        infos = {q.queue_name: q for q in client.list_queues()}
-        metrics = {m.queue_name: m for m in client.metrics_all()}
-    table = Table(title=f"{len(infos)} queue(s)")
-    for column in ("queue", "length", "visible", "oldest s", "newest s", "total sent"):
-        table.add_column(column, justify="left" if column == "queue" else "right")
-    table.add_column("kind")
-    for name in sorted(infos):
-        info = infos[name]
-        m = metrics.get(name)
-        kind = "partitioned" if info.is_partitioned else "unlogged" if info.is_unlogged else ""
-        cells = (
-            [
-                str(m.queue_length),
-                str(m.queue_visible_length),
-                "-" if m.oldest_msg_age_sec is None else str(m.oldest_msg_age_sec),
-                "-" if m.newest_msg_age_sec is None else str(m.newest_msg_age_sec),
-                str(m.total_messages),
-            ]
-            if m is not None
-            else ["?"] * 5
+        details = client.queues()
+    table = Table(
+        title=f"{len(details)} queue(s); ages in s, notify throttle in ms",
+        box=SIMPLE,
+        pad_edge=False,
+        collapse_padding=True,
+    )
+    table.add_column("queue", no_wrap=True)
+    for column in ("length", "visible", "oldest", "newest", "sent"):
+        table.add_column(column, justify="right")
+    table.add_column("kind", no_wrap=True)
+    table.add_column("notify", justify="right", no_wrap=True)
+    table.add_column("topics", overflow="fold")
+    for q in details:
+        m = q.metrics
+        table.add_row(
+            _text(q.queue_name),
+            str(m.queue_length),
+            str(m.queue_visible_length),
+            "-" if m.oldest_msg_age_sec is None else str(m.oldest_msg_age_sec),
+            "-" if m.newest_msg_age_sec is None else str(m.newest_msg_age_sec),
+            str(m.total_messages),
+            q.kind,
+            "off" if q.notify_throttle_ms is None else str(q.notify_throttle_ms),
+            _text(" ".join(q.bindings)),
         )
-        table.add_row(_text(name), *cells, kind)
     _console().print(table)
 
 
@@ -282,22 +286,53 @@ def _parse_json(text: str, where: str) -> Any:
 
 
 @cli.command()
-@click.argument("queue")
+@click.argument("queue", required=False)
 @click.argument("bodies", nargs=-1, metavar="[JSON]...")
 @click.option("--header", "header", default=None, metavar="JSON", help="Headers (a JSON object).")
 @click.option("--delay", type=click.IntRange(min=0), default=0, help="Seconds before visible.")
+@click.option(
+    "--topic",
+    "routing_key",
+    default=None,
+    metavar="KEY",
+    help="Send to every queue bound to a pattern KEY matches (then give no QUEUE).",
+)
 @dsn_option
 @click.pass_context
 def send(
     ctx: click.Context,
-    queue: str,
+    queue: str | None,
     bodies: tuple[str, ...],
     header: str | None,
     delay: int,
+    routing_key: str | None,
     dsn: str | None,
 ) -> None:
-    """Send messages to QUEUE: one per JSON argument, or one per line of stdin."""
+    """Send messages to QUEUE: one per JSON argument, or one per line of stdin.
+
+    With --topic KEY there is no QUEUE: every queue bound to a pattern KEY matches gets
+    the messages, and each line printed is "QUEUE MSG_ID".
+    """
+    if routing_key is not None:
+        values, headers = _send_payload(bodies if queue is None else (queue, *bodies), header)
+        with PGMQ(_dsn(ctx, dsn)) as client:
+            _send_topic(client, routing_key, values, headers, delay)
+        return
+    if queue is None:
+        raise CliError("give a QUEUE, or --topic KEY (see: rx-pgmq send --help)")
     name = _queue(queue)
+    values, headers = _send_payload(bodies, header)
+    with PGMQ(_dsn(ctx, dsn)) as client:
+        _require_queue(client, name)
+        ids = client.send_batch(name, values, headers=headers, delay=delay)
+    for msg_id in ids:
+        click.echo(str(msg_id))
+
+
+def _send_payload(
+    bodies: tuple[str, ...], header: str | None
+) -> tuple[list[Any], list[dict[str, Any]] | None]:
+    """The bodies (from the arguments, else stdin lines) and their headers, parsed."""
     if bodies:
         values = [_parse_json(b, f"message {i}") for i, b in enumerate(bodies, 1)]
     else:
@@ -317,11 +352,7 @@ def send(
         if not isinstance(parsed, dict):
             raise CliError(f"--header must be a JSON object, got {header!r}")
         headers = [parsed] * len(values)
-    with PGMQ(_dsn(ctx, dsn)) as client:
-        _require_queue(client, name)
-        ids = client.send_batch(name, values, headers=headers, delay=delay)
-    for msg_id in ids:
-        click.echo(str(msg_id))
+    return values, headers
 
 
 @cli.command()
@@ -336,7 +367,8 @@ def peek(
 ) -> None:
     """Show the first messages of QUEUE without claiming them (no vt or read_ct change)."""
     name = _queue(queue)
-    messages = peek_messages(_dsn(ctx, dsn), name, count, archive=archive)
+    with PGMQ(_dsn(ctx, dsn)) as client:
+        messages = client.peek(name, count, archive=archive)
     if as_json:
         for m in messages:
             click.echo(_compact(_record(m)))
@@ -370,6 +402,110 @@ def _record(m: Message) -> dict[str, Any]:
         "headers": m.headers,
         "body": m.body,
     }
+
+
+# -- topics ---------------------------------------------------------------------------------
+
+
+def _send_topic(
+    client: PGMQ,
+    routing_key: str,
+    values: list[Any],
+    headers: list[dict[str, Any]] | None,
+    delay: int,
+) -> None:
+    """``send --topic``: print "QUEUE MSG_ID" per message sent; warn when nothing matched."""
+    sent = client.send_batch_topic(routing_key, values, headers=headers, delay=delay)
+    if not sent:
+        click.echo(
+            f"rx-pgmq: no queue is bound to a pattern matching {routing_key!r}: nothing sent "
+            "(see: rx-pgmq topics list)",
+            err=True,
+        )
+    for name, ids in sent.items():
+        for msg_id in ids:
+            click.echo(f"{name} {msg_id}")
+
+
+@cli.group()
+def topics() -> None:
+    """Topic routing (PGMQ 1.11+): bind queues to patterns, list and test bindings.
+
+    A pattern's `*` matches one dot-separated segment, `#` any number: a message sent with
+    `rx-pgmq send --topic orders.eu.created` reaches queues bound to `orders.#` or
+    `orders.*.created`.
+    """
+
+
+@topics.command("bind")
+@click.argument("pattern")
+@click.argument("queue")
+@dsn_option
+@click.pass_context
+def topics_bind(ctx: click.Context, pattern: str, queue: str, dsn: str | None) -> None:
+    """Route messages whose routing key matches PATTERN to QUEUE."""
+    name = _queue(queue)
+    with PGMQ(_dsn(ctx, dsn)) as client:
+        client.bind_topic(pattern, name)
+    click.echo(f"bound {pattern} -> {name}")
+
+
+@topics.command("unbind")
+@click.argument("pattern")
+@click.argument("queue")
+@click.option("--missing-ok", is_flag=True, help="Succeed if there is no such binding.")
+@dsn_option
+@click.pass_context
+def topics_unbind(
+    ctx: click.Context, pattern: str, queue: str, missing_ok: bool, dsn: str | None
+) -> None:
+    """Remove the binding of PATTERN to QUEUE."""
+    name = _queue(queue)
+    with PGMQ(_dsn(ctx, dsn)) as client:
+        removed = client.unbind_topic(pattern, name)
+    if not removed and not missing_ok:
+        raise CliError(f"{pattern} is not bound to {name} (see: rx-pgmq topics list)")
+    click.echo(f"unbound {pattern} -> {name}" if removed else f"{pattern} was not bound")
+
+
+@topics.command("list")
+@click.argument("queue", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON lines instead of a table.")
+@dsn_option
+@click.pass_context
+def topics_list(ctx: click.Context, queue: str | None, as_json: bool, dsn: str | None) -> None:
+    """List the bindings (of QUEUE only, if given), newest first."""
+    name = None if queue is None else _queue(queue)
+    with PGMQ(_dsn(ctx, dsn)) as client:
+        bindings = client.list_topic_bindings(name)
+    if as_json:
+        for b in bindings:
+            record = {"pattern": b.pattern, "queue": b.queue_name, "bound_at": b.bound_at}
+            click.echo(_compact(record))
+        return
+    from rich.table import Table
+
+    table = Table(title=f"{len(bindings)} binding(s)")
+    for column in ("pattern", "queue", "bound at"):
+        table.add_column(column)
+    for b in bindings:
+        when = b.bound_at.strftime("%Y-%m-%d %H:%M:%S")
+        table.add_row(_text(b.pattern), _text(b.queue_name), when)
+    _console().print(table)
+
+
+@topics.command("test")
+@click.argument("routing_key", metavar="KEY")
+@dsn_option
+@click.pass_context
+def topics_test(ctx: click.Context, routing_key: str, dsn: str | None) -> None:
+    """Show which bindings a routing KEY matches, one "PATTERN QUEUE" per line (no send)."""
+    with PGMQ(_dsn(ctx, dsn)) as client:
+        matches = client.test_routing(routing_key)
+    if not matches:
+        click.echo(f"rx-pgmq: {routing_key!r} matches no binding", err=True)
+    for m in matches:
+        click.echo(f"{m.pattern} {m.queue_name}")
 
 
 # -- tail ---------------------------------------------------------------------------------

@@ -4,15 +4,21 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, overload
 
 import psycopg
 
-from rx_pgmq import _sql
+from rx_pgmq import _sql, _sql_api
+from rx_pgmq._api_base import Delay, batch_payload, delay_or_time
+from rx_pgmq._api_fifo import FifoAPI
+from rx_pgmq._api_queues import QueuesAPI
+from rx_pgmq._api_topics import TopicsAPI
+from rx_pgmq._bodytype import body_decoder, decode_messages, encode_body
 from rx_pgmq._conn import Conninfo, ConnSource
 from rx_pgmq._dberrors import translate
+from rx_pgmq._records import Partitioning
 from rx_pgmq._validate import (
     MAX_INT8,
     check_body,
@@ -23,7 +29,7 @@ from rx_pgmq._validate import (
     whole_seconds,
 )
 from rx_pgmq.errors import InvalidArgument, QueueNotFound
-from rx_pgmq.message import Message, QueueInfo, QueueMetrics
+from rx_pgmq.message import BodyT, Message, QueueInfo, QueueMetrics
 
 __all__ = ["PGMQ"]
 
@@ -58,8 +64,14 @@ def _conditional(value: object) -> str:
     return check_body(dict(value), "conditional")
 
 
-class PGMQ:
+class PGMQ(TopicsAPI, FifoAPI, QueuesAPI):
     """A PGMQ client over psycopg 3: queue admin, producer side, low-level reads and acks.
+
+    It runs all of PGMQ 1.13 (the README's table maps each PGMQ function to its method):
+    topics (:class:`~rx_pgmq._api_topics.TopicsAPI`), FIFO group reads
+    (:class:`~rx_pgmq._api_fifo.FifoAPI`), queue details, notification throttles,
+    partitioned queues and peeking (:class:`~rx_pgmq._api_queues.QueuesAPI`). A function
+    missing from an older PGMQ raises ``PGMQOutdated`` naming the version that has it.
 
     Args:
         conninfo: A conninfo string or URI (the client keeps a small private pool), a
@@ -124,17 +136,32 @@ class PGMQ:
 
     # -- administration ------------------------------------------------------------------
 
-    def create_queue(self, name: str, unlogged: bool = False) -> None:
+    def create_queue(
+        self, name: str, unlogged: bool = False, partitioned: bool | Partitioning = False
+    ) -> None:
         """Create a queue (and its archive); a no-op if it exists.
 
         Args:
             name: The queue name (``^[a-z_][a-z0-9_]{0,46}$``).
             unlogged: Create it ``UNLOGGED`` (faster, lost on a crash).
+            partitioned: Partition it with ``pg_partman`` (``pgmq.create_partitioned``):
+                True for PGMQ's defaults, or a :class:`~rx_pgmq.Partitioning`.
 
         Raises:
-            InvalidArgument: On a bad name.
+            InvalidArgument: On a bad name or partitioning, or both options.
+            PGMQFeatureMissing: If ``partitioned`` and the database lacks ``pg_partman``.
         """
         check_queue_name(name, "name")
+        if not isinstance(partitioned, bool | Partitioning):
+            raise InvalidArgument(
+                "partitioned", f"must be a bool or a Partitioning, got {partitioned!r}"
+            )
+        if partitioned:
+            if unlogged:
+                raise InvalidArgument("unlogged", "a partitioned queue cannot be unlogged")
+            plan = partitioned if isinstance(partitioned, Partitioning) else Partitioning()
+            self._create_partitioned(name, plan)
+            return
         with self._cursor(name) as cur:
             cur.execute(_sql.CREATE_UNLOGGED if unlogged else _sql.CREATE, (name,))
 
@@ -224,26 +251,30 @@ class PGMQ:
         name: str,
         body: Any,
         headers: Mapping[str, Any] | None = None,
-        delay: Duration = 0,
+        delay: Delay = 0,
     ) -> int:
         """Send one message. Returns its ``msg_id``.
 
         Args:
             name: The queue.
-            body: Any JSON-serializable value.
-            headers: A JSON object or None.
-            delay: Seconds (int) or timedelta before it becomes visible.
+            body: Any JSON-serializable value, or an instance of a dataclass,
+                ``msgspec.Struct`` or pydantic model (sent as its JSON form).
+            headers: A JSON object (str keys) or None; see the README's "Headers" for the
+                keys PGMQ and rx_pgmq use (``x-pgmq-group``, ``x-rx-pgmq-*``).
+            delay: Seconds (int) or timedelta before it becomes visible, or an aware
+                datetime when it does.
 
         Raises:
             InvalidArgument: On a bad name, body, headers or delay (before any SQL).
             QueueNotFound: If the queue does not exist.
         """
         check_queue_name(name, "name")
-        text = check_body(body)
+        text = check_body(encode_body(body))
         head = check_headers(headers)
-        secs = whole_seconds(delay, "delay")
+        when = delay_or_time(delay, "delay")
+        stmt = _sql_api.SEND_AT if isinstance(when, datetime) else _sql.SEND
         with self._cursor(name) as cur:
-            row = cur.execute(_sql.SEND, (name, text, head, secs)).fetchone()
+            row = cur.execute(stmt, (name, text, head, when)).fetchone()
             assert row is not None
             return int(row[0])
 
@@ -252,7 +283,7 @@ class PGMQ:
         name: str,
         bodies: Sequence[Any],
         headers: Sequence[Mapping[str, Any] | None] | None = None,
-        delay: Duration = 0,
+        delay: Delay = 0,
     ) -> list[int]:
         """Send several messages in one statement. Returns their ids in order.
 
@@ -260,34 +291,19 @@ class PGMQ:
             name: The queue.
             bodies: JSON-serializable values (at least one).
             headers: None, or one header object (or None) per body.
-            delay: Seconds (int) or timedelta before they become visible.
+            delay: Seconds (int) or timedelta before they become visible, or an aware
+                datetime when they do.
 
         Raises:
             InvalidArgument: On a bad name, body, headers or delay (before any SQL).
             QueueNotFound: If the queue does not exist.
         """
         check_queue_name(name, "name")
-        if isinstance(bodies, str | bytes | Mapping) or not isinstance(bodies, Sequence):
-            raise InvalidArgument("bodies", f"must be a list of message bodies, got {bodies!r}")
-        if not bodies:
-            raise InvalidArgument("bodies", "must hold at least one message body")
-        texts = [check_body(b, f"bodies[{i}]") for i, b in enumerate(bodies)]
-        heads: list[str | None] | None = None
-        if headers is not None:
-            if isinstance(headers, str | bytes | Mapping) or not isinstance(headers, Sequence):
-                raise InvalidArgument("headers", "must be a list with one entry per body, or None")
-            if len(headers) != len(bodies):
-                raise InvalidArgument(
-                    "headers", f"has {len(headers)} entries for {len(bodies)} bodies"
-                )
-            heads = [check_headers(h, f"headers[{i}]") for i, h in enumerate(headers)]
-            if all(h is None for h in heads):
-                heads = None
-            else:
-                heads = [h if h is not None else "null" for h in heads]
-        secs = whole_seconds(delay, "delay")
+        texts, heads = batch_payload(bodies, headers)
+        when = delay_or_time(delay, "delay")
+        stmt = _sql_api.SEND_BATCH_AT if isinstance(when, datetime) else _sql.SEND_BATCH
         with self._cursor(name) as cur:
-            rows = cur.execute(_sql.SEND_BATCH, (name, texts, heads, secs)).fetchall()
+            rows = cur.execute(stmt, (name, texts, heads, when)).fetchall()
             return [int(r[0]) for r in rows]
 
     # -- low-level reads -----------------------------------------------------------------
@@ -298,20 +314,33 @@ class PGMQ:
         vt: Duration,
         qty: int = 1,
         conditional: Mapping[str, Any] | None = None,
-    ) -> list[Message]:
+        *,
+        body_type: type[BodyT] | None = None,
+    ) -> list[Message[BodyT]]:
         """Claim up to ``qty`` visible messages, hiding them for ``vt`` seconds.
 
+        Args:
+            name: The queue.
+            vt: Seconds (int) or timedelta to hide them for.
+            qty: Most messages to claim.
+            conditional: Only messages whose body contains this JSON object.
+            body_type: Decode each body into this dataclass, TypedDict, msgspec.Struct or
+                pydantic model class (``Message[body_type]``); None keeps parsed JSON.
+
         Raises:
-            InvalidArgument: On a bad name, vt, qty or conditional.
+            InvalidArgument: On a bad name, vt, qty, conditional or body_type.
             QueueNotFound: If the queue does not exist.
+            BodyMismatch: If a body does not fit ``body_type``; the read is rolled back,
+                so nothing is claimed.
         """
         check_queue_name(name, "name")
         secs = whole_seconds(vt, "vt")
         check_positive_int(qty, "qty")
         cond = _conditional(conditional)
+        decode = body_decoder(body_type)
         with self._cursor(name) as cur:
             rows = cur.execute(_sql.READ, (name, secs, qty, cond)).fetchall()
-        return _sql.messages_from_rows(rows, name)
+            return decode_messages(_sql.messages_from_rows(rows, name), decode)
 
     def read_with_poll(
         self,
@@ -321,12 +350,15 @@ class PGMQ:
         max_poll_seconds: int = 5,
         poll_interval_ms: int = 100,
         conditional: Mapping[str, Any] | None = None,
-    ) -> list[Message]:
+        *,
+        body_type: type[BodyT] | None = None,
+    ) -> list[Message[BodyT]]:
         """Like :meth:`read`, but wait in the server up to ``max_poll_seconds`` for messages.
 
         Raises:
             InvalidArgument: On a bad argument.
             QueueNotFound: If the queue does not exist.
+            BodyMismatch: If a body does not fit ``body_type`` (nothing is claimed).
         """
         check_queue_name(name, "name")
         secs = whole_seconds(vt, "vt")
@@ -335,22 +367,28 @@ class PGMQ:
         check_positive_int(poll_interval_ms, "poll_interval_ms")
         cond = _conditional(conditional)
         params = (name, secs, qty, max_poll_seconds, poll_interval_ms, cond)
+        decode = body_decoder(body_type)
         with self._cursor(name) as cur:
             rows = cur.execute(_sql.READ_WITH_POLL, params).fetchall()
-        return _sql.messages_from_rows(rows, name)
+            return decode_messages(_sql.messages_from_rows(rows, name), decode)
 
-    def pop(self, name: str, qty: int = 1) -> list[Message]:
+    def pop(
+        self, name: str, qty: int = 1, *, body_type: type[BodyT] | None = None
+    ) -> list[Message[BodyT]]:
         """Read and delete up to ``qty`` messages (at-most-once).
 
         Raises:
-            InvalidArgument: On a bad name or qty.
+            InvalidArgument: On a bad name, qty or body_type.
             QueueNotFound: If the queue does not exist.
+            BodyMismatch: If a body does not fit ``body_type``; the pop is rolled back,
+                so nothing is deleted.
         """
         check_queue_name(name, "name")
         check_positive_int(qty, "qty")
+        decode = body_decoder(body_type)
         with self._cursor(name) as cur:
             rows = cur.execute(_sql.POP, (name, qty)).fetchall()
-        return _sql.messages_from_rows(rows, name)
+            return decode_messages(_sql.messages_from_rows(rows, name), decode)
 
     # -- low-level acks ------------------------------------------------------------------
 
@@ -386,29 +424,36 @@ class PGMQ:
             return sorted(int(r[0]) for r in cur.execute(many, (name, ids)).fetchall())
 
     @overload
-    def set_vt(self, name: str, msg_id: int, vt: Duration) -> Message | None: ...
+    def set_vt(self, name: str, msg_id: int, vt: Delay) -> Message | None: ...
     @overload
-    def set_vt(self, name: str, msg_id: Sequence[int], vt: Duration) -> list[Message]: ...
+    def set_vt(self, name: str, msg_id: Sequence[int], vt: Delay) -> list[Message]: ...
 
     def set_vt(
-        self, name: str, msg_id: int | Sequence[int], vt: Duration
+        self, name: str, msg_id: int | Sequence[int], vt: Delay
     ) -> Message | list[Message] | None:
-        """Make message(s) visible again ``vt`` seconds from now.
+        """Make message(s) visible again ``vt`` seconds from now, or at an aware datetime.
 
         Returns:
             The updated message (None if it does not exist), or the list of updated ones.
+
+        Raises:
+            InvalidArgument: On a bad name, id or vt (a naive datetime included).
+            PGMQOutdated: For a datetime on a PGMQ older than 1.13.
         """
         check_queue_name(name, "name")
-        secs = whole_seconds(vt, "vt")
+        when = delay_or_time(vt, "vt")
+        at = isinstance(when, datetime)
         if isinstance(msg_id, int):
             mid = _id(msg_id)
+            stmt = _sql_api.SET_VT_ONE_AT if at else _sql.SET_VT_ONE
             with self._cursor(name) as cur:
-                rows = cur.execute(_sql.SET_VT_ONE, (name, mid, secs)).fetchall()
+                rows = cur.execute(stmt, (name, mid, when)).fetchall()
             msgs = _sql.messages_from_rows(rows, name)
             return msgs[0] if msgs else None
         ids = _ids(msg_id, "msg_id")
         if not ids:
             return []
         with self._cursor(name) as cur:
-            rows = cur.execute(_sql.SET_VT_MANY, (name, ids, secs)).fetchall()
+            stmt = _sql_api.SET_VT_MANY_AT if at else _sql.SET_VT_MANY
+            rows = cur.execute(stmt, (name, ids, when)).fetchall()
         return _sql.messages_from_rows(rows, name)

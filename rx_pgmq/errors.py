@@ -8,9 +8,11 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "BodyMismatch",
     "ConnectionLost",
     "InvalidArgument",
     "NotAcknowledgeable",
+    "PGMQFeatureMissing",
     "PGMQNotInstalled",
     "PGMQOutdated",
     "PermissionDenied",
@@ -91,6 +93,10 @@ class PGMQOutdated(PGMQNotInstalled):
     """PGMQ is installed, but lacks a function this call needs (an older PGMQ version).
 
     A subclass of :class:`PGMQNotInstalled`, so code that catches that still catches it.
+
+    Attributes:
+        needs: The first PGMQ version with the missing function (e.g. ``"1.11.0"``), or
+            ``""`` when rx_pgmq does not know it.
     """
 
     __module__ = "rx_pgmq.errors"
@@ -99,6 +105,44 @@ class PGMQOutdated(PGMQNotInstalled):
         "version); upgrade it (`ALTER EXTENSION pgmq UPDATE`, or the SQL of a newer pgmq "
         "package) or avoid the option that needs it"
     )
+
+    def __init__(self, detail: str = "", needs: str = "") -> None:
+        super().__init__(detail)
+        self.needs = needs
+        if needs:
+            hint = self._HINT.replace("(an older version)", f"(it needs PGMQ {needs} or later)")
+            self.args = (f"{hint} ({detail})" if detail else hint,)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self._detail, self.needs))
+
+
+_PACKAGES = {"pg_partman": " (Debian/Ubuntu package: postgresql-<major>-partman)"}
+"""Where to get an extension, for the error text."""
+
+
+class PGMQFeatureMissing(RxPgmqError):
+    """The call needs a PostgreSQL extension the database lacks (e.g. ``pg_partman``).
+
+    Attributes:
+        extension: The missing extension's name.
+        feature: What needs it (e.g. ``"partitioned queues"``).
+    """
+
+    __module__ = "rx_pgmq.errors"
+
+    def __init__(self, extension: str, feature: str) -> None:
+        package = _PACKAGES.get(extension, "")
+        super().__init__(
+            f"{feature} need the PostgreSQL extension {extension}, which this database "
+            f"lacks: install it on the server{package}, then run "
+            f"`CREATE EXTENSION {extension}` as a superuser"
+        )
+        self.extension = extension
+        self.feature = feature
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.extension, self.feature))
 
 
 class PermissionDenied(_WithDetail):
@@ -126,3 +170,32 @@ class NotAcknowledgeable(RxPgmqError):
     """
 
     __module__ = "rx_pgmq.errors"
+
+
+class BodyMismatch(RxPgmqError, ValueError):
+    """A message body does not fit the body type it was read with.
+
+    Attributes:
+        body_type: The expected type's name.
+        detail: What does not fit.
+        msg_id: The message's id, when known.
+        queue: Its queue, when known.
+    """
+
+    __module__ = "rx_pgmq.errors"
+
+    def __init__(
+        self, body_type: str, detail: str, msg_id: int | None = None, queue: str | None = None
+    ) -> None:
+        which = "the body" if msg_id is None else f"the body of message {msg_id} of {queue!r}"
+        super().__init__(
+            f"{which} does not fit {body_type}: {detail}; fix the sender, or read without "
+            "body_type to see the raw JSON"
+        )
+        self.body_type = body_type
+        self.detail = detail
+        self.msg_id = msg_id
+        self.queue = queue
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.body_type, self.detail, self.msg_id, self.queue))

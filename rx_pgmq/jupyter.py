@@ -23,17 +23,14 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import psycopg
-from psycopg import sql
 from psycopg_pool import ConnectionPool
 from reactivex import Observable, abc
 
-from rx_pgmq import _html, _sql
-from rx_pgmq._conn import ConnSource, connect
-from rx_pgmq._dberrors import translate
+from rx_pgmq import _html
 from rx_pgmq._source import ControlledSource, QueueSource
-from rx_pgmq._validate import check_positive_int, check_queue_name
+from rx_pgmq._validate import check_positive_int
 from rx_pgmq.client import PGMQ
-from rx_pgmq.errors import InvalidArgument, QueueNotFound
+from rx_pgmq.errors import InvalidArgument
 from rx_pgmq.message import Message, QueueMetrics
 
 __all__ = [
@@ -124,8 +121,7 @@ def peek_messages(
 ) -> list[Message]:
     """The first ``n`` messages of a queue (by ``msg_id``), **without claiming them**.
 
-    A plain ``SELECT`` on the queue's table: unlike a read, it changes neither ``vt`` nor
-    ``read_ct``, and it sees messages that are currently invisible too.
+    :meth:`rx_pgmq.PGMQ.peek` on a client made for the call (or the client given).
 
     Args:
         conninfo: A conninfo string, pool, connection or :class:`rx_pgmq.PGMQ` client.
@@ -140,37 +136,10 @@ def peek_messages(
         InvalidArgument: On a bad queue name or ``n``.
         QueueNotFound: If the queue does not exist.
     """
-    check_queue_name(queue)
-    check_positive_int(n, "n")
-    query = sql.SQL("SELECT {cols} FROM {table} ORDER BY msg_id LIMIT %s").format(
-        cols=sql.SQL(_sql.MESSAGE_COLUMNS), table=_sql.queue_table(queue, "a" if archive else "q")
-    )
-    try:
-        if isinstance(conninfo, str):
-            with connect(conninfo, application_name="rx_pgmq.peek") as conn:
-                rows = _peek(conn, queue, query, n)
-        else:
-            source = ConnSource(
-                conninfo.conninfo if isinstance(conninfo, PGMQ) else conninfo,
-                application_name="rx_pgmq.peek",
-            )
-            try:
-                with source.connection() as conn:
-                    rows = _peek(conn, queue, query, n)
-            finally:
-                source.close()
-    except psycopg.Error as exc:
-        raise translate(exc, queue) from exc
-    return _sql.messages_from_rows(rows, queue)
-
-
-def _peek(
-    conn: psycopg.Connection[Any], queue: str, query: sql.Composed, n: int
-) -> list[tuple[Any, ...]]:
-    row = conn.execute(_sql.QUEUE_EXISTS, (queue,)).fetchone()
-    if not row or not row[0]:
-        raise QueueNotFound(queue)
-    return conn.execute(query, (n,)).fetchall()
+    if isinstance(conninfo, PGMQ):
+        return conninfo.peek(queue, n, archive=archive)
+    with PGMQ(conninfo) as client:
+        return client.peek(queue, n, archive=archive)
 
 
 def peek(conninfo: Conninfo, queue: str, n: int = 20, *, archive: bool = False) -> MessageTable:

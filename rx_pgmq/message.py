@@ -5,12 +5,14 @@ from __future__ import annotations
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol
+
+from typing_extensions import TypeVar
 
 from rx_pgmq.actions import AckStatus, Action, Delete, SetVisibilityTimeout
 from rx_pgmq.errors import NotAcknowledgeable
 
-__all__ = ["Acknowledger", "Message", "QueueInfo", "QueueMetrics"]
+__all__ = ["Acknowledger", "BodyT", "Message", "QueueInfo", "QueueMetrics"]
 
 
 class Acknowledger(Protocol):
@@ -27,9 +29,15 @@ class Acknowledger(Protocol):
         ...
 
 
+BodyT = TypeVar("BodyT", default=Any)
+"""The type of a message's body: ``Any`` (parsed JSON) unless read with a ``body_type``."""
+
+
 @dataclass(frozen=True, slots=True)
-class Message:
+class Message(Generic[BodyT]):
     """One PGMQ message as read by a consumer (PGMQ's ``message_record``).
+
+    Generic in its body's type: ``Message`` alone is ``Message[Any]``.
 
     Attributes:
         msg_id: The id PGMQ assigned on send.
@@ -47,7 +55,7 @@ class Message:
     enqueued_at: datetime
     last_read_at: datetime | None
     vt: datetime
-    body: Any
+    body: BodyT
     headers: dict[str, Any] | None
     queue: str
     _acknowledger: Acknowledger | None = field(default=None, compare=False, repr=False)

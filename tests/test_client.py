@@ -205,6 +205,8 @@ def test_dsn_of_a_connection_client_keeps_the_password(unprivileged_dsn: str) ->
 # -- administration ----------------------------------------------------------------------
 
 
+# EctoPGMQ: "create_non_partitioned/3 will create a non-partitioned queue",
+# "create_queue/3 will create an unpartitioned queue"
 def test_create_queue_is_idempotent_and_listed(pgmq: PGMQ, fresh_name: str) -> None:
     """create_queue makes a logged queue that list_queues/queue_exists see; again is a no-op."""
     assert not pgmq.queue_exists(fresh_name)
@@ -222,6 +224,8 @@ def test_create_queue_is_idempotent_and_listed(pgmq: PGMQ, fresh_name: str) -> N
     assert [m.msg_id for m in pgmq.read(fresh_name, 30)] == [msg_id]
 
 
+# EctoPGMQ: "create_unlogged/3 will create an unlogged queue",
+# "create_queue/3 will create an unlogged queue"
 def test_create_queue_unlogged_shows_in_list_queues(pgmq: PGMQ, fresh_name: str) -> None:
     """create_queue(unlogged=True) makes an UNLOGGED queue (list_queues: is_unlogged)."""
     pgmq.create_queue(fresh_name, unlogged=True)
@@ -231,6 +235,7 @@ def test_create_queue_unlogged_shows_in_list_queues(pgmq: PGMQ, fresh_name: str)
     assert pgmq.pop(fresh_name)[0].body == {"fast": True}
 
 
+# EctoPGMQ: "list_queues/2 will list all queues", "all_queues/2 will list all queues"
 def test_list_queues_is_sorted_by_name(pgmq: PGMQ) -> None:
     """list_queues returns QueueInfo rows ordered by name."""
     names = [_unique("tc_b"), _unique("tc_a")]
@@ -245,6 +250,7 @@ def test_list_queues_is_sorted_by_name(pgmq: PGMQ) -> None:
             pgmq.drop_queue(n)
 
 
+# EctoPGMQ: "drop_queue/3 will drop a queue" (pgmq_test.exs and ecto_pgmq_test.exs)
 def test_drop_queue_reports_whether_it_existed(pgmq: PGMQ, fresh_name: str) -> None:
     """drop_queue returns True when it dropped the queue, False when there was none."""
     pgmq.create_queue(fresh_name)
@@ -253,6 +259,7 @@ def test_drop_queue_reports_whether_it_existed(pgmq: PGMQ, fresh_name: str) -> N
     assert pgmq.drop_queue(fresh_name) is False
 
 
+# EctoPGMQ: "purge_queue/3 will purge messages from a queue" (both files)
 def test_purge_queue_returns_how_many_it_deleted(pgmq: PGMQ, pgmq_queue: str) -> None:
     """purge_queue deletes every message (visible or not) and returns the count."""
     pgmq.send_batch(pgmq_queue, [1, 2, 3])
@@ -288,6 +295,7 @@ def test_metrics_use_pgmq_field_names_and_count_hidden_messages(
     assert (m.queue_length, m.queue_visible_length, m.total_messages) == (2, 1, 3)
 
 
+# EctoPGMQ: "metrics_all/2 will return metrics for all queues"
 def test_metrics_all_holds_every_queue_sorted(pgmq: PGMQ, pgmq_queue: str) -> None:
     """metrics_all returns one QueueMetrics per queue, ordered by queue name."""
     pgmq.send(pgmq_queue, 1)
@@ -348,6 +356,8 @@ def test_send_batch_without_headers_keeps_order(pgmq: PGMQ, pgmq_queue: str) -> 
     ]
 
 
+# EctoPGMQ: "send_messages/4 will send messages to a queue", "... with groups to a queue",
+# "... with groups and headers to a queue"
 def test_send_batch_with_headers_pairs_each_header_with_its_body(
     pgmq: PGMQ, pgmq_queue: str
 ) -> None:
@@ -357,6 +367,7 @@ def test_send_batch_with_headers_pairs_each_header_with_its_body(
     assert got == {ids[0]: ("a", {"h": 1}), ids[1]: ("b", None), ids[2]: ("c", {"h": "ç"})}
 
 
+# EctoPGMQ: "send_batch/6 will send messages to a queue with an integer delay"
 def test_send_batch_with_delay_hides_the_batch(pgmq: PGMQ, pgmq_queue: str) -> None:
     """send_batch(delay=...) hides every message of the batch."""
     pgmq.send_batch(pgmq_queue, [1, 2], delay=30)
@@ -428,6 +439,8 @@ def test_every_json_body_type_round_trips_through_send_batch(pgmq: PGMQ, pgmq_qu
 # -- low-level reads ---------------------------------------------------------------------
 
 
+# EctoPGMQ: "read/6 will read messages from a queue",
+# "read_messages/5 will read messages from a queue without grouping"
 def test_read_claims_qty_messages_and_hides_them_for_vt(pgmq: PGMQ, pgmq_queue: str) -> None:
     """read(qty=2, vt=30) returns the two oldest messages with read_ct 1 and vt ~30 s ahead;
     while hidden, later reads skip them."""
@@ -471,6 +484,8 @@ def test_read_with_conditional_returns_only_matching_messages(pgmq: PGMQ, pgmq_q
     assert [m.msg_id for m in pgmq.read(pgmq_queue, 30, qty=5, conditional={})] == [a]
 
 
+# EctoPGMQ: "read_with_poll/8 will poll until messages are available" (pgmq_poll_test.exs),
+# "read_messages/5 will read messages with a poll from a queue without grouping"
 def test_read_with_poll_returns_as_soon_as_a_message_arrives(
     pgmq: PGMQ, pgmq_queue: str, pgmq_dsn: str
 ) -> None:
@@ -508,6 +523,8 @@ def test_read_with_poll_on_an_empty_queue_returns_empty_after_max_poll_seconds(
     assert 0.9 <= elapsed < 10
 
 
+# EctoPGMQ: "pop/4 will pop messages", "read_messages/5 will read messages from a queue
+# without grouping and immediately delete them"
 def test_pop_deletes_what_it_returns(pgmq: PGMQ, pgmq_queue: str) -> None:
     """pop returns up to qty messages and deletes them (at-most-once)."""
     ids = pgmq.send_batch(pgmq_queue, ["a", "b", "c"])
@@ -533,6 +550,7 @@ def test_delete_single_reports_whether_it_deleted(
     assert _archived(db, pgmq_queue) == {}
 
 
+# EctoPGMQ: "delete/4 will delete messages", "delete_messages/4 will delete messages from a queue"
 def test_delete_list_returns_the_ids_it_deleted(
     pgmq: PGMQ, pgmq_queue: str, db: psycopg.Connection[Any]
 ) -> None:
@@ -558,6 +576,8 @@ def test_archive_single_moves_the_message_to_the_archive_table(
     assert [m.msg_id for m in pgmq.read(pgmq_queue, 30, qty=5)] == [keep]
 
 
+# EctoPGMQ: "archive/4 will archive messages", "archive_messages/4 will archive messages from a
+# queue"
 def test_archive_list_returns_the_ids_it_archived(
     pgmq: PGMQ, pgmq_queue: str, db: psycopg.Connection[Any]
 ) -> None:
@@ -588,6 +608,8 @@ def test_set_vt_single_hides_and_zero_shows_again(
     assert pgmq.set_vt(pgmq_queue, msg_id + 1000, 0) is None
 
 
+# EctoPGMQ: "set_vt/5 will update message visibility timeouts with an integer delay",
+# "update_messages/5 will update message visibility timeouts"
 @pytest.mark.parametrize("vt", [0, timedelta(0)], ids=["int", "timedelta"])
 def test_set_vt_list_releases_read_messages(
     pgmq: PGMQ, pgmq_queue: str, vt: int | timedelta
@@ -624,6 +646,8 @@ def listen(pgmq_dsn: str) -> Iterator[Callable[[str], psycopg.Connection[Any]]]:
         c.close()
 
 
+# EctoPGMQ: "enable_notify_insert/4 will enable insert notifications" (disabling:
+# test_client_queues.py::test_update_notify_changes_the_throttle_and_list_shows_it)
 def test_enable_notify_makes_a_send_notify_listeners(
     pgmq: PGMQ, pgmq_queue: str, listen: Callable[[str], psycopg.Connection[Any]]
 ) -> None:

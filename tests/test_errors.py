@@ -14,10 +14,12 @@ from psycopg import errors as pgerr
 from rx_pgmq import Message, errors
 from rx_pgmq._dberrors import is_transient, translate
 from rx_pgmq.errors import (
+    BodyMismatch,
     ConnectionLost,
     InvalidArgument,
     NotAcknowledgeable,
     PermissionDenied,
+    PGMQFeatureMissing,
     PGMQNotInstalled,
     PGMQOutdated,
     QueueNotFound,
@@ -43,7 +45,7 @@ def test_errors_module_exports_every_error_class_sorted() -> None:
         and obj.__module__.startswith("rx_pgmq")
     }
     assert set(errors.__all__) == defined
-    assert len(ERROR_CLASSES) == len(errors.__all__) == 8
+    assert len(ERROR_CLASSES) == len(errors.__all__) == 10
 
 
 @pytest.mark.parametrize("cls", ERROR_CLASSES, ids=lambda c: c.__name__)
@@ -105,7 +107,7 @@ def test_not_acknowledgeable_from_a_plain_message_says_what_to_use() -> None:
     """Settling a message not read by a consumer raises NotAcknowledgeable pointing at
     PGMQ.delete/archive/set_vt."""
     now = datetime.now(UTC)
-    msg = Message(
+    msg: Message = Message(
         msg_id=7,
         read_ct=1,
         enqueued_at=now,
@@ -163,6 +165,32 @@ def test_translate_a_missing_pgmq_function_is_pgmq_outdated() -> None:
         assert "pgmq.read_grouped" in str(out) and "upgrade" in str(out)
     other = pgerr.UndefinedFunction("function public.f() does not exist")
     assert translate(other) is other
+
+
+@pytest.mark.parametrize(
+    ("text", "needs"),
+    [
+        ("function pgmq.read_grouped(unknown, integer, integer) does not exist", "1.9.0"),
+        ("function pgmq.read_grouped_head(unknown, integer, integer) does not exist", "1.11.0"),
+        ("function pgmq.bind_topic(unknown, unknown) does not exist", "1.11.0"),
+        ("function pgmq.update_notify_insert(unknown, integer) does not exist", "1.11.0"),
+        (
+            "function pgmq.set_vt(unknown, bigint, timestamp with time zone) does not exist",
+            "1.13.0",
+        ),
+        ("function pgmq.set_vt(unknown, bigint, integer) does not exist", ""),
+        ("function pgmq.metrics(unknown) does not exist", ""),
+    ],
+)
+def test_pgmq_outdated_names_the_version_with_the_missing_function(text: str, needs: str) -> None:
+    """#18 item 2: a missing function newer than PGMQ 1.5 gives PGMQOutdated naming the
+    PGMQ version that has it ("needs PGMQ X or later"); one rx_pgmq knows no version for
+    keeps the plain upgrade hint."""
+    out = translate(pgerr.UndefinedFunction(text))
+    assert isinstance(out, PGMQOutdated)
+    assert out.needs == needs
+    assert (f"needs PGMQ {needs} or later" in str(out)) == bool(needs)
+    assert "upgrade" in str(out) and text in str(out)
 
 
 @pytest.mark.parametrize(
@@ -237,6 +265,9 @@ PICKLED_ERRORS: list[RxPgmqError] = [
     PGMQNotInstalled(),
     PGMQNotInstalled('schema "pgmq" does not exist'),
     PGMQOutdated("function pgmq.read_grouped(unknown, integer, integer) does not exist"),
+    PGMQOutdated("function pgmq.bind_topic(unknown, unknown) does not exist", needs="1.11.0"),
+    PGMQFeatureMissing("pg_partman", "partitioned queues"),
+    BodyMismatch("Order", "Expected `int`, got `str` - at `$.id`", 7, "orders"),
     PermissionDenied("permission denied for table q_orders"),
     ConnectionLost("server closed the connection"),
     NotAcknowledgeable("read with PGMQ.read"),

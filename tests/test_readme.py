@@ -41,3 +41,19 @@ def test_readme_tour_runs(pgmq_dsn: str) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "(3, 'archive')" in proc.stdout
     assert proc.stdout.count("'delete')") == 9
+
+
+def test_readme_maps_every_pgmq_function_to_rx_pgmq() -> None:
+    """#18: the README's "All of PGMQ" table names every public function (no leading
+    underscore) of the PGMQ SQL rx_pgmq installs, each in a row with the rx_pgmq call."""
+    from rx_pgmq._install import bundled_sql
+
+    _version, text = bundled_sql()
+    functions = set(re.findall(r"CREATE (?:OR REPLACE )?FUNCTION pgmq\.\"?([a-z]\w*)", text))
+    readme = README.read_text(encoding="utf-8")
+    section = readme.split("## All of PGMQ", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| `pgmq.")]
+    named = {name for row in rows for name in re.findall(r"`pgmq\.(\w+)`", row.split(" | ")[0])}
+    assert len(functions) > 40
+    assert functions - named == set(), "PGMQ functions missing from the README table"
+    assert named - functions == set(), "README names functions PGMQ does not have"

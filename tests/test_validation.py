@@ -15,7 +15,7 @@ import re
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 import psycopg
@@ -75,7 +75,25 @@ NAME_ENTRY_POINTS: dict[str, Callable[[PGMQ, Any], object]] = {
     "archive_list": lambda c, n: c.archive(n, [1]),
     "set_vt": lambda c, n: c.set_vt(n, 1, 0),
     "set_vt_list": lambda c, n: c.set_vt(n, [1], 0),
+    # the rest of PGMQ 1.13 (#18 item 2)
+    "create_queue_partitioned": lambda c, n: c.create_queue(n, partitioned=True),
+    "convert_archive_partitioned": lambda c, n: c.convert_archive_partitioned(n),
+    "queue": lambda c, n: c.queue(n),
+    "peek": lambda c, n: c.peek(n),
+    "update_notify": lambda c, n: c.update_notify(n, 10),
+    "create_fifo_index": lambda c, n: c.create_fifo_index(n),
+    "read_grouped": lambda c, n: c.read_grouped(n, 30),
+    "read_grouped_rr": lambda c, n: c.read_grouped_rr(n, 30),
+    "read_grouped_head": lambda c, n: c.read_grouped_head(n, 30),
+    "read_grouped_with_poll": lambda c, n: c.read_grouped_with_poll(n, 30),
+    "read_grouped_rr_with_poll": lambda c, n: c.read_grouped_rr_with_poll(n, 30),
+    "read_grouped_head_with_poll": lambda c, n: c.read_grouped_head_with_poll(n, 30),
+    "bind_topic": lambda c, n: c.bind_topic("a.#", n),
+    "unbind_topic": lambda c, n: c.unbind_topic("a.#", n),
 }
+
+NAME_ARGUMENT = {"peek": "queue", "bind_topic": "queue", "unbind_topic": "queue"}
+"""The argument blamed for a bad queue name, where it is not ``name``."""
 
 BAD_NAMES: dict[str, object] = {
     "empty": "",
@@ -102,7 +120,7 @@ def _with_name(fn: Callable[[PGMQ, Any], object], name: object) -> Callable[[Any
 
 def _name_cases() -> list[Case]:
     return [
-        Case(f"{ep}-name-{label}", _with_name(fn, bad), "name", NAME_RULE)
+        Case(f"{ep}-name-{label}", _with_name(fn, bad), NAME_ARGUMENT.get(ep, "name"), NAME_RULE)
         for ep, fn in NAME_ENTRY_POINTS.items()
         for label, bad in BAD_NAMES.items()
     ]
@@ -110,6 +128,7 @@ def _name_cases() -> list[Case]:
 
 q = QUEUE
 NAN = float("nan")
+NAIVE = datetime(2030, 1, 1, 12, 0)
 
 OTHER_CASES: list[Case] = [
     # visibility timeouts: whole seconds >= 0, int or timedelta
@@ -258,6 +277,95 @@ OTHER_CASES: list[Case] = [
     Case("archive-msg_id-list_bool", lambda c: c.archive(q, [True]), "msg_id", "ints >= 1"),
     Case("set_vt-msg_id-0", lambda c: c.set_vt(q, 0, 1), "msg_id", "int >= 1"),
     Case("set_vt-msg_id-bytes", lambda c: c.set_vt(q, b"\x01", 1), "msg_id", "list of message"),
+    # times: an aware datetime is a point in time; a naive one is ambiguous (#18 item 2)
+    Case("send-delay-naive", lambda c: c.send(q, 1, delay=NAIVE), "delay", "naive datetime"),
+    Case("send_batch-delay-naive", lambda c: c.send_batch(q, [1], delay=NAIVE), "delay", "naive"),
+    Case("set_vt-vt-naive", lambda c: c.set_vt(q, 1, NAIVE), "vt", "naive datetime"),
+    Case("set_vt_list-vt-naive", lambda c: c.set_vt(q, [1], NAIVE), "vt", "naive datetime"),
+    # topics: routing keys and patterns by PGMQ's rules (#18 item 2)
+    Case("send_topic-routing_key-empty", lambda c: c.send_topic("", 1), "routing_key", "non-empty"),
+    Case("send_topic-routing_key-star", lambda c: c.send_topic("a.*", 1), "routing_key", "only"),
+    Case("send_topic-delay-naive", lambda c: c.send_topic("a", 1, delay=NAIVE), "delay", "naive"),
+    Case("send_topic-body-nan", lambda c: c.send_topic("a", NAN), "body", "JSON-serializable"),
+    Case("send_topic-headers-list", lambda c: c.send_topic("a", 1, headers=[1]), "headers", "dict"),
+    Case(
+        "send_batch_topic-routing_key-dots",
+        lambda c: c.send_batch_topic("a..b", [1]),
+        "routing_key",
+        "..",
+    ),
+    Case(
+        "send_batch_topic-bodies-empty", lambda c: c.send_batch_topic("a", []), "bodies", "at least"
+    ),
+    Case("test_routing-routing_key-space", lambda c: c.test_routing("a b"), "routing_key", "only"),
+    Case(
+        "test_routing-routing_key-None", lambda c: c.test_routing(None), "routing_key", "non-empty"
+    ),
+    Case(
+        "validate_routing_key-routing_key-end_dot",
+        lambda c: c.validate_routing_key("a."),
+        "routing_key",
+        "end",
+    ),
+    Case(
+        "validate_topic_pattern-pattern-stars",
+        lambda c: c.validate_topic_pattern("a.**"),
+        "pattern",
+        "'**'",
+    ),
+    Case("bind_topic-pattern-hash_star", lambda c: c.bind_topic("#*", q), "pattern", "'#*'"),
+    Case(
+        "unbind_topic-pattern-long",
+        lambda c: c.unbind_topic("a" * 256, q),
+        "pattern",
+        "at most 255",
+    ),
+    # typed bodies: one of the four kinds of body type (#18 item 4)
+    Case("read-body_type-int", lambda c: c.read(q, 30, body_type=int), "body_type", "dataclass"),
+    Case("pop-body_type-instance", lambda c: c.pop(q, body_type={}), "body_type", "TypedDict"),
+    Case(
+        "read_grouped_rr-body_type-str",
+        lambda c: c.read_grouped_rr(q, 30, body_type="Order"),
+        "body_type",
+        "pydantic model class",
+    ),
+    # list_topic_bindings(None) lists every binding; other non-names are refused
+    Case("list_topic_bindings-queue-upper", lambda c: c.list_topic_bindings("Q"), "queue", "match"),
+    Case("list_topic_bindings-queue-int", lambda c: c.list_topic_bindings(5), "queue", "match"),
+    # notifications, FIFO and partitioning knobs
+    Case(
+        "update_notify-throttle_ms-negative",
+        lambda c: c.update_notify(q, -1),
+        "throttle_ms",
+        ">= 0",
+    ),
+    Case("read_grouped-qty-0", lambda c: c.read_grouped(q, 30, 0), "qty", "must be an int >= 1"),
+    Case("read_grouped_rr-vt-negative", lambda c: c.read_grouped_rr(q, -1), "vt", ">= 0"),
+    Case(
+        "read_grouped_head_with_poll-max_poll_seconds-negative",
+        lambda c: c.read_grouped_head_with_poll(q, 30, max_poll_seconds=-1),
+        "max_poll_seconds",
+        "must be an int >= 0",
+    ),
+    Case("peek-n-0", lambda c: c.peek(q, 0), "n", "must be an int >= 1"),
+    Case(
+        "create_queue-unlogged-partitioned",
+        lambda c: c.create_queue(q, unlogged=True, partitioned=True),
+        "unlogged",
+        "cannot be unlogged",
+    ),
+    Case(
+        "create_queue-partitioned-str",
+        lambda c: c.create_queue(q, partitioned="yes"),
+        "partitioned",
+        "must be a bool",
+    ),
+    Case(
+        "convert_archive_partitioned-leading_partition-0",
+        lambda c: c.convert_archive_partitioned(q, leading_partition=0),
+        "leading_partition",
+        "must be an int >= 1",
+    ),
     Case("set_vt-msg_id-list_negative", lambda c: c.set_vt(q, [-2], 1), "msg_id", "ints >= 1"),
 ]
 
@@ -435,8 +543,13 @@ def test_table_covers_every_requested_bad_input() -> None:
     public = {
         n for n in dir(PGMQ) if not n.startswith("_") and callable(getattr(PGMQ, n)) and n != "dsn"
     } - {"close"}
-    covered = {ep.removesuffix("_list").removesuffix("_unlogged") for ep in NAME_ENTRY_POINTS}
-    assert public - {"list_queues", "metrics_all"} <= covered, public - covered
+    covered = {
+        ep.removesuffix("_list").removesuffix("_unlogged").removesuffix("_partitioned")
+        for ep in NAME_ENTRY_POINTS
+    }
+    covered |= {c.id.split("-")[0] for c in OTHER_CASES}  # calls that take no queue name
+    without_arguments = {"list_queues", "metrics_all", "queues", "list_notify_throttles"}
+    assert public - without_arguments - {"create_fifo_indexes_all"} <= covered, public - covered
 
 
 def test_client_constructor_rejects_non_conninfo_without_connecting() -> None:

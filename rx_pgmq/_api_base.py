@@ -1,0 +1,77 @@
+"""What the :class:`~rx_pgmq.PGMQ` client's feature mixins share: its one execute path,
+and the checks of the arguments several of them take (no I/O here)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
+from datetime import datetime, timedelta
+from typing import Any
+
+import psycopg
+
+from rx_pgmq._bodytype import encode_body
+from rx_pgmq._validate import check_body, check_headers, whole_seconds
+from rx_pgmq.errors import InvalidArgument
+
+__all__ = ["ClientAPI", "Delay", "batch_payload", "delay_or_time"]
+
+Delay = int | timedelta | datetime
+"""When a message becomes visible: seconds from now (int or timedelta) or an aware
+datetime."""
+
+
+class ClientAPI:
+    """The base of the client's feature mixins: they run SQL only through ``_cursor``.
+
+    :class:`~rx_pgmq.PGMQ` provides both methods; every call of every mixin goes through
+    its connection handling and error translation.
+    """
+
+    def _cursor(self, queue: str | None = None) -> AbstractContextManager[psycopg.Cursor[Any]]:
+        raise NotImplementedError  # pragma: no cover - PGMQ overrides it
+
+    def _exists_or_raise(self, cur: psycopg.Cursor[Any], queue: str) -> None:
+        raise NotImplementedError  # pragma: no cover - PGMQ overrides it
+
+
+def delay_or_time(value: object, argument: str) -> int | datetime:
+    """A delay or visibility timeout as whole seconds from now, or an aware datetime.
+
+    Raises:
+        InvalidArgument: On a naive datetime (its time zone would be a guess), or a
+            negative, fractional or too large number of seconds.
+    """
+    if isinstance(value, datetime):
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise InvalidArgument(
+                argument,
+                f"a naive datetime is ambiguous, give an aware one (e.g. "
+                f"datetime.now(UTC) + timedelta(minutes=5)); got {value!r}",
+            )
+        return value
+    return whole_seconds(value, argument)
+
+
+def batch_payload(bodies: object, headers: object) -> tuple[list[str], list[str] | None]:
+    """JSON texts of a batch's bodies, and of its headers (one per body) or None.
+
+    Raises:
+        InvalidArgument: If ``bodies`` is not a non-empty list of JSON values, or
+            ``headers`` not None or a list of one JSON object (or None) per body.
+    """
+    if isinstance(bodies, str | bytes | Mapping) or not isinstance(bodies, Sequence):
+        raise InvalidArgument("bodies", f"must be a list of message bodies, got {bodies!r}")
+    if not bodies:
+        raise InvalidArgument("bodies", "must hold at least one message body")
+    texts = [check_body(encode_body(b), f"bodies[{i}]") for i, b in enumerate(bodies)]
+    if headers is None:
+        return texts, None
+    if isinstance(headers, str | bytes | Mapping) or not isinstance(headers, Sequence):
+        raise InvalidArgument("headers", "must be a list with one entry per body, or None")
+    if len(headers) != len(bodies):
+        raise InvalidArgument("headers", f"has {len(headers)} entries for {len(bodies)} bodies")
+    heads = [check_headers(h, f"headers[{i}]") for i, h in enumerate(headers)]
+    if all(h is None for h in heads):
+        return texts, None
+    return texts, [h if h is not None else "null" for h in heads]
