@@ -7,10 +7,20 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from rx_pgmq.actions import AckStatus, Action, Delete, SetVisibilityTimeout
-from rx_pgmq.errors import NotAcknowledgeable
+from rx_pgmq.actions import (
+    AckStatus,
+    Action,
+    Archive,
+    Delete,
+    MoveTo,
+    Nothing,
+    SetVisibilityTimeout,
+)
+from rx_pgmq.errors import InvalidArgument, NotAcknowledgeable
 
 __all__ = ["Acknowledger", "Message", "QueueInfo", "QueueMetrics"]
+
+_ACTION_TYPES = (Delete, Archive, Nothing, SetVisibilityTimeout, MoveTo)
 
 
 class Acknowledger(Protocol):
@@ -73,8 +83,15 @@ class Message:
             A future resolving to the :data:`rx_pgmq.actions.AckStatus`.
 
         Raises:
+            InvalidArgument: If ``action`` is not an action (e.g. the class ``Delete``).
             NotAcknowledgeable: If the message was not emitted by a consumer.
         """
+        if action is not None and not isinstance(action, _ACTION_TYPES):
+            raise InvalidArgument(
+                "action",
+                "must be an action from rx_pgmq.actions (Delete(), Archive(), Nothing(), "
+                f"SetVisibilityTimeout(vt), MoveTo(queue)), got {action!r}",
+            )
         if self._acknowledger is None:
             raise NotAcknowledgeable(
                 f"message {self.msg_id} of queue {self.queue!r} was not read by a read_queue "
