@@ -16,6 +16,7 @@ from rx_pgmq._dberrors import translate
 from rx_pgmq._validate import (
     MAX_INT8,
     check_body,
+    check_bool,
     check_headers,
     check_non_negative_int,
     check_positive_int,
@@ -132,9 +133,10 @@ class PGMQ:
             unlogged: Create it ``UNLOGGED`` (faster, lost on a crash).
 
         Raises:
-            InvalidArgument: On a bad name.
+            InvalidArgument: On a bad name, or ``unlogged`` not a bool.
         """
         check_queue_name(name, "name")
+        check_bool(unlogged, "unlogged")
         with self._cursor(name) as cur:
             cur.execute(_sql.CREATE_UNLOGGED if unlogged else _sql.CREATE, (name,))
 

@@ -31,7 +31,7 @@ from rx_pgmq import _html, _sql
 from rx_pgmq._conn import ConnSource, connect
 from rx_pgmq._dberrors import translate
 from rx_pgmq._source import ControlledSource, QueueSource
-from rx_pgmq._validate import check_positive_int, check_queue_name
+from rx_pgmq._validate import check_bool, check_positive_int, check_queue_name
 from rx_pgmq.client import PGMQ
 from rx_pgmq.errors import InvalidArgument, QueueNotFound
 from rx_pgmq.message import Message, QueueMetrics
@@ -137,11 +137,12 @@ def peek_messages(
         The messages (not acknowledgeable).
 
     Raises:
-        InvalidArgument: On a bad queue name or ``n``.
+        InvalidArgument: On a bad queue name, ``n`` or ``archive``.
         QueueNotFound: If the queue does not exist.
     """
     check_queue_name(queue)
     check_positive_int(n, "n")
+    check_bool(archive, "archive")
     query = sql.SQL("SELECT {cols} FROM {table} ORDER BY msg_id LIMIT %s").format(
         cols=sql.SQL(_sql.MESSAGE_COLUMNS), table=_sql.queue_table(queue, "a" if archive else "q")
     )
