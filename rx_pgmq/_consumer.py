@@ -11,7 +11,6 @@ the locking around them.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -31,6 +30,7 @@ from rx_pgmq._dberrors import is_transient, translate
 from rx_pgmq._demand import Demand
 from rx_pgmq._link import Link
 from rx_pgmq._listener import Listener, ListenerEvent, channel_name
+from rx_pgmq._moved import MOVED_HEADER, moved_json
 from rx_pgmq._options import ReadOptions
 from rx_pgmq._planner import ReadNow, ReadPlanner
 from rx_pgmq._stats import StatsRecorder
@@ -43,8 +43,6 @@ __all__ = ["MOVED_HEADER", "Config", "Consumer"]
 
 _log = logging.getLogger("rx_pgmq")
 
-MOVED_HEADER = "x-rx-pgmq-moved"
-"""Header added to a message moved by ``MoveTo``: source queue, reason, attempts."""
 
 _FENCED_DELETE = "DELETE FROM {table} WHERE msg_id = %s AND read_ct = %s RETURNING msg_id"
 _FENCED_ARCHIVE = (
@@ -671,10 +669,32 @@ class Consumer:
     def _run_acker(self) -> None:
         try:
             self._acker_loop()
+        except Exception as exc:  # never die in silence: end the stream with it (#14 item 7)
+            self._acker_failed(exc)
         finally:
             # Only this thread uses the acknowledger's connection, so only it closes it
             # (shutdown may stop waiting for it after close_timeout while a flush runs).
             self._acker.close()
+
+    def _acker_failed(self, exc: Exception) -> None:
+        """The acknowledger hit an unexpected error: stop, and report it to the subscriber.
+
+        Nothing flushes any more, so shutdown need not wait: queued requests are reported
+        ``unacked``, later ones too, and every unsettled message is released at shutdown.
+        """
+        _log.error("acknowledger of queue %r failed: %r", self.config.queue, exc)
+        leftovers: list[Pending] = []
+        with self._cond:
+            self._acker_stop = True
+            self._flushing = False
+            self._settling.clear()
+            try:
+                rest = self._batcher.take()
+                leftovers = [*rest.items, *rest.duplicates]
+            except Exception:  # the queued requests themselves are broken: nothing to report
+                pass
+        _resolve([(p.token, "unacked") for p in leftovers])
+        self.fail(exc)
 
     def _acker_loop(self) -> None:
         backoff = Backoff(initial=0.05, maximum=2.0, max_attempts=8)
@@ -880,10 +900,9 @@ class Consumer:
         q = self.config.queue
         bodies, heads = [], []
         for p, m in pairs:
-            headers = dict(m.headers or {})
-            headers[MOVED_HEADER] = {"from": q, "reason": p.reason, "attempts": m.read_ct}
-            bodies.append(json.dumps(m.body))
-            heads.append(json.dumps(headers))
+            body, headers = moved_json(m, q, p.reason)
+            bodies.append(body)
+            heads.append(headers)
         if bodies:
             cur.execute(_sql.SEND_BATCH, (dest, bodies, heads, 0))
             cur.execute(self._delete_sql, (_sql.id_array([p.msg_id for p, _m in pairs]),))

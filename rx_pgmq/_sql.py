@@ -15,6 +15,7 @@ import psycopg
 from psycopg import pq, sql
 
 from rx_pgmq._slots import slot_setters
+from rx_pgmq.errors import DecodeError
 from rx_pgmq.message import Acknowledger, Message, QueueInfo, QueueMetrics
 
 __all__ = [
@@ -102,8 +103,9 @@ READ_WITH_POLL_CALL: Final = (
 """Parameters: queue, vt, qty, max_poll_seconds, poll_interval_ms, conditional."""
 POP_CALL: Final = "pgmq.pop(%s, %s::integer)"
 """Parameters: queue, qty."""
-_SELECT_FROM: Final = "SELECT " + MESSAGE_COLUMNS + " FROM "  # noqa: S608 - constants only
-# The client's reads: constant fragments only (values travel as parameters).
+_SELECT_FROM: Final = "SELECT " + _TEXT_COLUMNS + " FROM "  # noqa: S608 - constants only
+# The client's reads: constant fragments only (values travel as parameters); bodies and
+# headers come as JSON text, decoded per message by messages_from_rows(..., loads=...).
 READ: Final = _SELECT_FROM + READ_CALL
 READ_WITH_POLL: Final = _SELECT_FROM + READ_WITH_POLL_CALL
 POP: Final = _SELECT_FROM + POP_CALL
@@ -275,6 +277,7 @@ _SETTERS = slot_setters(
         "headers",
         "queue",
         "_acknowledger",
+        "decode_error",
     ),
 )
 
@@ -291,9 +294,12 @@ def messages_from_rows(
     of the frozen dataclass ``__init__`` (one ``object.__setattr__`` per field, the main
     per-message cost of a read): the rows are PGMQ ``message_record`` rows, nothing to check.
     With ``loads`` the body and headers columns are JSON text (see :func:`select_messages`)
-    and are decoded with it.
+    and are decoded with it. A message whose body or headers cannot be decoded (or whose
+    headers are not a JSON object) gets ``decode_error`` set and ``body`` and ``headers``
+    ``None``; the others are unaffected. Good messages pay only the ``try`` and a type
+    check of their headers, if any: the failure is diagnosed by :func:`_decode_error`.
     """
-    s_id, s_rc, s_enq, s_last, s_vt, s_body, s_head, s_queue, s_ack = _SETTERS
+    s_id, s_rc, s_enq, s_last, s_vt, s_body, s_head, s_queue, s_ack, s_err = _SETTERS
     new = object.__new__
     msgs = []
     for r in rows:
@@ -306,14 +312,48 @@ def messages_from_rows(
         if loads is None:
             s_body(m, r[5])
             s_head(m, r[6])
+            s_err(m, None)
         else:
-            s_body(m, loads(r[5]))
-            s_head(m, None if r[6] is None else loads(r[6]))
+            try:
+                s_body(m, loads(r[5]))
+                head = r[6]
+                if head is not None:
+                    head = loads(head)
+                    if not isinstance(head, dict) and head is not None:  # JSON null is fine
+                        raise TypeError("headers are not a JSON object")
+                s_head(m, head)
+                s_err(m, None)
+            except Exception:  # RecursionError, ValueError or a custom loads' own error
+                s_body(m, None)
+                s_head(m, None)
+                s_err(m, _decode_error(r, queue, loads))
         s_queue(m, queue)
         s_ack(m, acknowledger)
         msgs.append(m)
     msgs.sort(key=_msg_id)
     return msgs
+
+
+def _decode_error(row: Sequence[Any], queue: str, loads: Callable[[str], Any]) -> DecodeError:
+    """The :class:`DecodeError` of a row that :func:`messages_from_rows` could not decode.
+
+    Decodes again to tell which part failed and why (only bad rows come here).
+    """
+    body, head = row[5], row[6]
+    part, detail = "body", ""
+    try:
+        loads(body)
+    except Exception as exc:
+        detail = f"{type(exc).__name__}: {exc}"
+    if not detail and head is not None:
+        part = "headers"
+        try:
+            value = loads(head)
+        except Exception as exc:
+            detail = f"{type(exc).__name__}: {exc}"
+        else:
+            detail = f"headers must be a JSON object, got {type(value).__name__} {head:.60}"
+    return DecodeError(row[0], queue, part, detail or "unknown error", body, head)
 
 
 JSONB_OID: Final = 3802

@@ -49,6 +49,18 @@ def _id(value: object, argument: str = "msg_id") -> int:
     return value
 
 
+def _decoded(cur: psycopg.Cursor[Any], result: psycopg.Cursor[Any], name: str) -> list[Message]:
+    """The messages of a statement's rows; raise the first one's ``DecodeError``, if any.
+
+    Called inside the statement's transaction, so raising rolls the statement back.
+    """
+    msgs = _sql.messages_from_rows(result.fetchall(), name, loads=_sql.json_loads(cur.connection))
+    for m in msgs:
+        if m.decode_error is not None:
+            raise m.decode_error
+    return msgs
+
+
 def _conditional(value: object) -> str:
     if value is None:
         return "{}"
@@ -306,14 +318,15 @@ class PGMQ:
         Raises:
             InvalidArgument: On a bad name, vt, qty or conditional.
             QueueNotFound: If the queue does not exist.
+            DecodeError: If a message's body or headers cannot be decoded; the statement is
+                rolled back (settle that message by id, e.g. with :meth:`archive`).
         """
         check_queue_name(name, "name")
         secs = whole_seconds(vt, "vt")
         check_positive_int(qty, "qty")
         cond = _conditional(conditional)
         with self._cursor(name) as cur:
-            rows = cur.execute(_sql.READ, (name, secs, qty, cond)).fetchall()
-        return _sql.messages_from_rows(rows, name)
+            return _decoded(cur, cur.execute(_sql.READ, (name, secs, qty, cond)), name)
 
     def read_with_poll(
         self,
@@ -329,6 +342,8 @@ class PGMQ:
         Raises:
             InvalidArgument: On a bad argument.
             QueueNotFound: If the queue does not exist.
+            DecodeError: If a message's body or headers cannot be decoded; the statement is
+                rolled back (settle that message by id, e.g. with :meth:`archive`).
         """
         check_queue_name(name, "name")
         secs = whole_seconds(vt, "vt")
@@ -338,8 +353,7 @@ class PGMQ:
         cond = _conditional(conditional)
         params = (name, secs, qty, max_poll_seconds, poll_interval_ms, cond)
         with self._cursor(name) as cur:
-            rows = cur.execute(_sql.READ_WITH_POLL, params).fetchall()
-        return _sql.messages_from_rows(rows, name)
+            return _decoded(cur, cur.execute(_sql.READ_WITH_POLL, params), name)
 
     def pop(self, name: str, qty: int = 1) -> list[Message]:
         """Read and delete up to ``qty`` messages (at-most-once).
@@ -347,12 +361,13 @@ class PGMQ:
         Raises:
             InvalidArgument: On a bad name or qty.
             QueueNotFound: If the queue does not exist.
+            DecodeError: If a message's body or headers cannot be decoded; the statement is
+                rolled back (settle that message by id, e.g. with :meth:`archive`).
         """
         check_queue_name(name, "name")
         check_positive_int(qty, "qty")
         with self._cursor(name) as cur:
-            rows = cur.execute(_sql.POP, (name, qty)).fetchall()
-        return _sql.messages_from_rows(rows, name)
+            return _decoded(cur, cur.execute(_sql.POP, (name, qty)), name)
 
     # -- low-level acks ------------------------------------------------------------------
 
@@ -399,18 +414,20 @@ class PGMQ:
 
         Returns:
             The updated message (None if it does not exist), or the list of updated ones.
+
+        Raises:
+            DecodeError: If a message's body or headers cannot be decoded; the statement is
+                rolled back (settle that message by id, e.g. with :meth:`archive`).
         """
         check_queue_name(name, "name")
         secs = whole_seconds(vt, "vt")
         if isinstance(msg_id, int):
             mid = _id(msg_id)
             with self._cursor(name) as cur:
-                rows = cur.execute(_sql.SET_VT_ONE, (name, mid, secs)).fetchall()
-            msgs = _sql.messages_from_rows(rows, name)
+                msgs = _decoded(cur, cur.execute(_sql.SET_VT_ONE, (name, mid, secs)), name)
             return msgs[0] if msgs else None
         ids = _ids(msg_id, "msg_id")
         if not ids:
             return []
         with self._cursor(name) as cur:
-            rows = cur.execute(_sql.SET_VT_MANY, (name, ids, secs)).fetchall()
-        return _sql.messages_from_rows(rows, name)
+            return _decoded(cur, cur.execute(_sql.SET_VT_MANY, (name, ids, secs)), name)

@@ -9,6 +9,7 @@ from typing import Any
 
 __all__ = [
     "ConnectionLost",
+    "DecodeError",
     "InvalidArgument",
     "NotAcknowledgeable",
     "PGMQNotInstalled",
@@ -126,3 +127,55 @@ class NotAcknowledgeable(RxPgmqError):
     """
 
     __module__ = "rx_pgmq.errors"
+
+
+class DecodeError(RxPgmqError, ValueError):
+    """A message's body or headers, valid jsonb in PostgreSQL, cannot be decoded in Python.
+
+    Examples: an array nested deeper than Python's recursion limit, an integer with more
+    digits than ``sys.get_int_max_str_digits()`` allows, headers that are not a JSON object,
+    or an error raised by a custom ``psycopg.types.json.set_json_loads`` function.
+
+    A consumer emits such a message with ``message.decode_error`` set to this error and
+    ``body`` and ``headers`` set to ``None``; ``operators.process`` turns it into a failed
+    outcome without calling the handler, so the failure policy settles it (default
+    ``Archive()``). :meth:`rx_pgmq.PGMQ.read` and the client's other calls returning
+    messages raise it and roll their statement back (nothing is claimed, popped or
+    changed): settle that message by id (e.g. ``PGMQ.archive(queue, error.msg_id)``) and
+    call again.
+
+    Attributes:
+        msg_id: The message's id.
+        queue: The queue it was read from.
+        part: What failed to decode: ``"body"`` or ``"headers"``.
+        detail: Why, e.g. ``"RecursionError: maximum recursion depth exceeded"``.
+        body_text: The body as stored (JSON text), or ``None``.
+        headers_text: The headers as stored (JSON text), or ``None``.
+    """
+
+    __module__ = "rx_pgmq.errors"
+
+    def __init__(
+        self,
+        msg_id: int,
+        queue: str,
+        part: str,
+        detail: str,
+        body_text: str | None = None,
+        headers_text: str | None = None,
+    ) -> None:
+        super().__init__(
+            f"message {msg_id} of queue {queue!r}: its {part} cannot be decoded ({detail}); "
+            "it is delivered with body None and decode_error set: settle it by policy "
+            "(e.g. Archive() or MoveTo a dead-letter queue) and inspect it in SQL"
+        )
+        self.msg_id = msg_id
+        self.queue = queue
+        self.part = part
+        self.detail = detail
+        self.body_text = body_text
+        self.headers_text = headers_text
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        args = (self.msg_id, self.queue, self.part, self.detail, self.body_text, self.headers_text)
+        return (type(self), args)

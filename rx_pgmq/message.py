@@ -16,7 +16,7 @@ from rx_pgmq.actions import (
     Nothing,
     SetVisibilityTimeout,
 )
-from rx_pgmq.errors import InvalidArgument, NotAcknowledgeable
+from rx_pgmq.errors import DecodeError, InvalidArgument, NotAcknowledgeable
 
 __all__ = ["Acknowledger", "Message", "QueueInfo", "QueueMetrics"]
 
@@ -50,6 +50,10 @@ class Message:
         body: The JSON body (PGMQ's ``message`` column), parsed.
         headers: The JSON headers, parsed (``None`` if absent).
         queue: The queue it was read from.
+        decode_error: Set when the body or headers cannot be decoded in Python (see
+            :class:`~rx_pgmq.errors.DecodeError`); ``body`` and ``headers`` are then
+            ``None``. ``operators.process`` turns such a message into a failure without
+            calling the handler.
     """
 
     msg_id: int
@@ -61,6 +65,7 @@ class Message:
     headers: dict[str, Any] | None
     queue: str
     _acknowledger: Acknowledger | None = field(default=None, compare=False, repr=False)
+    decode_error: DecodeError | None = field(default=None, compare=False, repr=False)
 
     @property
     def acknowledgeable(self) -> bool:

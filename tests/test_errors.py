@@ -15,6 +15,7 @@ from rx_pgmq import Message, errors
 from rx_pgmq._dberrors import is_transient, translate
 from rx_pgmq.errors import (
     ConnectionLost,
+    DecodeError,
     InvalidArgument,
     NotAcknowledgeable,
     PermissionDenied,
@@ -43,7 +44,7 @@ def test_errors_module_exports_every_error_class_sorted() -> None:
         and obj.__module__.startswith("rx_pgmq")
     }
     assert set(errors.__all__) == defined
-    assert len(ERROR_CLASSES) == len(errors.__all__) == 8
+    assert len(ERROR_CLASSES) == len(errors.__all__) == 9
 
 
 @pytest.mark.parametrize("cls", ERROR_CLASSES, ids=lambda c: c.__name__)
@@ -240,6 +241,7 @@ PICKLED_ERRORS: list[RxPgmqError] = [
     PermissionDenied("permission denied for table q_orders"),
     ConnectionLost("server closed the connection"),
     NotAcknowledgeable("read with PGMQ.read"),
+    DecodeError(7, "orders", "body", "RecursionError: too deep", "[[[]]]", '{"h": 1}'),
     RxPgmqError("anything"),
 ]
 
