@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import ConnectionPool
 
-from rx_pgmq.errors import InvalidArgument
+from rx_pgmq.errors import ConnectionLost, InvalidArgument
 
 __all__ = ["KEEPALIVE_DEFAULTS", "ConnSource", "Conninfo", "connect", "describe"]
 
@@ -72,6 +72,31 @@ def _first_connect_timeout(conninfo: str) -> float:
     except (psycopg.Error, TypeError, ValueError):
         value = 0.0
     return value + 1.0 if value > 0 else 30.0
+
+
+_BEGIN_ATTEMPTS = 6
+"""Connections tried for one call whose ``BEGIN`` fails on a broken connection: a pool
+holds at most 4 (every one is broken after a server restart), plus a fresh one."""
+
+
+def _lost(exc: psycopg.Error, committing: bool) -> ConnectionLost:
+    """The :class:`ConnectionLost` for a connection that broke inside a call's transaction.
+
+    Broken before the commit, the server rolled the transaction back: nothing happened.
+    Broken during the commit, it may have committed.
+    """
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if committing:
+        return ConnectionLost(
+            f"lost the database connection while committing ({text}): the statement may "
+            "have taken effect; check before retrying",
+            may_have_run=True,
+        )
+    return ConnectionLost(
+        f"lost the database connection while a statement was running ({text}): it did not "
+        "take effect (its transaction was rolled back); retrying is safe",
+        may_have_run=False,
+    )
 
 
 class ConnSource:
@@ -140,8 +165,15 @@ class ConnSource:
     def connection(self) -> Iterator[psycopg.Connection[Any]]:
         """A connection whose work commits when the block exits without error.
 
+        From a pool (private or given) of autocommit connections, the block runs in a
+        transaction: a connection found broken by its ``BEGIN`` (a killed backend, a
+        restarted server) is replaced and the call goes on, so nothing of the caller's
+        reaches a dead connection.
+
         Raises:
             InvalidArgument: After :meth:`close`, whatever the source was made from.
+            ConnectionLost: If the connection broke inside the block or its commit
+                (``may_have_run`` says which), or no connection could be had.
         """
         if isinstance(self._conninfo, psycopg.Connection):
             conn = self._conninfo
@@ -155,12 +187,30 @@ class ConnSource:
             pool = self._conninfo
         else:
             pool = self._pool()
-        with pool.connection() as conn:
-            if conn.autocommit:
-                with conn.transaction():
+        for attempt in range(1, _BEGIN_ATTEMPTS + 1):
+            with pool.connection() as conn:
+                if not conn.autocommit:
                     yield conn
-            else:
-                yield conn
+                    return
+                committing = False
+                try:
+                    with ExitStack() as stack:
+                        try:
+                            stack.enter_context(conn.transaction())  # sends BEGIN
+                        except psycopg.OperationalError:
+                            # Broken before the statement was sent (backend killed, or the
+                            # server restarted, while the connection sat in the pool): the
+                            # pool drops it, and the next connection runs the statement.
+                            if conn.broken and attempt < _BEGIN_ATTEMPTS:
+                                continue
+                            raise
+                        yield conn
+                        committing = True  # leaving the stack sends COMMIT
+                except psycopg.Error as exc:
+                    if not conn.broken:
+                        raise
+                    raise _lost(exc, committing) from exc
+                return
 
     def close(self) -> None:
         """Close the private pool, if any (a pool or connection passed in stays open, but

@@ -80,6 +80,11 @@ class PGMQ:
             (used under a lock; statements run in ``conn.transaction()``, so inside a
             caller's open transaction they join it as a savepoint).
 
+    A call whose pooled connection turns out broken before its statement was sent (the
+    server restarted, or the backend was terminated) reconnects and runs the statement;
+    only a connection lost while the statement ran raises :class:`~rx_pgmq.errors.
+    ConnectionLost`, whose ``may_have_run`` says whether it may have taken effect.
+
     Raises:
         InvalidArgument: If ``conninfo`` is none of those.
 

@@ -114,9 +114,29 @@ class PermissionDenied(_WithDetail):
 
 
 class ConnectionLost(RxPgmqError, ConnectionError):
-    """The connection to PostgreSQL failed or broke; retrying later may succeed."""
+    """The connection to PostgreSQL failed or broke; retrying later may succeed.
+
+    Attributes:
+        may_have_run: For a client call whose connection broke mid-call: ``False`` when the
+            statement cannot have taken effect (its transaction was never committed, so
+            retrying is safe), ``True`` when the connection broke during the commit (the
+            statement may have taken effect: check before retrying a ``send``); ``None``
+            when not known or not applicable (e.g. the server could not be reached).
+    """
 
     __module__ = "rx_pgmq.errors"
+
+    def __init__(self, message: str = "", *, may_have_run: bool | None = None) -> None:
+        super().__init__(message)
+        self.may_have_run = may_have_run
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_connection_lost, (str(self), self.may_have_run))
+
+
+def _connection_lost(message: str, may_have_run: bool | None) -> ConnectionLost:
+    """Rebuild a pickled :class:`ConnectionLost` (its flag is keyword-only)."""
+    return ConnectionLost(message, may_have_run=may_have_run)
 
 
 class NotAcknowledgeable(RxPgmqError):
