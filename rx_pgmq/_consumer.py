@@ -83,6 +83,7 @@ class Config:
     close_timeout: float
     window: int | None = None
     controlled: bool = False
+    connect_timeout: float = 30.0
 
 
 _Token = Future[AckStatus] | Callable[[AckStatus], None]
@@ -103,6 +104,16 @@ def _report(token: object, status: AckStatus) -> None:
 
 
 _new_tuple = tuple.__new__
+
+
+def _never_connected(config: Config, exc: BaseException) -> ConnectionLost:
+    """The error of a consumer that could not connect within its ``connect_timeout``."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return ConnectionLost(
+        f"could not connect to read queue {config.queue!r} within connect_timeout="
+        f"{config.connect_timeout:g}s (last error: {text}); check that the server runs and "
+        "is reachable, or raise connect_timeout"
+    )
 
 
 def _resolve(tokens: list[tuple[object, AckStatus]]) -> None:
@@ -459,13 +470,16 @@ class Consumer:
         backoff = Backoff(initial=0.05, maximum=5.0)
         error: BaseException | None = None
         try:
+            give_up = time.monotonic() + self.config.connect_timeout
             while True:
                 try:
                     self._setup()
                     break
                 except (psycopg.Error, ConnectionLost) as exc:
-                    if not is_transient(exc):
+                    if not is_transient(exc):  # e.g. AuthenticationFailed: at once
                         raise translate(exc, self.config.queue) from exc
+                    if time.monotonic() >= give_up:  # never connected (#14 item 9)
+                        raise _never_connected(self.config, exc) from exc
                     if not self._retry_wait(backoff, "reader", exc):
                         return
             backoff.reset()

@@ -8,14 +8,19 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "AuthenticationFailed",
+    "CannotConnect",
     "ConnectionLost",
+    "DatabaseNotFound",
     "DecodeError",
     "InvalidArgument",
+    "InvalidConninfo",
     "NotAcknowledgeable",
     "PGMQNotInstalled",
     "PGMQOutdated",
     "PermissionDenied",
     "QueueNotFound",
+    "RoleNotFound",
     "RxPgmqError",
 ]
 
@@ -137,6 +142,56 @@ class ConnectionLost(RxPgmqError, ConnectionError):
 def _connection_lost(message: str, may_have_run: bool | None) -> ConnectionLost:
     """Rebuild a pickled :class:`ConnectionLost` (its flag is keyword-only)."""
     return ConnectionLost(message, may_have_run=may_have_run)
+
+
+class CannotConnect(_WithDetail):
+    """Connecting failed in a way no retry can fix: fix the conninfo or the server's setup.
+
+    A consumer reports it to ``on_error`` at once instead of retrying. The subclasses say
+    what is wrong; the server's or libpq's message follows in parentheses.
+    """
+
+    __module__ = "rx_pgmq.errors"
+    _HINT = "cannot connect to PostgreSQL; check the conninfo"
+
+
+class AuthenticationFailed(CannotConnect):
+    """The server refused the credentials (wrong or missing password, no pg_hba.conf entry)."""
+
+    __module__ = "rx_pgmq.errors"
+    _HINT = (
+        "PostgreSQL refused the login: check the user and password in the conninfo (or "
+        "PGPASSWORD / ~/.pgpass) and the server's pg_hba.conf"
+    )
+
+
+class RoleNotFound(CannotConnect):
+    """The conninfo's user does not exist on the server."""
+
+    __module__ = "rx_pgmq.errors"
+    _HINT = (
+        "the database role (user) in the conninfo does not exist; create it (CREATE ROLE "
+        "... LOGIN) or fix the user name"
+    )
+
+
+class DatabaseNotFound(CannotConnect):
+    """The conninfo's database does not exist on the server."""
+
+    __module__ = "rx_pgmq.errors"
+    _HINT = (
+        "the database in the conninfo does not exist; create it (CREATE DATABASE) or fix the dbname"
+    )
+
+
+class InvalidConninfo(CannotConnect, ValueError):
+    """The conninfo string cannot be parsed, or holds an invalid option or value."""
+
+    __module__ = "rx_pgmq.errors"
+    _HINT = (
+        "the conninfo is malformed: use 'key=value' pairs (host=... dbname=... user=...) "
+        "or a URI postgresql://user:password@host:port/dbname"
+    )
 
 
 class NotAcknowledgeable(RxPgmqError):

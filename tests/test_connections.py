@@ -7,13 +7,33 @@ The client's pooled connections are killed with ``pg_terminate_backend`` (found 
 from __future__ import annotations
 
 import pickle
+import socket
 import threading
+import time
+import uuid
 from collections.abc import Callable
+from typing import Any
 
-from _support import WAIT, Conn, count, wait_until
+import psycopg
+import pytest
+from _support import WAIT, Conn, Sink, count, wait_until
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
+import rx_pgmq
+from rx_pgmq import Message
+from rx_pgmq._dberrors import is_transient, translate
 from rx_pgmq.client import PGMQ
-from rx_pgmq.errors import ConnectionLost
+from rx_pgmq.errors import (
+    AuthenticationFailed,
+    CannotConnect,
+    ConnectionLost,
+    DatabaseNotFound,
+    InvalidArgument,
+    InvalidConninfo,
+    RoleNotFound,
+    RxPgmqError,
+)
 
 CLIENT_APP = "rx_pgmq.client"
 
@@ -107,3 +127,152 @@ def test_a_connection_lost_error_pickles_with_its_flag() -> None:
     copy = pickle.loads(pickle.dumps(error))
     assert (type(copy), str(copy), copy.may_have_run) == (ConnectionLost, "lost", True)
     assert ConnectionLost("x").may_have_run is None
+
+
+# -- item 9: a bad DSN reaches on_error --------------------------------------------------
+
+
+def _first_error(conninfo: str, **kwargs: Any) -> tuple[Exception, float, rx_pgmq.QueueSource]:
+    """Subscribe a consumer of queue ``orders``; its first error and how long it took."""
+    kwargs.setdefault("visibility_timeout", 30)
+    source = rx_pgmq.read_queue(conninfo, "orders", **kwargs)
+    sink: Sink[Message] = Sink()
+    started = time.monotonic()
+    sink.subscription = source.subscribe(sink)
+    try:
+        assert sink.wait_error(WAIT + 30), "no error reached on_error"
+        elapsed = time.monotonic() - started
+    finally:
+        sink.subscription.dispose()
+    return sink.errors[0], elapsed, source
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"dbname": "rx_no_such_database"}, DatabaseNotFound),
+        ({"user": "rx_no_such_role"}, RoleNotFound),
+        ({"port": "not-a-port"}, InvalidConninfo),
+    ],
+    ids=["unknown database", "unknown role", "bad port value"],
+)
+def test_a_dsn_no_retry_can_fix_reaches_on_error_at_once(
+    pgmq_dsn: str, change: dict[str, str], expected: type[CannotConnect]
+) -> None:
+    """#14 item 9: an unknown database or role, or an invalid conninfo value, ends the
+    subscription with a named CannotConnect error on its first attempt (no retries).
+
+    Before, the consumer retried forever with WARNING logs.
+    """
+    error, elapsed, source = _first_error(make_conninfo(pgmq_dsn, **change))
+    assert type(error) is expected, repr(error)
+    assert isinstance(error, RxPgmqError)
+    assert elapsed < 10.0, elapsed  # first attempt: well under a second when idle
+    assert source.stats.reconnects == 0
+
+
+@pytest.mark.parametrize("conninfo", ["host=localhost bogus", "host=localhost nosuch=1"])
+def test_a_malformed_conninfo_reaches_on_error_as_invalid_conninfo(conninfo: str) -> None:
+    """#14 item 9: a conninfo libpq cannot parse ends the subscription with InvalidConninfo
+    (a CannotConnect and a ValueError) at once."""
+    error, elapsed, _source = _first_error(conninfo)
+    assert isinstance(error, InvalidConninfo) and isinstance(error, ValueError), repr(error)
+    assert elapsed < 10.0, elapsed
+
+
+def test_a_wrong_password_reaches_on_error_as_authentication_failed(
+    pgmq_dsn: str, db: Conn
+) -> None:
+    """#14 item 9: a wrong password ends the subscription with AuthenticationFailed at once.
+
+    Needs a server that checks passwords: the embedded test server trusts local logins
+    (initdb --auth=trust), so there the test is skipped.
+    """
+    role = f"rx_pw_{uuid.uuid4().hex[:10]}"
+    db.execute(
+        sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+            sql.Identifier(role), sql.Literal(uuid.uuid4().hex)
+        )
+    )
+    try:
+        wrong = make_conninfo(pgmq_dsn, user=role, password="wrong")
+        try:
+            psycopg.connect(wrong).close()
+        except psycopg.OperationalError:
+            pass
+        else:
+            pytest.skip("the test server does not check passwords (pg_hba.conf trust)")
+        error, elapsed, _source = _first_error(wrong)
+        assert isinstance(error, AuthenticationFailed), repr(error)
+        assert elapsed < 10.0, elapsed
+    finally:
+        db.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+def _closed_port() -> int:
+    """A TCP port on 127.0.0.1 where nothing listens (bound, then closed)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_a_refused_server_is_retried_until_connect_timeout_then_connection_lost() -> None:
+    """#14 item 9: connection refused is transient: retried (counted in stats.reconnects)
+    until connect_timeout passes without a first connection, then on_error(ConnectionLost)
+    naming connect_timeout.
+
+    Before, the consumer retried forever.
+    """
+    conninfo = f"host=127.0.0.1 port={_closed_port()} dbname=postgres user=postgres"
+    error, elapsed, source = _first_error(conninfo, connect_timeout=1)
+    assert isinstance(error, ConnectionLost), repr(error)
+    assert "connect_timeout=1s" in str(error)
+    assert 1.0 <= elapsed < 15.0, elapsed  # ~1.6 s: the last backoff step passes the second
+    assert source.stats.reconnects >= 1
+
+
+@pytest.mark.parametrize("bad", [0, -1, "5", True, float("inf")])
+def test_connect_timeout_is_validated(pgmq_dsn: str, bad: object) -> None:
+    """#14 item 9: connect_timeout must be a positive duration (InvalidArgument naming it)."""
+    with pytest.raises(InvalidArgument) as info:
+        rx_pgmq.read_queue(pgmq_dsn, "orders", visibility_timeout=30, connect_timeout=bad)  # type: ignore[arg-type]
+    assert info.value.argument == "connect_timeout"
+
+
+def test_other_entry_points_name_the_connect_failure_too(pgmq_dsn: str) -> None:
+    """#14 item 9: install_pgmq with an unknown database raises DatabaseNotFound (the same
+    mapping), not a raw psycopg OperationalError."""
+    with pytest.raises(DatabaseNotFound):
+        rx_pgmq.install_pgmq(make_conninfo(pgmq_dsn, dbname="rx_no_such_database"))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        'connection failed: connection to server at "10.0.0.5", port 5432 failed: FATAL:  '
+        'password authentication failed for user "app"',
+        'connection failed: connection to server at "10.0.0.5", port 5432 failed: '
+        "fe_sendauth: no password supplied",
+        'connection failed: connection to server at "10.0.0.5", port 5432 failed: FATAL:  '
+        'no pg_hba.conf entry for host "10.0.0.9", user "app", database "app", no encryption',
+    ],
+    ids=["wrong password", "no password", "no pg_hba entry"],
+)
+def test_libpq_authentication_failures_are_named_and_not_transient(text: str) -> None:
+    """#14 item 9: the messages libpq gives for refused logins (as psycopg raises them, with
+    no SQLSTATE) map to AuthenticationFailed and are not retried; the trusting test server
+    cannot produce them, so the mapping is checked on the texts themselves."""
+    exc = psycopg.OperationalError(text)
+    assert not is_transient(exc)
+    named = translate(exc, "orders")
+    assert isinstance(named, AuthenticationFailed) and "refused the login" in str(named)
+    refused = psycopg.OperationalError(
+        'connection failed: connection to server at "127.0.0.1", port 5 failed: Connection '
+        "refused\n\tIs the server running on that host and accepting TCP/IP connections?"
+    )
+    assert is_transient(refused) and isinstance(translate(refused), ConnectionLost)
+    starting = psycopg.OperationalError(
+        'connection failed: connection to server on socket "/tmp/.s.PGSQL.5432" failed: '
+        "FATAL:  the database system is starting up"
+    )
+    assert is_transient(starting)
