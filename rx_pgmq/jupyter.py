@@ -134,7 +134,8 @@ def peek_messages(
         archive: Browse the queue's archive (``pgmq.a_<queue>``) instead.
 
     Returns:
-        The messages (not acknowledgeable).
+        The messages (not acknowledgeable); one whose body or headers Python cannot decode
+        has ``decode_error`` set and ``body`` ``None``.
 
     Raises:
         InvalidArgument: On a bad queue name, ``n`` or ``archive``.
@@ -143,13 +144,17 @@ def peek_messages(
     check_queue_name(queue)
     check_positive_int(n, "n")
     check_bool(archive, "archive")
-    query = sql.SQL("SELECT {cols} FROM {table} ORDER BY msg_id LIMIT %s").format(
-        cols=sql.SQL(_sql.MESSAGE_COLUMNS), table=_sql.queue_table(queue, "a" if archive else "q")
+    # Bodies and headers as JSON text, decoded per message: one that Python cannot decode
+    # is shown with decode_error set instead of failing the whole peek.
+    query = _sql.select_messages(
+        sql.SQL("{table} ORDER BY msg_id LIMIT %s").format(
+            table=_sql.queue_table(queue, "a" if archive else "q")
+        )
     )
     try:
         if isinstance(conninfo, str):
             with connect(conninfo, application_name="rx_pgmq.peek") as conn:
-                rows = _peek(conn, queue, query, n)
+                messages = _peek(conn, queue, query, n)
         else:
             source = ConnSource(
                 conninfo.conninfo if isinstance(conninfo, PGMQ) else conninfo,
@@ -157,21 +162,20 @@ def peek_messages(
             )
             try:
                 with source.connection() as conn:
-                    rows = _peek(conn, queue, query, n)
+                    messages = _peek(conn, queue, query, n)
             finally:
                 source.close()
     except psycopg.Error as exc:
         raise translate(exc, queue) from exc
-    return _sql.messages_from_rows(rows, queue)
+    return messages
 
 
-def _peek(
-    conn: psycopg.Connection[Any], queue: str, query: sql.Composed, n: int
-) -> list[tuple[Any, ...]]:
+def _peek(conn: psycopg.Connection[Any], queue: str, query: sql.Composed, n: int) -> list[Message]:
     row = conn.execute(_sql.QUEUE_EXISTS, (queue,)).fetchone()
     if not row or not row[0]:
         raise QueueNotFound(queue)
-    return conn.execute(query, (n,)).fetchall()
+    rows = conn.execute(query, (n,)).fetchall()
+    return _sql.messages_from_rows(rows, queue, loads=_sql.json_loads(conn))
 
 
 def peek(conninfo: Conninfo, queue: str, n: int = 20, *, archive: bool = False) -> MessageTable:

@@ -22,6 +22,7 @@ from rx_pgmq import operators as pgops
 from rx_pgmq.actions import Archive, Delete, MoveTo, Nothing, SetVisibilityTimeout
 from rx_pgmq.client import PGMQ
 from rx_pgmq.errors import DecodeError, InvalidArgument
+from rx_pgmq.jupyter import peek_messages
 
 MOVED = "x-rx-pgmq-moved"
 
@@ -326,3 +327,21 @@ def test_an_error_in_the_acknowledger_ends_the_stream(
     assert sink.wait_error(), "the acknowledger's failure never reached on_error"
     assert isinstance(sink.errors[0], TypeError)
     assert wait_until(lambda: count(db, pgmq_queue, "vt <= clock_timestamp()") == 2)
+
+
+def test_peek_shows_an_undecodable_message_instead_of_failing(
+    pgmq: PGMQ, pgmq_queue: str, db: Conn
+) -> None:
+    """#14 item 7: jupyter.peek_messages shows an undecodable message with decode_error set
+    (body None) next to the good ones, instead of raising RecursionError."""
+    good = pgmq.send(pgmq_queue, {"ok": 1}, headers={"h": 1})
+    bad = _send_raw(db, pgmq_queue, DEEP)
+    first, second = peek_messages(pgmq, pgmq_queue)
+    assert (first.msg_id, first.body, first.headers, first.decode_error) == (
+        good,
+        {"ok": 1},
+        {"h": 1},
+        None,
+    )
+    assert second.msg_id == bad and second.body is None
+    assert isinstance(second.decode_error, DecodeError) and second.decode_error.msg_id == bad
