@@ -36,10 +36,13 @@ def connect(
     autocommit: bool = True,
     application_name: str = "rx_pgmq",
     keepalive: bool = False,
+    timeout: int = 10,
 ) -> psycopg.Connection[Any]:
     """Open a dedicated connection (autocommit by default) tagged with ``application_name``.
 
     With ``keepalive``, :data:`KEEPALIVE_DEFAULTS` fill in what the conninfo leaves unset.
+    ``timeout`` bounds one attempt, handshake and login included (libpq's
+    ``connect_timeout``: whole seconds, at least 2).
     """
     extra: dict[str, Any] = {}
     if keepalive:
@@ -49,7 +52,7 @@ def connect(
         conninfo,
         autocommit=autocommit,
         application_name=application_name,
-        connect_timeout=10,
+        connect_timeout=timeout,
         **extra,
     )
 

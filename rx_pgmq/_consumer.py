@@ -157,8 +157,8 @@ class Consumer:
         self._acker_stop = False
         self._flushing = False
         self._closed = threading.Event()
-        self._reader = Link(config.conninfo, "reader")
-        self._acker = Link(config.conninfo, "acker")
+        self._reader = Link(config.conninfo, "reader", config.connect_timeout)
+        self._acker = Link(config.conninfo, "acker", config.connect_timeout)
         if self._socket_cond is not None:
             self._reader.listen(channel_name(config.queue), self._on_heard)
         self._listen_sub: abc.DisposableBase | None = None

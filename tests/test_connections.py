@@ -276,3 +276,18 @@ def test_libpq_authentication_failures_are_named_and_not_transient(text: str) ->
         "FATAL:  the database system is starting up"
     )
     assert is_transient(starting)
+
+
+def test_a_server_that_never_answers_is_bounded_by_connect_timeout() -> None:
+    """#14 item 9: a server that accepts TCP connections but never answers (a hung
+    postmaster, here a listening socket nobody accepts from) ends in ConnectionLost soon
+    after connect_timeout: each connection attempt is bounded by it too (at least libpq's
+    2 s), not by a fixed 10 s."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        port = int(silent.getsockname()[1])
+        conninfo = f"host=127.0.0.1 port={port} dbname=postgres user=postgres"
+        error, elapsed, _source = _first_error(conninfo, connect_timeout=2)
+    assert isinstance(error, ConnectionLost), repr(error)
+    assert 2.0 <= elapsed < 8.0, elapsed  # one 2 s attempt; a fixed 10 s one took > 10 s
