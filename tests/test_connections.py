@@ -6,12 +6,14 @@ The client's pooled connections are killed with ``pg_terminate_backend`` (found 
 
 from __future__ import annotations
 
+import os
 import pickle
 import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -180,33 +182,61 @@ def test_a_malformed_conninfo_reaches_on_error_as_invalid_conninfo(conninfo: str
     assert elapsed < 10.0, elapsed
 
 
-def test_a_wrong_password_reaches_on_error_as_authentication_failed(
-    pgmq_dsn: str, db: Conn
-) -> None:
-    """#14 item 9: a wrong password ends the subscription with AuthenticationFailed at once.
+@pytest.fixture
+def password_role(db: Conn) -> Iterator[str]:
+    """A LOGIN role whose password the server checks (scram-sha-256), dropped after.
 
-    Needs a server that checks passwords: the embedded test server trusts local logins
-    (initdb --auth=trust), so there the test is skipped.
+    The embedded test server trusts every login (initdb --auth=trust), so lines for this
+    role alone go first in its pg_hba.conf (restored after). A server whose pg_hba.conf
+    this process cannot edit (e.g. --pgmq-dsn elsewhere) skips the test.
     """
     role = f"rx_pw_{uuid.uuid4().hex[:10]}"
+    row = db.execute("SHOW hba_file").fetchone()
+    hba = Path(str(row[0])) if row else None
+    if hba is None or not hba.is_file() or not os.access(hba, os.W_OK):
+        pytest.skip("cannot edit the test server's pg_hba.conf")
+    original = hba.read_text(encoding="utf-8")
     db.execute(
         sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
             sql.Identifier(role), sql.Literal(uuid.uuid4().hex)
         )
     )
     try:
-        wrong = make_conninfo(pgmq_dsn, user=role, password="wrong")
+        hba.write_text(
+            f"local all {role} scram-sha-256\nhost all {role} all scram-sha-256\n{original}",
+            encoding="utf-8",
+        )
+        db.execute("SELECT pg_reload_conf()")
+        yield role
+    finally:
+        hba.write_text(original, encoding="utf-8")
+        db.execute("SELECT pg_reload_conf()")
+        db.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+def test_a_wrong_password_reaches_on_error_as_authentication_failed(
+    pgmq_dsn: str, password_role: str
+) -> None:
+    """#14 item 9: a wrong password ends the subscription with AuthenticationFailed at once
+    (the server checks this role's password: see ``password_role``).
+
+    Before, the consumer retried forever with WARNING logs.
+    """
+    wrong = make_conninfo(pgmq_dsn, user=password_role, password="wrong")
+
+    def refused() -> bool:  # the reload is asynchronous: wait until it applies
         try:
             psycopg.connect(wrong).close()
-        except psycopg.OperationalError:
-            pass
-        else:
-            pytest.skip("the test server does not check passwords (pg_hba.conf trust)")
-        error, elapsed, _source = _first_error(wrong)
-        assert isinstance(error, AuthenticationFailed), repr(error)
-        assert elapsed < 10.0, elapsed
-    finally:
-        db.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+        except psycopg.OperationalError as exc:
+            return "password authentication failed" in str(exc)
+        return False
+
+    assert wait_until(refused, 10.0), "the server still accepts the wrong password"
+    error, elapsed, source = _first_error(wrong)
+    assert isinstance(error, AuthenticationFailed), repr(error)
+    assert password_role in str(error)
+    assert elapsed < 10.0, elapsed
+    assert source.stats.reconnects == 0
 
 
 def _closed_port() -> int:
