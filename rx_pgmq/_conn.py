@@ -11,6 +11,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import ConnectionPool
 
+from rx_pgmq._dberrors import connect_error
 from rx_pgmq.errors import ConnectionLost, InvalidArgument
 
 __all__ = ["KEEPALIVE_DEFAULTS", "ConnSource", "Conninfo", "connect", "describe"]
@@ -150,6 +151,7 @@ class ConnSource:
             self._check_open()
             if self._own_pool is None:
                 assert isinstance(self._conninfo, str)
+                self._probe(self._conninfo)
                 pool = ConnectionPool(
                     self._conninfo,
                     min_size=1,
@@ -163,6 +165,21 @@ class ConnSource:
                 pool.wait(timeout=_first_connect_timeout(self._conninfo))
                 self._own_pool = pool
             return self._own_pool
+
+    def _probe(self, conninfo: str) -> None:
+        """Connect once before opening the private pool, to fail at once on a login no
+        retry can fix (unknown database or role, refused password, bad conninfo): the pool
+        would retry it in the background until its wait timed out.
+
+        Raises:
+            psycopg.Error: Such a failure (callers translate it to a named error).
+        """
+        try:
+            connect(conninfo, application_name=self._application_name).close()
+        except psycopg.Error as exc:
+            if connect_error(exc) is not None:
+                raise
+            # Transient (refused, starting up): the pool keeps trying within its wait.
 
     @contextmanager
     def connection(self) -> Iterator[psycopg.Connection[Any]]:

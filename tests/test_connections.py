@@ -321,3 +321,19 @@ def test_a_server_that_never_answers_is_bounded_by_connect_timeout() -> None:
         error, elapsed, _source = _first_error(conninfo, connect_timeout=2)
     assert isinstance(error, ConnectionLost), repr(error)
     assert 2.0 <= elapsed < 8.0, elapsed  # one 2 s attempt; a fixed 10 s one took > 10 s
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [({"dbname": "rx_no_such_database"}, DatabaseNotFound), ({"port": "x"}, InvalidConninfo)],
+    ids=["unknown database", "bad port value"],
+)
+def test_the_client_names_a_dsn_no_retry_can_fix_at_once(
+    pgmq_dsn: str, change: dict[str, str], expected: type[CannotConnect]
+) -> None:
+    """#14 item 9: a PGMQ client made from a conninfo no retry can fix raises the named
+    error on its first call at once, instead of ConnectionLost after its pool's 30 s wait."""
+    started = time.monotonic()
+    with PGMQ(make_conninfo(pgmq_dsn, **change)) as client, pytest.raises(expected):
+        client.list_queues()
+    assert time.monotonic() - started < 10.0
