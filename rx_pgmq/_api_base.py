@@ -10,11 +10,13 @@ from typing import Any
 
 import psycopg
 
+from rx_pgmq import _sql
 from rx_pgmq._bodytype import encode_body
 from rx_pgmq._validate import check_body, check_headers, whole_seconds
 from rx_pgmq.errors import InvalidArgument
+from rx_pgmq.message import Message
 
-__all__ = ["ClientAPI", "Delay", "batch_payload", "delay_or_time"]
+__all__ = ["ClientAPI", "Delay", "batch_payload", "decoded", "delay_or_time"]
 
 Delay = int | timedelta | datetime
 """When a message becomes visible: seconds from now (int or timedelta) or an aware
@@ -33,6 +35,23 @@ class ClientAPI:
 
     def _exists_or_raise(self, cur: psycopg.Cursor[Any], queue: str) -> None:
         raise NotImplementedError  # pragma: no cover - PGMQ overrides it
+
+
+def decoded(
+    cur: psycopg.Cursor[Any], result: psycopg.Cursor[Any], name: str, *, in_order: bool = False
+) -> list[Message]:
+    """The messages of a statement's rows (JSON text columns, :data:`_sql.TEXT_COLUMNS`);
+    raise the first one's ``DecodeError``, if any.
+
+    Called inside the statement's transaction, so raising rolls the statement back: nothing
+    is claimed, popped or changed.
+    """
+    loads = _sql.json_loads(cur.connection)
+    msgs = _sql.messages_from_rows(result.fetchall(), name, loads=loads, in_order=in_order)
+    for m in msgs:
+        if m.decode_error is not None:
+            raise m.decode_error
+    return msgs
 
 
 def delay_or_time(value: object, argument: str) -> int | datetime:

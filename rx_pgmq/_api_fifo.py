@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from rx_pgmq import _sql, _sql_api
-from rx_pgmq._api_base import ClientAPI
+from rx_pgmq._api_base import ClientAPI, decoded
 from rx_pgmq._bodytype import body_decoder, decode_messages
 from rx_pgmq._validate import (
     check_non_negative_int,
@@ -178,7 +178,5 @@ class FifoAPI(ClientAPI):
         stmt = _sql.read_grouped(mode, poll=poll is not None)
         decode = body_decoder(body_type)
         with self._cursor(name) as cur:
-            rows = cur.execute(stmt, params).fetchall()
-            loads = _sql.json_loads(cur.connection)
-            messages = _sql.messages_from_rows(rows, name, loads=loads, in_order=True)
+            messages = decoded(cur, cur.execute(stmt, params), name, in_order=True)
             return decode_messages(messages, decode)

@@ -9,7 +9,12 @@ import psycopg
 from rx_pgmq import _sql, _sql_api
 from rx_pgmq._api_base import ClientAPI
 from rx_pgmq._records import DEFAULT_PREMAKE, NotifyThrottle, Partitioning, QueueDetails
-from rx_pgmq._validate import check_non_negative_int, check_positive_int, check_queue_name
+from rx_pgmq._validate import (
+    check_bool,
+    check_non_negative_int,
+    check_positive_int,
+    check_queue_name,
+)
 from rx_pgmq.errors import InvalidArgument, PGMQFeatureMissing, QueueNotFound
 from rx_pgmq.message import Message
 
@@ -54,18 +59,22 @@ class QueuesAPI(ClientAPI):
             archive: Browse the queue's archive (``pgmq.a_<queue>``) instead.
 
         Returns:
-            The messages (not acknowledgeable).
+            The messages (not acknowledgeable); one whose body or headers Python cannot
+            decode has ``decode_error`` set and ``body`` ``None``.
 
         Raises:
-            InvalidArgument: On a bad queue name or ``n``.
+            InvalidArgument: On a bad queue name, ``n`` or ``archive``.
             QueueNotFound: If the queue does not exist.
         """
         check_queue_name(queue)
         check_positive_int(n, "n")
+        check_bool(archive, "archive")
         with self._cursor(queue) as cur:
             self._exists_or_raise(cur, queue)
             rows = cur.execute(_sql_api.peek(queue, archive=archive), (n,)).fetchall()
-        return _sql.messages_from_rows(rows, queue)
+            loads = _sql.json_loads(cur.connection)
+        # Per message: a body that cannot be decoded is shown with decode_error set.
+        return _sql.messages_from_rows(rows, queue, loads=loads)
 
     # -- notifications -----------------------------------------------------------------
 

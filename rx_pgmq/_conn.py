@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import ConnectionPool
 
-from rx_pgmq.errors import InvalidArgument
+from rx_pgmq._dberrors import connect_error
+from rx_pgmq.errors import ConnectionLost, InvalidArgument
 
 __all__ = ["KEEPALIVE_DEFAULTS", "ConnSource", "Conninfo", "connect", "describe"]
 
@@ -36,10 +37,13 @@ def connect(
     autocommit: bool = True,
     application_name: str = "rx_pgmq",
     keepalive: bool = False,
+    timeout: int = 10,
 ) -> psycopg.Connection[Any]:
     """Open a dedicated connection (autocommit by default) tagged with ``application_name``.
 
     With ``keepalive``, :data:`KEEPALIVE_DEFAULTS` fill in what the conninfo leaves unset.
+    ``timeout`` bounds one attempt, handshake and login included (libpq's
+    ``connect_timeout``: whole seconds, at least 2).
     """
     extra: dict[str, Any] = {}
     if keepalive:
@@ -49,7 +53,7 @@ def connect(
         conninfo,
         autocommit=autocommit,
         application_name=application_name,
-        connect_timeout=10,
+        connect_timeout=timeout,
         **extra,
     )
 
@@ -72,6 +76,31 @@ def _first_connect_timeout(conninfo: str) -> float:
     except (psycopg.Error, TypeError, ValueError):
         value = 0.0
     return value + 1.0 if value > 0 else 30.0
+
+
+_BEGIN_ATTEMPTS = 6
+"""Connections tried for one call whose ``BEGIN`` fails on a broken connection: a pool
+holds at most 4 (every one is broken after a server restart), plus a fresh one."""
+
+
+def _lost(exc: psycopg.Error, committing: bool) -> ConnectionLost:
+    """The :class:`ConnectionLost` for a connection that broke inside a call's transaction.
+
+    Broken before the commit, the server rolled the transaction back: nothing happened.
+    Broken during the commit, it may have committed.
+    """
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if committing:
+        return ConnectionLost(
+            f"lost the database connection while committing ({text}): the statement may "
+            "have taken effect; check before retrying",
+            may_have_run=True,
+        )
+    return ConnectionLost(
+        f"lost the database connection while a statement was running ({text}): it did not "
+        "take effect (its transaction was rolled back); retrying is safe",
+        may_have_run=False,
+    )
 
 
 class ConnSource:
@@ -122,6 +151,7 @@ class ConnSource:
             self._check_open()
             if self._own_pool is None:
                 assert isinstance(self._conninfo, str)
+                self._probe(self._conninfo)
                 pool = ConnectionPool(
                     self._conninfo,
                     min_size=1,
@@ -136,12 +166,34 @@ class ConnSource:
                 self._own_pool = pool
             return self._own_pool
 
+    def _probe(self, conninfo: str) -> None:
+        """Connect once before opening the private pool, to fail at once on a login no
+        retry can fix (unknown database or role, refused password, bad conninfo): the pool
+        would retry it in the background until its wait timed out.
+
+        Raises:
+            psycopg.Error: Such a failure (callers translate it to a named error).
+        """
+        try:
+            connect(conninfo, application_name=self._application_name).close()
+        except psycopg.Error as exc:
+            if connect_error(exc) is not None:
+                raise
+            # Transient (refused, starting up): the pool keeps trying within its wait.
+
     @contextmanager
     def connection(self) -> Iterator[psycopg.Connection[Any]]:
         """A connection whose work commits when the block exits without error.
 
+        From a pool (private or given) of autocommit connections, the block runs in a
+        transaction: a connection found broken by its ``BEGIN`` (a killed backend, a
+        restarted server) is replaced and the call goes on, so nothing of the caller's
+        reaches a dead connection.
+
         Raises:
             InvalidArgument: After :meth:`close`, whatever the source was made from.
+            ConnectionLost: If the connection broke inside the block or its commit
+                (``may_have_run`` says which), or no connection could be had.
         """
         if isinstance(self._conninfo, psycopg.Connection):
             conn = self._conninfo
@@ -155,12 +207,30 @@ class ConnSource:
             pool = self._conninfo
         else:
             pool = self._pool()
-        with pool.connection() as conn:
-            if conn.autocommit:
-                with conn.transaction():
+        for attempt in range(1, _BEGIN_ATTEMPTS + 1):
+            with pool.connection() as conn:
+                if not conn.autocommit:
                     yield conn
-            else:
-                yield conn
+                    return
+                committing = False
+                try:
+                    with ExitStack() as stack:
+                        try:
+                            stack.enter_context(conn.transaction())  # sends BEGIN
+                        except psycopg.OperationalError:
+                            # Broken before the statement was sent (backend killed, or the
+                            # server restarted, while the connection sat in the pool): the
+                            # pool drops it, and the next connection runs the statement.
+                            if conn.broken and attempt < _BEGIN_ATTEMPTS:
+                                continue
+                            raise
+                        yield conn
+                        committing = True  # leaving the stack sends COMMIT
+                except psycopg.Error as exc:
+                    if not conn.broken:
+                        raise
+                    raise _lost(exc, committing) from exc
+                return
 
     def close(self) -> None:
         """Close the private pool, if any (a pool or connection passed in stays open, but

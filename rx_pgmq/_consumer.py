@@ -11,7 +11,6 @@ the locking around them.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -31,21 +30,19 @@ from rx_pgmq._dberrors import is_transient, translate
 from rx_pgmq._demand import Demand
 from rx_pgmq._link import Link
 from rx_pgmq._listener import Listener, ListenerEvent, channel_name
+from rx_pgmq._moved import MOVED_HEADER, moved_json
 from rx_pgmq._options import ReadOptions
 from rx_pgmq._planner import ReadNow, ReadPlanner
 from rx_pgmq._stats import StatsRecorder
 from rx_pgmq._wakeup import SocketCondition
 from rx_pgmq.actions import AckStatus, Action
 from rx_pgmq.errors import ConnectionLost, QueueNotFound
-from rx_pgmq.headers import MOVED
 from rx_pgmq.message import Message
 
 __all__ = ["MOVED_HEADER", "Config", "Consumer"]
 
 _log = logging.getLogger("rx_pgmq")
 
-MOVED_HEADER = MOVED
-"""Header added to a message moved by ``MoveTo``: source queue, reason, attempts."""
 
 _FENCED_DELETE = "DELETE FROM {table} WHERE msg_id = %s AND read_ct = %s RETURNING msg_id"
 _FENCED_ARCHIVE = (
@@ -86,6 +83,7 @@ class Config:
     close_timeout: float
     window: int | None = None
     controlled: bool = False
+    connect_timeout: float = 30.0
 
 
 _Token = Future[AckStatus] | Callable[[AckStatus], None]
@@ -106,6 +104,16 @@ def _report(token: object, status: AckStatus) -> None:
 
 
 _new_tuple = tuple.__new__
+
+
+def _never_connected(config: Config, exc: BaseException) -> ConnectionLost:
+    """The error of a consumer that could not connect within its ``connect_timeout``."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return ConnectionLost(
+        f"could not connect to read queue {config.queue!r} within connect_timeout="
+        f"{config.connect_timeout:g}s (last error: {text}); check that the server runs and "
+        "is reachable, or raise connect_timeout"
+    )
 
 
 def _resolve(tokens: list[tuple[object, AckStatus]]) -> None:
@@ -149,8 +157,8 @@ class Consumer:
         self._acker_stop = False
         self._flushing = False
         self._closed = threading.Event()
-        self._reader = Link(config.conninfo, "reader")
-        self._acker = Link(config.conninfo, "acker")
+        self._reader = Link(config.conninfo, "reader", config.connect_timeout)
+        self._acker = Link(config.conninfo, "acker", config.connect_timeout)
         if self._socket_cond is not None:
             self._reader.listen(channel_name(config.queue), self._on_heard)
         self._listen_sub: abc.DisposableBase | None = None
@@ -468,13 +476,16 @@ class Consumer:
         backoff = Backoff(initial=0.05, maximum=5.0)
         error: BaseException | None = None
         try:
+            give_up = time.monotonic() + self.config.connect_timeout
             while True:
                 try:
                     self._setup()
                     break
                 except (psycopg.Error, ConnectionLost) as exc:
-                    if not is_transient(exc):
+                    if not is_transient(exc):  # e.g. AuthenticationFailed: at once
                         raise translate(exc, self.config.queue) from exc
+                    if time.monotonic() >= give_up:  # never connected (#14 item 9)
+                        raise _never_connected(self.config, exc) from exc
                     if not self._retry_wait(backoff, "reader", exc):
                         return
             backoff.reset()
@@ -678,10 +689,32 @@ class Consumer:
     def _run_acker(self) -> None:
         try:
             self._acker_loop()
+        except Exception as exc:  # never die in silence: end the stream with it (#14 item 7)
+            self._acker_failed(exc)
         finally:
             # Only this thread uses the acknowledger's connection, so only it closes it
             # (shutdown may stop waiting for it after close_timeout while a flush runs).
             self._acker.close()
+
+    def _acker_failed(self, exc: Exception) -> None:
+        """The acknowledger hit an unexpected error: stop, and report it to the subscriber.
+
+        Nothing flushes any more, so shutdown need not wait: queued requests are reported
+        ``unacked``, later ones too, and every unsettled message is released at shutdown.
+        """
+        _log.error("acknowledger of queue %r failed: %r", self.config.queue, exc)
+        leftovers: list[Pending] = []
+        with self._cond:
+            self._acker_stop = True
+            self._flushing = False
+            self._settling.clear()
+            try:
+                rest = self._batcher.take()
+                leftovers = [*rest.items, *rest.duplicates]
+            except Exception:  # the queued requests themselves are broken: nothing to report
+                pass
+        _resolve([(p.token, "unacked") for p in leftovers])
+        self.fail(exc)
 
     def _acker_loop(self) -> None:
         backoff = Backoff(initial=0.05, maximum=2.0, max_attempts=8)
@@ -887,10 +920,9 @@ class Consumer:
         q = self.config.queue
         bodies, heads = [], []
         for p, m in pairs:
-            headers = dict(m.headers or {})
-            headers[MOVED_HEADER] = {"from": q, "reason": p.reason, "attempts": m.read_ct}
-            bodies.append(json.dumps(m.body))
-            heads.append(json.dumps(headers))
+            body, headers = moved_json(m, q, p.reason)
+            bodies.append(body)
+            heads.append(headers)
         if bodies:
             cur.execute(_sql.SEND_BATCH, (dest, bodies, heads, 0))
             cur.execute(self._delete_sql, (_sql.id_array([p.msg_id for p, _m in pairs]),))

@@ -8,15 +8,26 @@ import psycopg
 from psycopg import errors as pgerr
 
 from rx_pgmq.errors import (
+    AuthenticationFailed,
+    CannotConnect,
     ConnectionLost,
+    DatabaseNotFound,
+    InvalidConninfo,
     PermissionDenied,
     PGMQNotInstalled,
     PGMQOutdated,
     QueueNotFound,
+    RoleNotFound,
     RxPgmqError,
 )
 
-__all__ = ["FIRST_PGMQ_VERSION", "is_transient", "pgmq_version_needed", "translate"]
+__all__ = [
+    "FIRST_PGMQ_VERSION",
+    "connect_error",
+    "is_transient",
+    "pgmq_version_needed",
+    "translate",
+]
 
 # A missing ``pgmq.<table>`` that is not a queue (``q_``) or archive (``a_``) table, e.g.
 # ``pgmq.meta``: PGMQ itself is absent (the schema may exist without its catalog tables).
@@ -63,6 +74,55 @@ def pgmq_version_needed(text: str) -> str:
     return FIRST_PGMQ_VERSION.get(name, "")
 
 
+# A failed connection attempt carries no SQLSTATE (libpq reports only text), so the few
+# failures no retry can fix are recognized by libpq's and the server's (English) messages.
+# Anything else (refused, unreachable, "the database system is starting up", too many
+# connections, or a message in another language) counts as transient: a consumer retries
+# it until its connect_timeout, so an unrecognized message is never retried forever.
+_CONNECT_FAILURES: tuple[tuple[re.Pattern[str], type[CannotConnect]], ...] = (
+    (re.compile(r'database "[^"]*" does not exist'), DatabaseNotFound),
+    (re.compile(r'role "[^"]*" does not exist'), RoleNotFound),
+    (
+        re.compile(
+            r"authentication failed|no password supplied|no pg_hba\.conf entry"
+            r"|password is required|not permitted to log in|server requested .* password"
+        ),
+        AuthenticationFailed,
+    ),
+    (
+        re.compile(
+            r'missing "=" after|invalid connection option|invalid (?:integer |port )?value'
+            r"|invalid (?:URI|percent-encoded|sslmode|IPv6)|unterminated quoted string"
+            r"|end of string reached|unexpected spaces found|invalid connection string"
+        ),
+        InvalidConninfo,
+    ),
+)
+
+
+def connect_error(exc: BaseException) -> CannotConnect | None:
+    """The named error of a connection attempt that no retry can fix, or None.
+
+    Args:
+        exc: What ``psycopg.connect`` (or a pool) raised.
+
+    Returns:
+        :class:`AuthenticationFailed`, :class:`RoleNotFound`, :class:`DatabaseNotFound` or
+        :class:`InvalidConninfo` with the original text, or None (transient or unknown).
+    """
+    if isinstance(exc, CannotConnect):
+        return exc
+    if not isinstance(exc, psycopg.OperationalError | psycopg.ProgrammingError):
+        return None
+    if getattr(exc, "sqlstate", None) is not None:
+        return None  # a statement's error: the connection itself was made
+    text = " ".join(str(exc).split())
+    for pattern, cls in _CONNECT_FAILURES:
+        if pattern.search(text):
+            return cls(text)
+    return None
+
+
 def translate(exc: BaseException, queue: str | None = None) -> BaseException:
     """Return the named rx_pgmq error for a database exception (or ``exc`` unchanged).
 
@@ -75,6 +135,9 @@ def translate(exc: BaseException, queue: str | None = None) -> BaseException:
     """
     if isinstance(exc, RxPgmqError) or not isinstance(exc, psycopg.Error):
         return exc
+    named = connect_error(exc)
+    if named is not None:
+        return named
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     if isinstance(exc, pgerr.InsufficientPrivilege):
         return PermissionDenied(text)
@@ -110,6 +173,10 @@ def is_transient(exc: BaseException) -> bool:
     ):
         return True
     if isinstance(exc, psycopg.OperationalError):
-        # OperationalError without a SQLSTATE is a client-side connection failure.
-        return getattr(exc, "sqlstate", None) is None or str(exc.sqlstate).startswith("08")
+        # OperationalError without a SQLSTATE is a client-side connection failure, transient
+        # unless it is one no retry can fix (bad credentials, unknown database, ...).
+        sqlstate = getattr(exc, "sqlstate", None)
+        if sqlstate is None:
+            return connect_error(exc) is None
+        return str(sqlstate).startswith("08")
     return isinstance(exc, psycopg.InterfaceError)

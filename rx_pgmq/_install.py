@@ -12,7 +12,7 @@ import psycopg
 from psycopg import sql
 
 from rx_pgmq._dberrors import translate
-from rx_pgmq.errors import PGMQNotInstalled
+from rx_pgmq.errors import InvalidArgument, PGMQNotInstalled
 
 __all__ = ["install_pgmq", "pgmq_version"]
 
@@ -80,6 +80,10 @@ def _installed(conn: psycopg.Connection[Any]) -> str | None:
 
 
 def _connect(conninfo: str) -> psycopg.Connection[Any]:
+    if not isinstance(conninfo, str) or not conninfo.strip():
+        raise InvalidArgument(
+            "conninfo", f"must be a non-empty libpq conninfo string or URI, got {conninfo!r}"
+        )
     try:
         return psycopg.connect(
             conninfo, autocommit=True, application_name="rx_pgmq install", connect_timeout=10
@@ -100,6 +104,7 @@ def pgmq_version(conninfo: str) -> str | None:
         ``pgmq.read`` does not exist.
 
     Raises:
+        InvalidArgument: If ``conninfo`` is not a non-empty string (before connecting).
         ConnectionLost: If the database cannot be reached.
     """
     with _connect(conninfo) as conn:
@@ -126,6 +131,7 @@ def install_pgmq(conninfo: str) -> str:
         rx_pgmq did not make).
 
     Raises:
+        InvalidArgument: If ``conninfo`` is not a non-empty string (before connecting).
         PGMQNotInstalled: If the extension is unavailable and the ``pgmq`` package is missing
             (``pip install "rx-pgmq[embedded]"``).
         PermissionDenied: If the role may not create the extension or schema.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -32,11 +33,16 @@ class Link:
         conninfo: A conninfo string (a dedicated connection is opened) or a pool (a
             connection is borrowed for the link's lifetime).
         role: ``reader`` or ``acker``; tags ``application_name``.
+        connect_timeout: Longest wait for one connection attempt from a conninfo string
+            (seconds; rounded up, then kept between 2, libpq's least, and 10).
     """
 
-    def __init__(self, conninfo: str | ConnectionPool, role: str) -> None:
+    def __init__(
+        self, conninfo: str | ConnectionPool, role: str, connect_timeout: float = 10.0
+    ) -> None:
         self._conninfo = conninfo
         self._role = role
+        self._timeout = max(2, min(10, math.ceil(connect_timeout)))
         self._conn: psycopg.Connection[Any] | None = None
         self._was_autocommit = True
         self._listen: bytes | None = None
@@ -80,6 +86,7 @@ class Link:
                     self._conninfo,
                     application_name=f"rx_pgmq.{self._role}",
                     keepalive=self._listen is not None,  # it may wait for notifications only
+                    timeout=self._timeout,
                 )
             self._conn = conn
             if self._listen is not None:

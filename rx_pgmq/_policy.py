@@ -10,6 +10,7 @@ later). Built-ins accept policies for their branches, so they compose::
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable
 from datetime import timedelta
@@ -42,19 +43,42 @@ class PolicyError(RxPgmqError, TypeError):
     __module__ = "rx_pgmq.operators"
 
 
+_EXPECTED = (
+    "must be an action (Delete(), Archive(), Nothing(), SetVisibilityTimeout(vt), "
+    "MoveTo(queue)) or a function Outcome -> action"
+)
+
+
 def check_policy(policy: object, argument: str) -> Policy:
-    """Return ``policy`` if it is an action or a callable.
+    """Return ``policy`` if it is an action or a function of one outcome.
+
+    A class (``Delete`` instead of ``Delete()``) is callable but not a policy, and neither
+    is a callable that cannot take one positional argument: both are refused here, when
+    the pipeline is built, instead of failing on the first message.
 
     Raises:
         InvalidArgument: Otherwise.
     """
-    if isinstance(policy, ACTION_TYPES) or callable(policy):
+    if isinstance(policy, ACTION_TYPES):
         return policy  # type: ignore[return-value]
-    raise InvalidArgument(
-        argument,
-        "must be an action (Delete(), Archive(), Nothing(), SetVisibilityTimeout(vt), "
-        f"MoveTo(queue)) or a function Outcome -> action, got {policy!r}",
-    )
+    if isinstance(policy, type):
+        hint = f"; did you mean {policy.__name__}()?" if policy in ACTION_TYPES else ""
+        raise InvalidArgument(argument, f"{_EXPECTED}, got the class {policy!r}{hint}")
+    if not callable(policy):
+        raise InvalidArgument(argument, f"{_EXPECTED}, got {policy!r}")
+    try:
+        signature = inspect.signature(policy)
+    except (TypeError, ValueError):  # no signature to check (some builtins): accept
+        return policy
+    try:
+        signature.bind(None)
+    except TypeError:
+        raise InvalidArgument(
+            argument,
+            f"{_EXPECTED}, got {policy!r}, which cannot be called with one outcome "
+            f"(signature {signature})",
+        ) from None
+    return policy
 
 
 def _apply(policy: Policy, outcome: Outcome) -> Action:

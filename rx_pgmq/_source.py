@@ -45,6 +45,7 @@ def read_queue(
     ack_batch_size: int | None = None,
     ack_max_age: float | timedelta = 0.005,
     close_timeout: float | timedelta = 5.0,
+    connect_timeout: float | timedelta = 30.0,
 ) -> QueueSource:
     """A PGMQ queue as an ``Observable[Message]``; each subscription is a consumer.
 
@@ -92,6 +93,12 @@ def read_queue(
         ack_batch_size: Flush acks once this many are pending (default ``batch_size``).
         ack_max_age: Flush acks once the oldest pending is this old (seconds).
         close_timeout: Longest wait for pending acks when disposing (seconds).
+        connect_timeout: How long a subscription keeps trying to make its first connection
+            when the server is unreachable (refused, starting up, ...) before it reports
+            ``ConnectionLost`` to ``on_error`` (seconds, > 0). Errors no retry can fix
+            (``AuthenticationFailed``, ``RoleNotFound``, ``DatabaseNotFound``,
+            ``InvalidConninfo``) are reported at once. Once connected, outages are retried
+            without end (capped backoff; ``stats.reconnects`` counts them).
 
     Returns:
         A :class:`QueueSource` (an ``Observable[Message]`` with ``stats``).
@@ -161,6 +168,7 @@ def read_queue(
         ),
         ack_max_age=seconds(ack_max_age, "ack_max_age"),
         close_timeout=seconds(close_timeout, "close_timeout"),
+        connect_timeout=seconds(connect_timeout, "connect_timeout", allow_zero=False),
     )
     return QueueSource(config, scheduler)
 

@@ -15,6 +15,7 @@ import psycopg
 from psycopg import pq, sql
 
 from rx_pgmq._slots import slot_setters
+from rx_pgmq.errors import DecodeError
 from rx_pgmq.message import Acknowledger, Message, QueueInfo, QueueMetrics
 
 __all__ = [
@@ -45,6 +46,7 @@ __all__ = [
     "SEND_BATCH",
     "SET_VT_MANY",
     "SET_VT_ONE",
+    "TEXT_COLUMNS",
     "FifoMode",
     "delete_inline",
     "id_array",
@@ -62,9 +64,7 @@ __all__ = [
 
 MESSAGE_COLUMNS: Final = "msg_id, read_ct, enqueued_at, last_read_at, vt, message, headers"
 """The columns of a ``pgmq.message_record`` row, in the order the row builders read them."""
-_TEXT_COLUMNS: Final = (
-    "msg_id, read_ct, enqueued_at, last_read_at, vt, message::text, headers::text"
-)
+TEXT_COLUMNS: Final = "msg_id, read_ct, enqueued_at, last_read_at, vt, message::text, headers::text"
 """The consumer's read columns: bodies and headers as JSON text, decoded by
 :func:`messages_from_rows` with ``loads`` (psycopg's jsonb loader costs ~3 us more per
 message than decoding the text)."""
@@ -102,8 +102,9 @@ READ_WITH_POLL_CALL: Final = (
 """Parameters: queue, vt, qty, max_poll_seconds, poll_interval_ms, conditional."""
 POP_CALL: Final = "pgmq.pop(%s, %s::integer)"
 """Parameters: queue, qty."""
-_SELECT_FROM: Final = "SELECT " + MESSAGE_COLUMNS + " FROM "  # noqa: S608 - constants only
-# The client's reads: constant fragments only (values travel as parameters).
+_SELECT_FROM: Final = "SELECT " + TEXT_COLUMNS + " FROM "  # noqa: S608 - constants only
+# The client's reads: constant fragments only (values travel as parameters); bodies and
+# headers come as JSON text, decoded per message by messages_from_rows(..., loads=...).
 READ: Final = _SELECT_FROM + READ_CALL
 READ_WITH_POLL: Final = _SELECT_FROM + READ_WITH_POLL_CALL
 POP: Final = _SELECT_FROM + POP_CALL
@@ -247,9 +248,9 @@ def select_messages(source: str | sql.Composable, *, durable: bool = True) -> sq
     """
     src = sql.SQL(source) if isinstance(source, str) else source
     if durable:
-        return sql.SQL("SELECT {cols} FROM {src}").format(cols=sql.SQL(_TEXT_COLUMNS), src=src)
+        return sql.SQL("SELECT {cols} FROM {src}").format(cols=sql.SQL(TEXT_COLUMNS), src=src)
     return sql.SQL("SELECT {cols}, rx_pgmq.rx_pgmq_commit FROM {src}, {commit}").format(
-        cols=sql.SQL(_TEXT_COLUMNS), src=src, commit=_ASYNC_COMMIT
+        cols=sql.SQL(TEXT_COLUMNS), src=src, commit=_ASYNC_COMMIT
     )
 
 
@@ -299,6 +300,7 @@ _SETTERS = slot_setters(
         "headers",
         "queue",
         "_acknowledger",
+        "decode_error",
     ),
 )
 
@@ -323,9 +325,12 @@ def messages_from_rows(
     of the frozen dataclass ``__init__`` (one ``object.__setattr__`` per field, the main
     per-message cost of a read): the rows are PGMQ ``message_record`` rows, nothing to check.
     With ``loads`` the body and headers columns are JSON text (see :func:`select_messages`)
-    and are decoded with it.
+    and are decoded with it. A message whose body or headers cannot be decoded (or whose
+    headers are not a JSON object) gets ``decode_error`` set and ``body`` and ``headers``
+    ``None``; the others are unaffected. Good messages pay only the ``try`` and a type
+    check of their headers, if any: the failure is diagnosed by :func:`_decode_error`.
     """
-    s_id, s_rc, s_enq, s_last, s_vt, s_body, s_head, s_queue, s_ack = _SETTERS
+    s_id, s_rc, s_enq, s_last, s_vt, s_body, s_head, s_queue, s_ack, s_err = _SETTERS
     new = object.__new__
     msgs = []
     for r in rows:
@@ -338,15 +343,49 @@ def messages_from_rows(
         if loads is None:
             s_body(m, r[5])
             s_head(m, r[6])
+            s_err(m, None)
         else:
-            s_body(m, loads(r[5]))
-            s_head(m, None if r[6] is None else loads(r[6]))
+            try:
+                s_body(m, loads(r[5]))
+                head = r[6]
+                if head is not None:
+                    head = loads(head)
+                    if not isinstance(head, dict) and head is not None:  # JSON null is fine
+                        raise TypeError("headers are not a JSON object")
+                s_head(m, head)
+                s_err(m, None)
+            except Exception:  # RecursionError, ValueError or a custom loads' own error
+                s_body(m, None)
+                s_head(m, None)
+                s_err(m, _decode_error(r, queue, loads))
         s_queue(m, queue)
         s_ack(m, acknowledger)
         msgs.append(m)
     if not in_order:
         msgs.sort(key=_msg_id)
     return msgs
+
+
+def _decode_error(row: Sequence[Any], queue: str, loads: Callable[[str], Any]) -> DecodeError:
+    """The :class:`DecodeError` of a row that :func:`messages_from_rows` could not decode.
+
+    Decodes again to tell which part failed and why (only bad rows come here).
+    """
+    body, head = row[5], row[6]
+    part, detail = "body", ""
+    try:
+        loads(body)
+    except Exception as exc:
+        detail = f"{type(exc).__name__}: {exc}"
+    if not detail and head is not None:
+        part = "headers"
+        try:
+            value = loads(head)
+        except Exception as exc:
+            detail = f"{type(exc).__name__}: {exc}"
+        else:
+            detail = f"headers must be a JSON object, got {type(value).__name__} {head:.60}"
+    return DecodeError(row[0], queue, part, detail or "unknown error", body, head)
 
 
 JSONB_OID: Final = 3802

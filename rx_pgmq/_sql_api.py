@@ -13,7 +13,7 @@ from typing import Any, Final
 from psycopg import sql
 
 from rx_pgmq._records import NotifyThrottle, QueueDetails, QueueKind, RouteMatch, TopicBinding
-from rx_pgmq._sql import MESSAGE_COLUMNS, metrics_from_row, queue_table
+from rx_pgmq._sql import TEXT_COLUMNS, metrics_from_row, queue_table
 
 __all__ = [
     "BIND_TOPIC",
@@ -56,7 +56,7 @@ SEND_AT: Final = "SELECT * FROM pgmq.send(%s, %s::jsonb, %s::jsonb, %s::timestam
 SEND_BATCH_AT: Final = (
     "SELECT * FROM pgmq.send_batch(%s, %s::jsonb[], %s::jsonb[], %s::timestamptz)"
 )
-_COLUMNS: Final = "SELECT " + MESSAGE_COLUMNS + " FROM "  # noqa: S608 - constants only
+_COLUMNS: Final = "SELECT " + TEXT_COLUMNS + " FROM "  # noqa: S608 - constants only
 SET_VT_ONE_AT: Final = _COLUMNS + "pgmq.set_vt(%s, %s::bigint, %s::timestamptz)"
 SET_VT_MANY_AT: Final = _COLUMNS + "pgmq.set_vt(%s, %s::bigint[], %s::timestamptz)"
 
@@ -124,7 +124,7 @@ def peek(queue: str, *, archive: bool) -> sql.Composed:
     Parameter: how many.
     """
     return sql.SQL("SELECT {cols} FROM {table} ORDER BY msg_id LIMIT %s").format(
-        cols=sql.SQL(MESSAGE_COLUMNS), table=queue_table(queue, "a" if archive else "q")
+        cols=sql.SQL(TEXT_COLUMNS), table=queue_table(queue, "a" if archive else "q")
     )
 
 

@@ -15,8 +15,10 @@ __all__ = [
     "LONGEST_WAIT",
     "MAX_INT4",
     "MAX_INT8",
+    "MAX_JSONB_BYTES",
     "QUEUE_NAME_RULE",
     "check_body",
+    "check_bool",
     "check_headers",
     "check_non_negative_int",
     "check_positive_int",
@@ -147,27 +149,84 @@ def _jsonb_unstorable(value: object) -> str | None:
     return None
 
 
+MAX_JSONB_BYTES = 0x0FFF_FFFF
+"""Largest jsonb value PostgreSQL stores (268,435,455 bytes, about 255 MB): bigger bodies
+are refused before sending, measured as encoded UTF-8 JSON text."""
+
+# What json.dumps writes for a dict key that is not a str (int, float, bool, None), with
+# our separators: a quoted number, true, false or null followed by ':'. A str key can look
+# the same ("1"), so a match only means "walk the value to be sure"; no match proves every
+# key is a str, at the cost of one C-level scan of the text.
+_CONVERTED_KEY = re.compile(r'"(?:-?[0-9][0-9.eE+-]*|true|false|null)":')
+
+
+def _non_str_key(value: object) -> object:
+    """The first dict key in ``value`` that is not a str (``_NO_KEY`` if none)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            for key in item:
+                if not isinstance(key, str):
+                    return key
+            stack.extend(v for v in item.values() if isinstance(v, dict | list | tuple))
+        elif isinstance(item, list | tuple):
+            stack.extend(v for v in item if isinstance(v, dict | list | tuple))
+    return _NO_KEY
+
+
+_NO_KEY = object()
+
+
 def check_body(body: object, argument: str = "body") -> str:
     """Serialize a message body to JSON text that PostgreSQL's ``jsonb`` accepts.
 
     Raises:
         InvalidArgument: If the body is not JSON-serializable, holds NaN/Infinity, a NUL
-            character or a lone surrogate (all of which jsonb rejects).
+            character or a lone surrogate (all of which jsonb rejects), a dict key that is
+            not a str (JSON would turn ``1`` into ``"1"``, so ``{1: "a", "1": "b"}`` would
+            silently keep one value), or is larger than :data:`MAX_JSONB_BYTES` encoded.
     """
     try:
         text = json.dumps(body, allow_nan=False, separators=(",", ":"), ensure_ascii=False)
-        text.encode("utf-8")
+        size = len(text.encode("utf-8"))
     except UnicodeEncodeError:
         raise InvalidArgument(
             argument, "must be valid Unicode: it holds a lone surrogate, which jsonb rejects"
         ) from None
     except (TypeError, ValueError, RecursionError) as exc:
         raise InvalidArgument(argument, f"must be JSON-serializable: {exc}") from None
+    if size > MAX_JSONB_BYTES:
+        raise InvalidArgument(
+            argument,
+            f"is {size:,} bytes as JSON; PostgreSQL's jsonb holds at most "
+            f"{MAX_JSONB_BYTES:,} bytes (about 255 MB): store large payloads elsewhere and "
+            "send a reference",
+        )
+    if _CONVERTED_KEY.search(text) is not None:
+        key = _non_str_key(body)
+        if key is not _NO_KEY:
+            raise InvalidArgument(
+                argument,
+                f"dict keys must be str, got {key!r} ({type(key).__name__}); JSON would "
+                "store it as a string, which may silently replace another key",
+            )
     if "\\u0000" in text:
         problem = _jsonb_unstorable(body)
         if problem is not None:
             raise InvalidArgument(argument, problem)
     return text
+
+
+def check_bool(value: object, argument: str) -> bool:
+    """Return ``value`` if it is a real bool (``"false"`` is truthy, so it is refused).
+
+    Raises:
+        InvalidArgument: Otherwise.
+    """
+    if not isinstance(value, bool):
+        raise InvalidArgument(argument, f"must be a bool (True or False), got {value!r}")
+    return value
 
 
 def check_headers(headers: object, argument: str = "headers") -> str | None:

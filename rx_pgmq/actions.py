@@ -77,7 +77,9 @@ class MoveTo:
     """Send the message to another queue and delete it here, in one transaction.
 
     The copy keeps body and headers and adds header ``x-rx-pgmq-moved`` with the source
-    queue, the failure reason (if any) and the attempt count (``read_ct``).
+    queue, the failure reason (if any) and the attempt count (``read_ct``). Headers that
+    are not a JSON object are kept under header ``x-rx-pgmq-original-headers``; a body that
+    could not be decoded (``message.decode_error``) is copied exactly as stored.
 
     Args:
         queue: The destination queue (it must exist).

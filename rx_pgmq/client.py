@@ -11,7 +11,7 @@ from typing import Any, overload
 import psycopg
 
 from rx_pgmq import _sql, _sql_api
-from rx_pgmq._api_base import Delay, batch_payload, delay_or_time
+from rx_pgmq._api_base import Delay, batch_payload, decoded, delay_or_time
 from rx_pgmq._api_fifo import FifoAPI
 from rx_pgmq._api_queues import QueuesAPI
 from rx_pgmq._api_topics import TopicsAPI
@@ -22,6 +22,7 @@ from rx_pgmq._records import Partitioning
 from rx_pgmq._validate import (
     MAX_INT8,
     check_body,
+    check_bool,
     check_headers,
     check_non_negative_int,
     check_positive_int,
@@ -78,6 +79,11 @@ class PGMQ(TopicsAPI, FifoAPI, QueuesAPI):
             ``psycopg_pool.ConnectionPool`` (borrowed per call), or a ``psycopg.Connection``
             (used under a lock; statements run in ``conn.transaction()``, so inside a
             caller's open transaction they join it as a savepoint).
+
+    A call whose pooled connection turns out broken before its statement was sent (the
+    server restarted, or the backend was terminated) reconnects and runs the statement;
+    only a connection lost while the statement ran raises :class:`~rx_pgmq.errors.
+    ConnectionLost`, whose ``may_have_run`` says whether it may have taken effect.
 
     Raises:
         InvalidArgument: If ``conninfo`` is none of those.
@@ -148,10 +154,12 @@ class PGMQ(TopicsAPI, FifoAPI, QueuesAPI):
                 True for PGMQ's defaults, or a :class:`~rx_pgmq.Partitioning`.
 
         Raises:
-            InvalidArgument: On a bad name or partitioning, or both options.
+            InvalidArgument: On a bad name or partitioning, both options, or ``unlogged``
+                not a bool.
             PGMQFeatureMissing: If ``partitioned`` and the database lacks ``pg_partman``.
         """
         check_queue_name(name, "name")
+        check_bool(unlogged, "unlogged")
         if not isinstance(partitioned, bool | Partitioning):
             raise InvalidArgument(
                 "partitioned", f"must be a bool or a Partitioning, got {partitioned!r}"
@@ -332,6 +340,8 @@ class PGMQ(TopicsAPI, FifoAPI, QueuesAPI):
             QueueNotFound: If the queue does not exist.
             BodyMismatch: If a body does not fit ``body_type``; the read is rolled back,
                 so nothing is claimed.
+            DecodeError: If a message's body or headers cannot be decoded; the statement is
+                rolled back (settle that message by id, e.g. with :meth:`archive`).
         """
         check_queue_name(name, "name")
         secs = whole_seconds(vt, "vt")
@@ -339,8 +349,8 @@ class PGMQ(TopicsAPI, FifoAPI, QueuesAPI):
         cond = _conditional(conditional)
         decode = body_decoder(body_type)
         with self._cursor(name) as cur:
-            rows = cur.execute(_sql.READ, (name, secs, qty, cond)).fetchall()
-            return decode_messages(_sql.messages_from_rows(rows, name), decode)
+            rows = decoded(cur, cur.execute(_sql.READ, (name, secs, qty, cond)), name)
+            return decode_messages(rows, decode)
 
     def read_with_poll(
         self,
@@ -359,6 +369,8 @@ class PGMQ(TopicsAPI, FifoAPI, QueuesAPI):
             InvalidArgument: On a bad argument.
             QueueNotFound: If the queue does not exist.
             BodyMismatch: If a body does not fit ``body_type`` (nothing is claimed).
+            DecodeError: If a message's body or headers cannot be decoded; the statement is
+                rolled back (settle that message by id, e.g. with :meth:`archive`).
         """
         check_queue_name(name, "name")
         secs = whole_seconds(vt, "vt")
@@ -369,8 +381,8 @@ class PGMQ(TopicsAPI, FifoAPI, QueuesAPI):
         params = (name, secs, qty, max_poll_seconds, poll_interval_ms, cond)
         decode = body_decoder(body_type)
         with self._cursor(name) as cur:
-            rows = cur.execute(_sql.READ_WITH_POLL, params).fetchall()
-            return decode_messages(_sql.messages_from_rows(rows, name), decode)
+            rows = decoded(cur, cur.execute(_sql.READ_WITH_POLL, params), name)
+            return decode_messages(rows, decode)
 
     def pop(
         self, name: str, qty: int = 1, *, body_type: type[BodyT] | None = None
@@ -382,13 +394,15 @@ class PGMQ(TopicsAPI, FifoAPI, QueuesAPI):
             QueueNotFound: If the queue does not exist.
             BodyMismatch: If a body does not fit ``body_type``; the pop is rolled back,
                 so nothing is deleted.
+            DecodeError: If a message's body or headers cannot be decoded; the statement is
+                rolled back (settle that message by id, e.g. with :meth:`archive`).
         """
         check_queue_name(name, "name")
         check_positive_int(qty, "qty")
         decode = body_decoder(body_type)
         with self._cursor(name) as cur:
-            rows = cur.execute(_sql.POP, (name, qty)).fetchall()
-            return decode_messages(_sql.messages_from_rows(rows, name), decode)
+            rows = decoded(cur, cur.execute(_sql.POP, (name, qty)), name)
+            return decode_messages(rows, decode)
 
     # -- low-level acks ------------------------------------------------------------------
 
@@ -439,6 +453,8 @@ class PGMQ(TopicsAPI, FifoAPI, QueuesAPI):
         Raises:
             InvalidArgument: On a bad name, id or vt (a naive datetime included).
             PGMQOutdated: For a datetime on a PGMQ older than 1.13.
+            DecodeError: If a message's body or headers cannot be decoded; the statement is
+                rolled back (settle that message by id, e.g. with :meth:`archive`).
         """
         check_queue_name(name, "name")
         when = delay_or_time(vt, "vt")
@@ -447,13 +463,11 @@ class PGMQ(TopicsAPI, FifoAPI, QueuesAPI):
             mid = _id(msg_id)
             stmt = _sql_api.SET_VT_ONE_AT if at else _sql.SET_VT_ONE
             with self._cursor(name) as cur:
-                rows = cur.execute(stmt, (name, mid, when)).fetchall()
-            msgs = _sql.messages_from_rows(rows, name)
+                msgs = decoded(cur, cur.execute(stmt, (name, mid, when)), name)
             return msgs[0] if msgs else None
         ids = _ids(msg_id, "msg_id")
         if not ids:
             return []
         with self._cursor(name) as cur:
             stmt = _sql_api.SET_VT_MANY_AT if at else _sql.SET_VT_MANY
-            rows = cur.execute(stmt, (name, ids, when)).fetchall()
-        return _sql.messages_from_rows(rows, name)
+            return decoded(cur, cur.execute(stmt, (name, ids, when)), name)

@@ -8,15 +8,21 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "AuthenticationFailed",
     "BodyMismatch",
+    "CannotConnect",
     "ConnectionLost",
+    "DatabaseNotFound",
+    "DecodeError",
     "InvalidArgument",
+    "InvalidConninfo",
     "NotAcknowledgeable",
     "PGMQFeatureMissing",
     "PGMQNotInstalled",
     "PGMQOutdated",
     "PermissionDenied",
     "QueueNotFound",
+    "RoleNotFound",
     "RxPgmqError",
 ]
 
@@ -157,9 +163,79 @@ class PermissionDenied(_WithDetail):
 
 
 class ConnectionLost(RxPgmqError, ConnectionError):
-    """The connection to PostgreSQL failed or broke; retrying later may succeed."""
+    """The connection to PostgreSQL failed or broke; retrying later may succeed.
+
+    Attributes:
+        may_have_run: For a client call whose connection broke mid-call: ``False`` when the
+            statement cannot have taken effect (its transaction was never committed, so
+            retrying is safe), ``True`` when the connection broke during the commit (the
+            statement may have taken effect: check before retrying a ``send``); ``None``
+            when not known or not applicable (e.g. the server could not be reached).
+    """
 
     __module__ = "rx_pgmq.errors"
+
+    def __init__(self, message: str = "", *, may_have_run: bool | None = None) -> None:
+        super().__init__(message)
+        self.may_have_run = may_have_run
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_connection_lost, (str(self), self.may_have_run))
+
+
+def _connection_lost(message: str, may_have_run: bool | None) -> ConnectionLost:
+    """Rebuild a pickled :class:`ConnectionLost` (its flag is keyword-only)."""
+    return ConnectionLost(message, may_have_run=may_have_run)
+
+
+class CannotConnect(_WithDetail):
+    """Connecting failed in a way no retry can fix: fix the conninfo or the server's setup.
+
+    A consumer reports it to ``on_error`` at once instead of retrying. The subclasses say
+    what is wrong; the server's or libpq's message follows in parentheses.
+    """
+
+    __module__ = "rx_pgmq.errors"
+    _HINT = "cannot connect to PostgreSQL; check the conninfo"
+
+
+class AuthenticationFailed(CannotConnect):
+    """The server refused the credentials (wrong or missing password, no pg_hba.conf entry)."""
+
+    __module__ = "rx_pgmq.errors"
+    _HINT = (
+        "PostgreSQL refused the login: check the user and password in the conninfo (or "
+        "PGPASSWORD / ~/.pgpass) and the server's pg_hba.conf"
+    )
+
+
+class RoleNotFound(CannotConnect):
+    """The conninfo's user does not exist on the server."""
+
+    __module__ = "rx_pgmq.errors"
+    _HINT = (
+        "the database role (user) in the conninfo does not exist; create it (CREATE ROLE "
+        "... LOGIN) or fix the user name"
+    )
+
+
+class DatabaseNotFound(CannotConnect):
+    """The conninfo's database does not exist on the server."""
+
+    __module__ = "rx_pgmq.errors"
+    _HINT = (
+        "the database in the conninfo does not exist; create it (CREATE DATABASE) or fix the dbname"
+    )
+
+
+class InvalidConninfo(CannotConnect, ValueError):
+    """The conninfo string cannot be parsed, or holds an invalid option or value."""
+
+    __module__ = "rx_pgmq.errors"
+    _HINT = (
+        "the conninfo is malformed: use 'key=value' pairs (host=... dbname=... user=...) "
+        "or a URI postgresql://user:password@host:port/dbname"
+    )
 
 
 class NotAcknowledgeable(RxPgmqError):
@@ -199,3 +275,55 @@ class BodyMismatch(RxPgmqError, ValueError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.body_type, self.detail, self.msg_id, self.queue))
+
+
+class DecodeError(RxPgmqError, ValueError):
+    """A message's body or headers, valid jsonb in PostgreSQL, cannot be decoded in Python.
+
+    Examples: an array nested deeper than Python's recursion limit, an integer with more
+    digits than ``sys.get_int_max_str_digits()`` allows, headers that are not a JSON object,
+    or an error raised by a custom ``psycopg.types.json.set_json_loads`` function.
+
+    A consumer emits such a message with ``message.decode_error`` set to this error and
+    ``body`` and ``headers`` set to ``None``; ``operators.process`` turns it into a failed
+    outcome without calling the handler, so the failure policy settles it (default
+    ``Archive()``). :meth:`rx_pgmq.PGMQ.read` and the client's other calls returning
+    messages raise it and roll their statement back (nothing is claimed, popped or
+    changed): settle that message by id (e.g. ``PGMQ.archive(queue, error.msg_id)``) and
+    call again.
+
+    Attributes:
+        msg_id: The message's id.
+        queue: The queue it was read from.
+        part: What failed to decode: ``"body"`` or ``"headers"``.
+        detail: Why, e.g. ``"RecursionError: maximum recursion depth exceeded"``.
+        body_text: The body as stored (JSON text), or ``None``.
+        headers_text: The headers as stored (JSON text), or ``None``.
+    """
+
+    __module__ = "rx_pgmq.errors"
+
+    def __init__(
+        self,
+        msg_id: int,
+        queue: str,
+        part: str,
+        detail: str,
+        body_text: str | None = None,
+        headers_text: str | None = None,
+    ) -> None:
+        super().__init__(
+            f"message {msg_id} of queue {queue!r}: its {part} cannot be decoded ({detail}); "
+            "it is delivered with body None and decode_error set: settle it by policy "
+            "(e.g. Archive() or MoveTo a dead-letter queue) and inspect it in SQL"
+        )
+        self.msg_id = msg_id
+        self.queue = queue
+        self.part = part
+        self.detail = detail
+        self.body_text = body_text
+        self.headers_text = headers_text
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        args = (self.msg_id, self.queue, self.part, self.detail, self.body_text, self.headers_text)
+        return (type(self), args)

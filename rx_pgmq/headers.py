@@ -8,7 +8,7 @@ unchanged through reads, ``set_vt``, archiving and topic routing. ``PGMQ.send`` 
 Conventions:
 
 - ``x-pgmq-…``: read by PGMQ itself. Today only :data:`GROUP`.
-- ``x-rx-pgmq-…``: written by rx_pgmq. Today only :data:`MOVED`.
+- ``x-rx-pgmq-…``: written by rx_pgmq: :data:`MOVED` and :data:`ORIGINAL_HEADERS`.
 - Any other key is yours; rx_pgmq never reads or changes it.
 
 Example:
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Final
 
-__all__ = ["GROUP", "MOVED", "PGMQ_PREFIX", "RX_PGMQ_PREFIX"]
+__all__ = ["GROUP", "MOVED", "ORIGINAL_HEADERS", "PGMQ_PREFIX", "RX_PGMQ_PREFIX"]
 
 PGMQ_PREFIX: Final = "x-pgmq-"
 """Keys PGMQ reads."""
@@ -39,3 +39,8 @@ MOVED: Final = "x-rx-pgmq-moved"
 """Added by the ``MoveTo(queue)`` action to the copy it sends:
 ``{"from": <source queue>, "reason": <failure text or null>, "attempts": <read_ct>}``.
 Other headers of the message are kept."""
+
+ORIGINAL_HEADERS: Final = "x-rx-pgmq-original-headers"
+"""Added by ``MoveTo(queue)`` when the message's headers were not a JSON object (a JSON
+array or scalar, or headers Python could not decode): those headers, as stored, so a move
+never fails or loses what a producer wrote."""

@@ -130,10 +130,11 @@ def peek_messages(
         archive: Browse the queue's archive (``pgmq.a_<queue>``) instead.
 
     Returns:
-        The messages (not acknowledgeable).
+        The messages (not acknowledgeable); one whose body or headers Python cannot decode
+        has ``decode_error`` set and ``body`` ``None``.
 
     Raises:
-        InvalidArgument: On a bad queue name or ``n``.
+        InvalidArgument: On a bad queue name, ``n`` or ``archive``.
         QueueNotFound: If the queue does not exist.
     """
     if isinstance(conninfo, PGMQ):

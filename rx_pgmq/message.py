@@ -9,10 +9,20 @@ from typing import Any, Generic, Protocol
 
 from typing_extensions import TypeVar
 
-from rx_pgmq.actions import AckStatus, Action, Delete, SetVisibilityTimeout
-from rx_pgmq.errors import NotAcknowledgeable
+from rx_pgmq.actions import (
+    AckStatus,
+    Action,
+    Archive,
+    Delete,
+    MoveTo,
+    Nothing,
+    SetVisibilityTimeout,
+)
+from rx_pgmq.errors import DecodeError, InvalidArgument, NotAcknowledgeable
 
 __all__ = ["Acknowledger", "BodyT", "Message", "QueueInfo", "QueueMetrics"]
+
+_ACTION_TYPES = (Delete, Archive, Nothing, SetVisibilityTimeout, MoveTo)
 
 
 class Acknowledger(Protocol):
@@ -48,6 +58,10 @@ class Message(Generic[BodyT]):
         body: The JSON body (PGMQ's ``message`` column), parsed.
         headers: The JSON headers, parsed (``None`` if absent).
         queue: The queue it was read from.
+        decode_error: Set when the body or headers cannot be decoded in Python (see
+            :class:`~rx_pgmq.errors.DecodeError`); ``body`` and ``headers`` are then
+            ``None``. ``operators.process`` turns such a message into a failure without
+            calling the handler.
     """
 
     msg_id: int
@@ -59,6 +73,7 @@ class Message(Generic[BodyT]):
     headers: dict[str, Any] | None
     queue: str
     _acknowledger: Acknowledger | None = field(default=None, compare=False, repr=False)
+    decode_error: DecodeError | None = field(default=None, compare=False, repr=False)
 
     @property
     def acknowledgeable(self) -> bool:
@@ -81,8 +96,15 @@ class Message(Generic[BodyT]):
             A future resolving to the :data:`rx_pgmq.actions.AckStatus`.
 
         Raises:
+            InvalidArgument: If ``action`` is not an action (e.g. the class ``Delete``).
             NotAcknowledgeable: If the message was not emitted by a consumer.
         """
+        if action is not None and not isinstance(action, _ACTION_TYPES):
+            raise InvalidArgument(
+                "action",
+                "must be an action from rx_pgmq.actions (Delete(), Archive(), Nothing(), "
+                f"SetVisibilityTimeout(vt), MoveTo(queue)), got {action!r}",
+            )
         if self._acknowledger is None:
             raise NotAcknowledgeable(
                 f"message {self.msg_id} of queue {self.queue!r} was not read by a read_queue "

@@ -14,15 +14,21 @@ from psycopg import errors as pgerr
 from rx_pgmq import Message, errors
 from rx_pgmq._dberrors import is_transient, translate
 from rx_pgmq.errors import (
+    AuthenticationFailed,
     BodyMismatch,
+    CannotConnect,
     ConnectionLost,
+    DatabaseNotFound,
+    DecodeError,
     InvalidArgument,
+    InvalidConninfo,
     NotAcknowledgeable,
     PermissionDenied,
     PGMQFeatureMissing,
     PGMQNotInstalled,
     PGMQOutdated,
     QueueNotFound,
+    RoleNotFound,
     RxPgmqError,
 )
 
@@ -45,7 +51,7 @@ def test_errors_module_exports_every_error_class_sorted() -> None:
         and obj.__module__.startswith("rx_pgmq")
     }
     assert set(errors.__all__) == defined
-    assert len(ERROR_CLASSES) == len(errors.__all__) == 10
+    assert len(ERROR_CLASSES) == len(errors.__all__) == 16
 
 
 @pytest.mark.parametrize("cls", ERROR_CLASSES, ids=lambda c: c.__name__)
@@ -271,6 +277,13 @@ PICKLED_ERRORS: list[RxPgmqError] = [
     PermissionDenied("permission denied for table q_orders"),
     ConnectionLost("server closed the connection"),
     NotAcknowledgeable("read with PGMQ.read"),
+    DecodeError(7, "orders", "body", "RecursionError: too deep", "[[[]]]", '{"h": 1}'),
+    ConnectionLost("lost while committing", may_have_run=True),
+    AuthenticationFailed('password authentication failed for user "app"'),
+    RoleNotFound('role "app" does not exist'),
+    DatabaseNotFound('database "app" does not exist'),
+    InvalidConninfo('missing "=" after "bogus" in connection info string'),
+    CannotConnect(),
     RxPgmqError("anything"),
 ]
 

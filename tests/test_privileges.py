@@ -2,19 +2,21 @@
 
 A throwaway database gets PGMQ and ``REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA pgmq FROM
 PUBLIC`` (PostgreSQL grants EXECUTE on functions to PUBLIC by default), so a role can do
-exactly what its grants allow. Roles get the statements below, the same text as the
-README's "Least privilege" section; a role without them gets ``PermissionDenied`` with a
-hint (``on_error`` for ``read_queue``, raised by the client).
+exactly what its grants allow. Roles get the statements of the README's "Least privilege"
+section, read from README.md; a role without them gets ``PermissionDenied`` with a hint
+(``on_error`` for ``read_queue``, raised by the client).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -26,7 +28,7 @@ from psycopg.conninfo import make_conninfo
 import rx_pgmq
 from rx_pgmq import Message, Settled, failed
 from rx_pgmq import operators as pgops
-from rx_pgmq.actions import MoveTo
+from rx_pgmq.actions import Action, Archive, Delete, MoveTo, Nothing, SetVisibilityTimeout
 from rx_pgmq.client import PGMQ
 from rx_pgmq.errors import PermissionDenied
 
@@ -34,55 +36,22 @@ pytestmark = pytest.mark.faults
 
 WAIT = 20.0
 
-# The README's statements; {role}, {queue}, {archive}, {dest} are identifiers. A producer
-# needs the notify_insert_throttle grant only for queues with insert notifications (the
-# notification trigger updates that table), as ``orders`` has here.
-CONSUMER_GRANTS = """
-GRANT USAGE ON SCHEMA pgmq TO {role};
-GRANT SELECT ON pgmq.meta, pgmq.notify_insert_throttle TO {role};
-GRANT EXECUTE ON FUNCTION
-    pgmq.format_table_name(text, text),
-    pgmq.read(text, integer, integer, jsonb),
-    pgmq.delete(text, bigint[]),
-    pgmq.archive(text, bigint[]),
-    pgmq.set_vt(text, bigint[], integer)
-  TO {role};
-GRANT SELECT, UPDATE, DELETE ON {queue} TO {role};
-GRANT SELECT, INSERT ON {archive} TO {role};
-"""
+README = Path(__file__).resolve().parent.parent / "README.md"
 
-SEND_FUNCTIONS = """
-GRANT EXECUTE ON FUNCTION
-    pgmq.format_table_name(text, text),
-    pgmq.send(text, jsonb, jsonb, integer),
-    pgmq.send(text, jsonb, jsonb, timestamp with time zone),
-    pgmq.send_batch(text, jsonb[], jsonb[], integer),
-    pgmq.send_batch(text, jsonb[], jsonb[], timestamp with time zone),
-    pgmq._validate_batch_params(jsonb[], jsonb[]),
-    pgmq._send_batch(text, jsonb[], jsonb[], timestamp with time zone)
-  TO {role};
-"""
 
-PRODUCER_GRANTS = (
-    """
-GRANT USAGE ON SCHEMA pgmq TO {role};
-"""
-    + SEND_FUNCTIONS
-    + """
-GRANT SELECT, INSERT ON {queue} TO {role};
-GRANT SELECT, UPDATE ON pgmq.notify_insert_throttle TO {role};
-"""
-)
+def readme_sql(after: str) -> str:
+    """The first ```sql block after ``after`` in the README's "Least privilege" section."""
+    text = README.read_text(encoding="utf-8")
+    section = text[text.index("## Least privilege") :]
+    start = section.index("```sql\n", section.index(after)) + len("```sql\n")
+    return section[start : section.index("```", start)]
 
-MOVE_GRANTS = """
-GRANT EXECUTE ON FUNCTION
-    pgmq.send_batch(text, jsonb[], jsonb[], integer),
-    pgmq.send_batch(text, jsonb[], jsonb[], timestamp with time zone),
-    pgmq._validate_batch_params(jsonb[], jsonb[]),
-    pgmq._send_batch(text, jsonb[], jsonb[], timestamp with time zone)
-  TO {role};
-GRANT SELECT, INSERT ON {dest} TO {role};
-"""
+
+# The README's statements, verbatim: its roles (app_consumer, app_producer) are replaced by
+# the test's roles; its queues (orders, dlq) are the test database's queues.
+CONSUMER_GRANTS = readme_sql("Consumer (")
+MOVE_GRANTS = readme_sql('`MoveTo("dlq")` also needs:')
+PRODUCER_GRANTS = readme_sql("Producer (")
 
 
 @dataclass(frozen=True)
@@ -95,12 +64,11 @@ class Database:
     nobody: str  # conninfo of a role with no grant at all
 
 
-def _grant(conn: psycopg.Connection[Any], template: str, role: str, **queues: str) -> None:
-    names: dict[str, sql.Composable] = {"role": sql.Identifier(role)}
-    for key, queue in queues.items():
-        prefix = "a" if key == "archive" else "q"
-        names[key] = sql.Identifier("pgmq", f"{prefix}_{queue}")
-    conn.execute(sql.SQL(template).format(**names))
+def _grant(conn: psycopg.Connection[Any], statements: str, readme_role: str, role: str) -> None:
+    """Run the README's ``statements`` with ``readme_role`` replaced by ``role``."""
+    assert readme_role in statements, f"{readme_role} not in {statements}"
+    quoted = sql.Identifier(role).as_string(conn)
+    conn.execute(re.sub(rf"\b{readme_role}\b", quoted, statements).encode())
 
 
 @pytest.fixture(scope="module")
@@ -124,10 +92,9 @@ def database(pgmq_dsn: str) -> Iterator[Database]:
             admin.enable_notify("orders", throttle_ms=0)
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute("REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA pgmq FROM PUBLIC")
-            consumer = roles["consumer"]
-            _grant(conn, CONSUMER_GRANTS, consumer, queue="orders", archive="orders")
-            _grant(conn, MOVE_GRANTS, consumer, dest="dlq")
-            _grant(conn, PRODUCER_GRANTS, roles["producer"], queue="orders")
+            _grant(conn, CONSUMER_GRANTS, "app_consumer", roles["consumer"])
+            _grant(conn, MOVE_GRANTS, "app_consumer", roles["consumer"])
+            _grant(conn, PRODUCER_GRANTS, "app_producer", roles["producer"])
         yield Database(
             dsn, *(make_conninfo(dsn, user=roles[k]) for k in ("consumer", "producer", "nobody"))
         )
@@ -169,24 +136,44 @@ def _assert_hint(error: BaseException) -> None:
     assert "USAGE on schema pgmq" in text and "Least privilege" in text, text
 
 
+ACTIONS: dict[int, Action] = {
+    0: Delete(),
+    1: Archive(),
+    2: Nothing(),
+    3: SetVisibilityTimeout(600),
+    4: MoveTo("dlq"),
+}
+"""The action each message gets, by ``n % 5`` (as an override, so one flush mixes them)."""
+
+
+def _vt_seconds_left(dsn: str, queue: str) -> dict[int, float]:
+    """msg_id -> seconds until the message is visible again (negative: visible)."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        rows = conn.execute(
+            sql.SQL(
+                "SELECT msg_id, extract(epoch FROM vt - clock_timestamp())::float8 FROM {}"
+            ).format(sql.Identifier("pgmq", f"q_{queue}"))
+        ).fetchall()
+    return {int(r[0]): float(r[1]) for r in rows}
+
+
 @pytest.mark.parametrize("fenced", [False, True], ids=["plain", "fenced"])
-def test_a_consumer_role_with_only_the_documented_grants_reads_acks_archives_and_moves(
+def test_a_consumer_role_with_only_the_readme_grants_applies_every_ack_action(
     database: Database, fenced: bool
 ) -> None:
-    """A role with exactly the README's consumer grants (and the MoveTo grants for the
-    destination) runs read_queue with a listener + process + ack: successes are deleted,
-    failures archived, failures overridden to MoveTo("dlq") moved; every Settled is acked
-    and the queue ends empty."""
+    """#14 item 12: a role with exactly the README's consumer grants (and its MoveTo grants)
+    runs read_queue with a listener + process + ack, with Delete, Archive, Nothing,
+    SetVisibilityTimeout and MoveTo mixed in the same flushes: every Settled is acked and
+    each message ends where its action puts it.
+
+    Before, the set_vt flushes failed whole (set_vt(text, bigint[], integer) calls the
+    timestamptz overload, which the README did not grant), losing the deletes with them.
+    """
     with PGMQ(database.producer) as producer:
         ids = producer.send_batch("orders", [{"n": i} for i in range(30)])
 
-    def handle(message: Message) -> rx_pgmq.Outcome | None:
-        n = message.body["n"]
-        if n % 7 == 0:
-            return failed(message, "to the dead-letter queue").with_ack(MoveTo("dlq"))
-        if n % 5 == 0:
-            raise ValueError("fails on purpose")
-        return None
+    def handle(message: Message) -> rx_pgmq.Outcome:
+        return failed(message, "by design").with_ack(ACTIONS[message.body["n"] % 5])
 
     source = rx_pgmq.read_queue(
         database.consumer, "orders", visibility_timeout=30, listener=True, fenced=fenced
@@ -208,14 +195,74 @@ def test_a_consumer_role_with_only_the_documented_grants_reads_acks_archives_and
         actions=dict(actions),
     )
     assert statuses == {"acked": len(ids)}
-    assert queue_rows(database.dsn, "orders") == {}
-    archived = set(queue_rows(database.dsn, "orders", "a")) & set(ids)
-    assert archived == {ids[n] for n in range(30) if n % 5 == 0 and n % 7}
+    by_kind = {k: {ids[n] for n in range(30) if n % 5 == k} for k in ACTIONS}
+    left = _vt_seconds_left(database.dsn, "orders")
+    assert set(left) == by_kind[2] | by_kind[3]  # Nothing and SetVisibilityTimeout stay
+    assert all(0 < left[i] <= 31 for i in by_kind[2])  # Nothing: still leased from the read
+    assert all(500 < left[i] <= 601 for i in by_kind[3])  # SetVisibilityTimeout(600)
+    assert set(queue_rows(database.dsn, "orders", "a")) & set(ids) == by_kind[1]
     with PGMQ(database.dsn) as admin:
         moved = admin.read("dlq", vt=0, qty=100)
         admin.purge_queue("dlq")
         admin.purge_queue("orders")
-    assert sorted(m.body["n"] for m in moved) == [n for n in range(30) if n % 7 == 0]
+    assert sorted(m.body["n"] for m in moved) == [n for n in range(30) if n % 5 == 4]
+
+
+@pytest.mark.parametrize("fenced", [False, True], ids=["plain", "fenced"])
+def test_a_consumer_role_with_only_the_readme_grants_extends_and_releases(
+    database: Database, fenced: bool
+) -> None:
+    """#14 item 12: with exactly the README's consumer grants, extend_visibility keeps held
+    messages hidden past their 2 s timeout (heartbeats succeed), and disposing releases
+    them at once (set_vt 0): all visible again, read once.
+
+    Before, both failed: set_vt's timestamptz overload was not granted.
+    """
+    with PGMQ(database.producer) as producer:
+        ids = producer.send_batch("orders", [{"n": i} for i in range(3)])
+    source = rx_pgmq.read_queue(
+        database.consumer,
+        "orders",
+        visibility_timeout=2,
+        extend_visibility=True,
+        fenced=fenced,
+        read_interval=0.1,
+    )
+    held: list[Message] = []
+    errors: list[Exception] = []
+    sub = source.subscribe(on_next=held.append, on_error=errors.append)
+    try:
+        assert wait_until(lambda: len(held) == 3, WAIT)
+        assert wait_until(lambda: source.stats.extended >= 6, WAIT), source.stats
+        left = _vt_seconds_left(database.dsn, "orders")
+        assert all(t > 0 for t in left.values()), left  # hidden, beyond the first 2 s
+    finally:
+        sub.dispose()
+    assert wait_until(lambda: source.consumers == [], 5.0)
+    left = _vt_seconds_left(database.dsn, "orders")
+    assert sorted(left) == sorted(ids)
+    assert all(t <= 0 for t in left.values()), left  # released, not merely expired later
+    assert errors == []
+    assert source.stats.extended >= 6
+    with PGMQ(database.dsn) as admin:
+        admin.purge_queue("orders")
+
+
+def test_the_readme_consumer_grants_do_not_let_the_role_rewrite_bodies(
+    database: Database,
+) -> None:
+    """#14 item 12: UPDATE is granted on vt, read_ct and last_read_at only: the consumer
+    role cannot change a message's body or headers."""
+    with PGMQ(database.producer) as producer:
+        producer.send("orders", {"n": 1})
+    try:
+        with psycopg.connect(database.consumer, autocommit=True) as conn:
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute("UPDATE pgmq.q_orders SET message = '{}'::jsonb")
+            conn.execute("UPDATE pgmq.q_orders SET vt = vt")  # the columns acks need
+    finally:
+        with PGMQ(database.dsn) as admin:
+            admin.purge_queue("orders")
 
 
 def test_a_producer_role_with_only_the_documented_grants_sends(database: Database) -> None:

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from reactivex import Observable
 
 from rx_pgmq._source import ControlledSource, QueueSource
-from rx_pgmq._validate import check_positive_int
+from rx_pgmq._validate import check_bool, check_positive_int
 from rx_pgmq.message import Message
 
 __all__ = ["controlled", "pausable", "stop_and_wait", "windowed"]
@@ -87,6 +87,7 @@ def pausable(
     Raises:
         TypeError: If ``pauser`` is not an Observable, or if applied to anything but a
             ``read_queue`` source.
+        InvalidArgument: If ``start_paused`` is not a bool.
 
     Example:
         >>> gate = BehaviorSubject(True)  # doctest: +SKIP
@@ -95,6 +96,7 @@ def pausable(
     """
     if not isinstance(pauser, Observable):
         raise TypeError(f"pausable needs an Observable[bool] pauser, got {type(pauser).__name__}")
+    check_bool(start_paused, "start_paused")
 
     def apply(source: Observable[Message]) -> QueueSource:
         return _source(source, "pausable").derive(pauser=pauser, start_paused=start_paused)

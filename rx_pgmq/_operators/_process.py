@@ -20,7 +20,13 @@ __all__ = ["process"]
 
 
 def _run(fn: Callable[[Message], Any], message: Message) -> Outcome:
-    """Call ``fn``; an exception becomes a failure, an Outcome result is kept as is."""
+    """Call ``fn``; an exception becomes a failure, an Outcome result is kept as is.
+
+    A message that could not be decoded fails with its ``DecodeError`` without calling
+    ``fn`` (issue 14 item 7): the failure policy settles it.
+    """
+    if message.decode_error is not None:
+        return Outcome(message, False, error=message.decode_error)
     try:
         result = fn(message)
     except Exception as exc:
@@ -49,6 +55,8 @@ def process(
     gives ``failed(message, exc)`` and the stream goes on (an exception in ``fn`` never
     ends the stream). ``fn`` may also return an ``Outcome`` itself, e.g.
     ``rx_pgmq.failed(message, "bad input")`` or ``succeeded(message).with_ack(Archive())``.
+    A message whose body or headers could not be decoded (``message.decode_error``) gives
+    ``failed(message, message.decode_error)`` without calling ``fn``.
 
     With ``max_concurrency == 1`` and no ``scheduler``, ``fn`` runs on the thread that
     delivers the message (the consumer's reader thread), one message at a time. With
