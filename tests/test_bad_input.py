@@ -7,6 +7,7 @@ one message at a time, never the stream.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -289,8 +290,9 @@ def test_undecodable_messages_follow_max_attempts_and_move_intact(
 def test_client_read_raises_a_decode_error_naming_the_message(
     pgmq: PGMQ, pgmq_queue: str, db: Conn
 ) -> None:
-    """#14 item 7: PGMQ.read (and pop, set_vt) raise DecodeError naming the msg_id, not a raw
-    RecursionError/ValueError; the statement is rolled back, so nothing was claimed.
+    """#14 item 7: PGMQ.read (and pop, set_vt to seconds or a datetime, the FIFO reads) raise
+    DecodeError naming the msg_id, not a raw RecursionError/ValueError; the statement is
+    rolled back, so nothing was claimed.
     """
     good = pgmq.send(pgmq_queue, {"ok": 1})
     bad = _send_raw(db, pgmq_queue, DEEP)
@@ -298,6 +300,9 @@ def test_client_read_raises_a_decode_error_naming_the_message(
         lambda: pgmq.read(pgmq_queue, 30, qty=5),
         lambda: pgmq.pop(pgmq_queue, 5),
         lambda: pgmq.set_vt(pgmq_queue, [good, bad], 0),
+        lambda: pgmq.set_vt(pgmq_queue, [good, bad], dt.datetime.now(dt.UTC)),
+        lambda: pgmq.read_grouped(pgmq_queue, 30, qty=5),
+        lambda: pgmq.read_grouped_rr(pgmq_queue, 30, qty=5),
     ]
     for call in calls:
         with pytest.raises(DecodeError) as info:
