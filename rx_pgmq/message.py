@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -85,6 +86,16 @@ class Message:
     def release(self) -> Future[AckStatus]:
         """Make the message visible to every reader again now (``set_vt`` 0) and settle it."""
         return self.settle(SetVisibilityTimeout(0))
+
+    async def asettle(
+        self, action: Action | None = None, *, reason: str | None = None
+    ) -> AckStatus:
+        """:meth:`settle`, awaited on the running event loop: the status once it committed."""
+        return await asyncio.wrap_future(self.settle(action, reason=reason))
+
+    async def arelease(self) -> AckStatus:
+        """:meth:`release`, awaited on the running event loop."""
+        return await asyncio.wrap_future(self.release())
 
     def _repr_html_(self) -> str:
         """The message as an HTML table (Jupyter)."""
