@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import threading
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Generic, TypeVar
 
 from reactivex import Observable, abc
@@ -108,7 +108,7 @@ def _set(waiter: asyncio.Future[None]) -> None:
         waiter.set_result(None)
 
 
-async def iterate(observable: Observable[T], *, max_buffer: int = 1000) -> AsyncIterator[T]:
+async def iterate(observable: Observable[T], *, max_buffer: int = 1000) -> AsyncGenerator[T, None]:
     """Iterate over an Observable with ``async for`` on the running event loop.
 
     Subscribes when iteration starts. Values are handed over to the loop through a buffer

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any, Literal
@@ -222,7 +222,7 @@ class QueueSource(Observable[Message]):
         cls = ControlledSource if changes.get("controlled") else type(self)
         return cls(replace(self._config, **changes), self._scheduler, pauser, start_paused)
 
-    def __aiter__(self) -> AsyncIterator[Message]:
+    def __aiter__(self) -> AsyncGenerator[Message, None]:
         """``async for message in source``: see :func:`rx_pgmq.aio.iterate`."""
         return iterate(self)
 

@@ -14,7 +14,7 @@ from rx_pgmq import _sql
 from rx_pgmq._conn import Conninfo, ConnSource
 from rx_pgmq._dberrors import translate
 from rx_pgmq._validate import (
-    MAX_INT8,
+    check_batch,
     check_body,
     check_headers,
     check_non_negative_int,
@@ -22,40 +22,15 @@ from rx_pgmq._validate import (
     check_queue_name,
     whole_seconds,
 )
-from rx_pgmq.errors import InvalidArgument, QueueNotFound
+from rx_pgmq._validate import check_conditional as _conditional
+from rx_pgmq._validate import check_msg_id as _id
+from rx_pgmq._validate import check_msg_ids as _ids
+from rx_pgmq.errors import QueueNotFound
 from rx_pgmq.message import Message, QueueInfo, QueueMetrics
 
 __all__ = ["PGMQ"]
 
 Duration = int | timedelta
-
-
-def _ids(value: object, argument: str = "msg_ids") -> list[int]:
-    if isinstance(value, int | str | bytes) or not isinstance(value, Sequence):
-        raise InvalidArgument(argument, f"must be a list of message ids, got {value!r}")
-    ids = list(value)
-    for i in ids:
-        if not isinstance(i, int) or isinstance(i, bool) or not 1 <= i <= MAX_INT8:
-            raise InvalidArgument(
-                argument, f"message ids must be ints >= 1 (at most {MAX_INT8}), got {i!r}"
-            )
-    return ids
-
-
-def _id(value: object, argument: str = "msg_id") -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_INT8:
-        raise InvalidArgument(argument, f"must be an int >= 1 (at most {MAX_INT8}), got {value!r}")
-    return value
-
-
-def _conditional(value: object) -> str:
-    if value is None:
-        return "{}"
-    if not isinstance(value, Mapping):
-        raise InvalidArgument(
-            "conditional", f"must be a dict (jsonb filter) or None, got {value!r}"
-        )
-    return check_body(dict(value), "conditional")
 
 
 class PGMQ:
@@ -267,24 +242,7 @@ class PGMQ:
             QueueNotFound: If the queue does not exist.
         """
         check_queue_name(name, "name")
-        if isinstance(bodies, str | bytes | Mapping) or not isinstance(bodies, Sequence):
-            raise InvalidArgument("bodies", f"must be a list of message bodies, got {bodies!r}")
-        if not bodies:
-            raise InvalidArgument("bodies", "must hold at least one message body")
-        texts = [check_body(b, f"bodies[{i}]") for i, b in enumerate(bodies)]
-        heads: list[str | None] | None = None
-        if headers is not None:
-            if isinstance(headers, str | bytes | Mapping) or not isinstance(headers, Sequence):
-                raise InvalidArgument("headers", "must be a list with one entry per body, or None")
-            if len(headers) != len(bodies):
-                raise InvalidArgument(
-                    "headers", f"has {len(headers)} entries for {len(bodies)} bodies"
-                )
-            heads = [check_headers(h, f"headers[{i}]") for i, h in enumerate(headers)]
-            if all(h is None for h in heads):
-                heads = None
-            else:
-                heads = [h if h is not None else "null" for h in heads]
+        texts, heads = check_batch(bodies, headers)
         secs = whole_seconds(delay, "delay")
         with self._cursor(name) as cur:
             rows = cur.execute(_sql.SEND_BATCH, (name, texts, heads, secs)).fetchall()
