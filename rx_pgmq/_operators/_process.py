@@ -94,9 +94,15 @@ def _release(message: Message) -> None:
 
 
 def _end(observer: abc.ObserverBase[Outcome], message: Message, exc: BaseException) -> None:
-    """A handler raised a fatal exception: release its message, end the stream with it."""
+    """A handler raised a fatal exception: release its message, end the stream with it,
+    then let the exception do what Python does with it (:func:`rx_pgmq._fatal.propagate`)."""
     _release(message)
-    observer.on_error(exc)  # type: ignore[arg-type]  # the original, whatever its class
+    try:
+        observer.on_error(exc)  # type: ignore[arg-type]  # the original, whatever its class
+    except BaseException as raised:  # RxPY's default on_error raises it again
+        if raised is not exc:
+            _log.error("on_error of a subscriber raised: %r", raised)
+    propagate(exc)
 
 
 def _not_a_message(value: object) -> NotAnOutcome:
@@ -262,7 +268,6 @@ def _inline(source: Observable[Message], fn: _Handler) -> Observable[Outcome]:
             except FATAL as exc:
                 ended = True
                 _end(observer, message, exc)
-                propagate(exc)
                 return
             if outcome is not None:
                 # A subscriber raising here propagates to the source, which ends the
@@ -323,9 +328,14 @@ class _Gate:
 
     def fatal(self, message: Message, exc: BaseException) -> None:
         """A handler raised ``KeyboardInterrupt``/``SystemExit``/``GeneratorExit``."""
-        _release(message)
-        self.terminal(exc)
-        propagate(exc)
+        with self.emit:
+            with self.lock:
+                if self.stopped:
+                    return
+                self.stopped = True
+                self.waiting.clear()
+            self.on_stop()  # first: on the main thread _end raises exc again
+            _end(self.observer, message, exc)
 
     def completed(self) -> None:
         with self.lock:
