@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import weakref
 
 from reactivex import abc
 from reactivex.scheduler.eventloop import AsyncIOScheduler, AsyncIOThreadSafeScheduler
 
 from rx_pgmq.errors import InvalidArgument
 
-__all__ = ["LoopThread", "check_scheduler", "loop_of", "on_loop"]
+__all__ = ["LoopThread", "check_scheduler", "loop_of", "on_loop", "user_loop"]
 
 CANCEL_WAIT = 5.0
 """Longest wait (seconds) for cancelled tasks to finish when a loop thread closes."""
@@ -54,6 +55,16 @@ def on_loop(loop: asyncio.AbstractEventLoop) -> bool:
     return asyncio._get_running_loop() is loop  # a public low-level API
 
 
+_PRIVATE: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
+"""The loops of :class:`LoopThread` objects (rx_pgmq's own, closed with their subscription)."""
+
+
+def user_loop() -> asyncio.AbstractEventLoop | None:
+    """The event loop running on the calling thread, unless it is one of rx_pgmq's own."""
+    loop = asyncio._get_running_loop()  # a public low-level API
+    return None if loop is None or loop in _PRIVATE else loop
+
+
 class LoopThread:
     """An event loop running on a thread of its own, until :meth:`close`.
 
@@ -64,6 +75,7 @@ class LoopThread:
 
     def __init__(self, name: str) -> None:
         self.loop = asyncio.new_event_loop()
+        _PRIVATE.add(self.loop)
         self._thread = threading.Thread(target=self._run, name=name, daemon=False)
         self._thread.start()
 

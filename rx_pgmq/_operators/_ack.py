@@ -12,6 +12,7 @@ from typing import TypeVar
 from reactivex import Observable, abc
 from reactivex.disposable import CompositeDisposable, Disposable
 
+from rx_pgmq._loop import user_loop
 from rx_pgmq._outcome import Outcome, Settled, as_outcome, settled_of
 from rx_pgmq._policy import Policy, check_policy, resolve
 from rx_pgmq.actions import AckStatus, Action, Archive, Delete
@@ -223,8 +224,8 @@ def _acknowledge(
                 # The consumer's Future-free path when the message has one; it calls back
                 # like a Future's done-callback (exceptions logged, never raised here).
                 fast = getattr(message._acknowledger, "settle_callback", None)
-                # Outcomes delivered on an event loop get their records on it too.
-                loop = asyncio._get_running_loop()
+                # Outcomes delivered on the user's event loop get their records on it too.
+                loop = user_loop()
                 try:
                     if fast is not None:
                         if track:
