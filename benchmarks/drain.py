@@ -17,7 +17,8 @@ asyncio rows (issue #16), each on its own event loop (``asyncio.run``):
 - ``rx_pgmq async``: the ``rx_pgmq`` row with an ``async def`` no-op handler and
   ``max_concurrency=16`` (tasks on the subscription's event loop thread).
 - ``async for``: ``async for message in read_queue(...)`` settling each message with
-  ``message.asettle()`` (as tasks: awaiting each settle in turn waits for its commit).
+  ``message.asettle()``, whose futures are awaited at the end (awaiting each settle in
+  turn would wait for each commit).
 - ``pgmq-py async``: the official async client (asyncpg) ``read_batch`` then
   ``delete_batch`` on a one-connection pool.
 - ``raw async``: a psycopg ``AsyncConnection`` loop of read then delete.
@@ -167,11 +168,11 @@ def drain_async_for(dsn: str, queue: str, n: int, batch: int, window: int) -> fl
         source = rx_pgmq.read_queue(
             pool, queue, visibility_timeout=VT, batch_size=batch, max_in_flight=window
         )
-        settles: list[asyncio.Task[Any]] = []
+        settles: list[asyncio.Future[Any]] = []
         start = time.perf_counter()
         async with aclosing(aiter(source)) as messages:
             async for message in messages:
-                settles.append(asyncio.create_task(message.asettle()))
+                settles.append(message.asettle())  # requested at once, awaited below
                 if len(settles) == n:
                     break
             statuses = await asyncio.gather(*settles)
