@@ -16,7 +16,6 @@ import threading
 from collections import deque
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from functools import partial
 from typing import Any
 
 from reactivex import Observable, abc
@@ -36,16 +35,6 @@ _CANCELLED = (asyncio.CancelledError, concurrent.futures.CancelledError)
 
 _Handler = Callable[[Message], Any]
 _Wait = Callable[[Awaitable[Any]], Any]
-
-
-class _Fatal:
-    """A fatal exception a task caught, returned instead of raised (asyncio would stop the
-    loop with it before the operator could report it)."""
-
-    __slots__ = ("error",)
-
-    def __init__(self, error: BaseException) -> None:
-        self.error = error
 
 
 def _is_async(fn: object) -> bool:
@@ -431,47 +420,42 @@ def _on_loop(
     limit: int,
     given: asyncio.AbstractEventLoop | None,
 ) -> Observable[Outcome]:
-    async def handle(message: Message) -> Outcome | _Fatal:
-        try:
-            result = fn(message)
-            if getattr(type(result), "__await__", None) is not None:
-                result = await result
-        except Exception as exc:
-            return Outcome(message, False, error=exc)
-        except asyncio.CancelledError:
-            raise
-        except BaseException as exc:  # fatal ones, reported by the gate
-            return _Fatal(exc)
-        return _outcome_of(message, result)
-
     def subscribe(
         observer: abc.ObserverBase[Outcome], scheduler: abc.SchedulerBase | None = None
     ) -> abc.DisposableBase:
         gate = _Gate(observer, limit)
         own = LoopThread("rx_pgmq-process-loop") if given is None else None
         loop = given if given is not None else own.loop  # type: ignore[union-attr]
-        tasks: set[asyncio.Task[Outcome | _Fatal]] = set()  # touched on the loop only
+        tasks: set[asyncio.Task[None]] = set()  # touched on the loop only
         starting: list[Message] = []  # admitted, waiting for the loop to create its task
         kicked = False  # a kick is scheduled on the loop and has not run yet
 
-        def spawn(message: Message) -> None:  # on the loop
-            task = loop.create_task(handle(message))
-            tasks.add(task)
-            task.add_done_callback(partial(finished, message))
-
-        def finished(message: Message, task: asyncio.Task[Outcome | _Fatal]) -> None:
-            tasks.discard(task)
-            if task.cancelled():
+        async def run(message: Message) -> None:  # one task per message, on the loop
+            # The task reports its own end (no done-callback: one loop step less).
+            try:
+                result = fn(message)
+                if getattr(type(result), "__await__", None) is not None:
+                    result = await result
+                outcome = _outcome_of(message, result)
+            except Exception as exc:
+                outcome = Outcome(message, False, error=exc)
+            except asyncio.CancelledError:
                 _release(message)
-                following = gate.done(None)
-            else:
-                result = task.result()
-                if isinstance(result, _Fatal):
-                    gate.fatal(message, result.error)
-                    return
-                following = gate.done(result)
+                following = gate.done(None)  # None when the gate stopped (a dispose)
+                if following is not None:
+                    spawn(following)
+                raise
+            except BaseException as exc:  # KeyboardInterrupt, SystemExit, GeneratorExit
+                gate.fatal(message, exc)  # re-raised on the main thread (asyncio stops)
+                return
+            finally:
+                tasks.discard(asyncio.current_task())
+            following = gate.done(outcome)
             if following is not None:
                 spawn(following)
+
+        def spawn(message: Message) -> None:  # on the loop
+            tasks.add(loop.create_task(run(message)))
 
         def kick() -> None:  # on the loop: start what on_next admitted
             nonlocal kicked
