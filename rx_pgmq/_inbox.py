@@ -8,22 +8,23 @@ collects the results and wakes the loop once for all of those that arrive before
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
 import weakref
 from typing import Any
 
-__all__ = ["post"]
+__all__ = ["post", "relay"]
 
 
 class _Inbox:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._lock = threading.Lock()
-        self._items: list[tuple[asyncio.Future[Any], Any]] = []
+        self._items: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
 
-    def post(self, future: asyncio.Future[Any], result: Any) -> None:
+    def post(self, future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
         with self._lock:
-            self._items.append((future, result))
+            self._items.append((future, result, error))
             wake = len(self._items) == 1
         if wake:
             try:
@@ -35,24 +36,38 @@ class _Inbox:
     def _drain(self) -> None:
         with self._lock:
             items, self._items = self._items, []
-        for future, result in items:
-            if not future.done():
-                future.set_result(result)
+        for future, result, error in items:
+            _set(future, result, error)
 
 
 _INBOXES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Inbox] = weakref.WeakKeyDictionary()
 _LOCK = threading.Lock()
 
 
-def post(future: asyncio.Future[Any], result: Any) -> None:
-    """Set ``future``'s result on its loop, from any thread (at once on the loop's own)."""
+def _set(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.done():  # cancelled by whoever awaited it
+        return
+    if error is None:
+        future.set_result(result)
+    else:
+        future.set_exception(error)
+
+
+def post(future: asyncio.Future[Any], result: Any, error: BaseException | None = None) -> None:
+    """Set ``future``'s result (or ``error``) on its loop, from any thread (at once on the
+    loop's own)."""
     loop = future.get_loop()
     if asyncio._get_running_loop() is loop:  # a public low-level API
-        if not future.done():
-            future.set_result(result)
+        _set(future, result, error)
         return
     inbox = _INBOXES.get(loop)
     if inbox is None:
         with _LOCK:
             inbox = _INBOXES.setdefault(loop, _Inbox(loop))
-    inbox.post(future, result)
+    inbox.post(future, result, error)
+
+
+def relay(future: asyncio.Future[Any], done: concurrent.futures.Future[Any]) -> None:
+    """Pass a finished ``concurrent.futures.Future``'s result or exception to ``future``."""
+    error = done.exception()
+    post(future, None if error is not None else done.result(), error)

@@ -104,9 +104,7 @@ class Message:
         future: asyncio.Future[AckStatus] = asyncio.get_running_loop().create_future()
         fast = getattr(self._acknowledger, "settle_callback", None)  # a consumer: no Future
         if fast is None:
-            self.settle(action, reason=reason).add_done_callback(
-                lambda done: _inbox.post(future, done.result())
-            )
+            self.settle(action, reason=reason).add_done_callback(partial(_inbox.relay, future))
         else:
             fast(self, action or Delete(), reason, partial(_inbox.post, future))
         return future

@@ -18,6 +18,8 @@ from psycopg_pool import AsyncConnectionPool
 from reactivex import operators as ops
 
 import rx_pgmq
+from rx_pgmq._fakes import RecordingAcknowledger, make_message
+from rx_pgmq.actions import Archive, SetVisibilityTimeout
 from rx_pgmq.aio import AsyncPGMQ, iterate
 from rx_pgmq.errors import InvalidArgument, QueueNotFound
 
@@ -167,6 +169,25 @@ async def test_a_producer_thread_waits_for_room_in_the_buffer() -> None:
     rest = [v async for v in iterator]
     assert rest == list(range(1, 10))
     thread.join(WAIT)
+
+
+async def test_asettle_requests_at_once_and_carries_the_acknowledgers_result() -> None:
+    """#16 item 2: asettle/arelease make the request when called (awaiting is optional) and
+    resolve with the acknowledger's status, or raise its error, on the running loop."""
+    acker = RecordingAcknowledger(auto=False)
+    first = make_message({"n": 1}, acknowledger=acker)
+    second = make_message({"n": 2}, acknowledger=acker)
+    settled = first.asettle(Archive(), reason="bad")
+    released = second.arelease()
+    assert [(r.action, r.reason) for r in acker.requests] == [
+        (Archive(), "bad"),
+        (SetVisibilityTimeout(0), None),
+    ]
+    acker.requests[1].future.set_exception(RuntimeError("acker failed"))
+    threading.Thread(target=acker.resolve, args=("acked",)).start()  # from another thread
+    assert await asyncio.wait_for(settled, WAIT) == "acked"
+    with pytest.raises(RuntimeError, match="acker failed"):
+        await asyncio.wait_for(released, WAIT)
 
 
 # -- AsyncPGMQ (#16 item 3) --------------------------------------------------------------
