@@ -470,9 +470,18 @@ def _on_loop(
                 else:
                     spawn(message)
 
-        def start(message: Message) -> None:  # any thread: one wake-up for a burst
+        def on_next(message: Message) -> None:  # any thread: one wake-up for a burst
             nonlocal kicked
-            with gate.lock:
+            if not isinstance(message, Message):
+                gate.terminal(_not_a_message(message))
+                return
+            with gate.lock:  # gate.admit and the hand-over to the loop under one lock
+                if gate.stopped:
+                    return
+                if gate.running >= limit:
+                    gate.waiting.append(message)
+                    return
+                gate.running += 1
                 starting.append(message)
                 wake, kicked = not kicked, True
             if wake:
@@ -493,6 +502,7 @@ def _on_loop(
                 loop.call_soon_threadsafe(cancel_all)
 
         gate.on_stop = stop
-        return gate.subscribe(source, start, scheduler)
+        subscription = source.subscribe(on_next, gate.terminal, gate.completed, scheduler=scheduler)
+        return CompositeDisposable(subscription, Disposable(gate.dispose))
 
     return Observable(subscribe)
