@@ -341,3 +341,27 @@ def test_a_subscriber_raising_in_on_next_ends_the_stream_the_same_way_at_every_s
     assert sink.errors == [boom]
     assert wait_until(lambda: leased(db, pgmq_queue) == 0)
     assert "settle callback" not in caplog.text
+
+
+@pytest.mark.parametrize("stage", ["process pool", "process async", "ack"])
+def test_a_subscriber_raising_system_exit_on_another_thread_reaches_on_error(
+    pgmq: rx_pgmq.PGMQ,
+    pgmq_queue: str,
+    pgmq_dsn: str,
+    db: Conn,
+    subscribe: Subscribe,
+    stage: str,
+) -> None:
+    """#14 item 5: SystemExit raised by the subscriber's on_next on a pool, loop or
+    acknowledger thread is not lost there: on_error carries it and nothing stays hidden."""
+    pgmq.send_batch(pgmq_queue, [{"n": i} for i in range(3)])
+    stop = SystemExit(3)
+
+    def fail(value: object) -> None:
+        raise stop
+
+    sink = subscribe(STAGES[stage](source_of(pgmq_dsn, pgmq_queue)), fail)
+    assert sink.wait_error()
+    errors: list[object] = list(sink.errors)  # Sink types them as Exception
+    assert errors == [stop]
+    assert wait_until(lambda: leased(db, pgmq_queue) == 0)

@@ -12,6 +12,7 @@ from typing import TypeVar
 from reactivex import Observable, abc
 from reactivex.disposable import CompositeDisposable, Disposable
 
+from rx_pgmq._fatal import FATAL, propagate
 from rx_pgmq._loop import user_loop
 from rx_pgmq._outcome import Outcome, Settled, as_outcome, settled_of
 from rx_pgmq._policy import Policy, check_policy, resolve
@@ -187,6 +188,9 @@ def _acknowledge(
                             observer.on_next(settled_of(outcome, action, status))
                 except Exception as exc:  # the subscriber failed: as at the source
                     send_terminal(exc)
+                except FATAL as exc:  # never lost in the acknowledger's thread
+                    send_terminal(exc)  # type: ignore[arg-type]
+                    propagate(exc)
                 finally:  # even if a subscriber raised, completion must not wait forever
                     with lock:
                         pending -= 1

@@ -306,6 +306,9 @@ class _Gate:
                         self.observer.on_next(outcome)
                     except Exception as exc:  # the subscriber failed: as at the source
                         self.terminal(exc)
+                    except FATAL as exc:  # the subscriber was interrupted or exits
+                        self.terminal(exc)
+                        propagate(exc)
         with self.lock:
             following = self.waiting.popleft() if self.waiting and not self.stopped else None
             if following is None:
