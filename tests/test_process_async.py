@@ -365,3 +365,22 @@ def test_a_subscriber_raising_system_exit_on_another_thread_reaches_on_error(
     errors: list[object] = list(sink.errors)  # Sink types them as Exception
     assert errors == [stop]
     assert wait_until(lambda: leased(db, pgmq_queue) == 0)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_sync_handler_returning_an_awaitable_on_a_loop_thread_fails_clearly(
+    anyio_backend: str,
+) -> None:
+    """#16 item 1: a sync handler returning an awaitable on a thread that runs an event loop
+    gives a failed Outcome saying to declare it async (blocking the loop could deadlock)."""
+
+    async def work() -> int:
+        return 1
+
+    outcomes: list[Outcome] = []
+    messages: Observable[Message] = reactivex.from_iterable([make_message({"n": 0})])
+    messages.pipe(pgops.process(lambda m: work())).subscribe(outcomes.append)
+    [outcome] = outcomes
+    assert not outcome.ok and isinstance(outcome.error, InvalidArgument)
+    assert "async def" in str(outcome.error)

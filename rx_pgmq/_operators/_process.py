@@ -22,7 +22,7 @@ from reactivex import Observable, abc
 from reactivex.disposable import CompositeDisposable, Disposable
 
 from rx_pgmq._fatal import FATAL, propagate
-from rx_pgmq._loop import LoopThread, check_scheduler, loop_of, on_loop
+from rx_pgmq._loop import LoopThread, check_scheduler, loop_of
 from rx_pgmq._outcome import NotAnOutcome, Outcome, success_of
 from rx_pgmq._validate import check_positive_int
 from rx_pgmq.errors import InvalidArgument
@@ -102,38 +102,39 @@ def _not_a_message(value: object) -> NotAnOutcome:
 
 
 class _Loops:
-    """The event loop on which a sync handler's awaitable results are awaited: the given
-    one, or a loop thread of the subscription's own, started on first use."""
+    """The loop thread, of the subscription's own and started on first use, on which a sync
+    handler's awaitable results are awaited."""
 
-    def __init__(self, given: asyncio.AbstractEventLoop | None = None) -> None:
-        self._given = given
+    def __init__(self) -> None:
         self._own: LoopThread | None = None
         self._lock = threading.Lock()
         self._closed = False
 
     def wait(self, awaitable: Awaitable[Any]) -> Any:
-        """Await ``awaitable`` on the loop and return its result (blocks this thread).
+        """Await ``awaitable`` on the loop thread and return its result (blocks this thread).
 
         Raises:
-            InvalidArgument: If called on the loop's own thread (it would never finish).
+            InvalidArgument: If this thread runs an event loop (blocking it could deadlock).
             concurrent.futures.CancelledError: If the subscription ended meanwhile.
         """
+        if asyncio._get_running_loop() is not None:  # a public low-level API
+            _close(awaitable)
+            raise InvalidArgument(
+                "fn",
+                "returned an awaitable on a thread that runs an event loop, which process "
+                "must not block; declare the handler `async def` and pass "
+                "scheduler=AsyncIOThreadSafeScheduler(loop)",
+            )
         with self._lock:
-            loop = self._given
-            if loop is None and not self._closed:
+            if self._closed:
+                loop = None
+            else:
                 if self._own is None:
                     self._own = LoopThread("rx_pgmq-process-loop")
                 loop = self._own.loop
         if loop is None:
             _close(awaitable)
             raise concurrent.futures.CancelledError()
-        if on_loop(loop):
-            _close(awaitable)
-            raise InvalidArgument(
-                "fn",
-                "returned an awaitable on its event loop's own thread, where process cannot "
-                "wait for it; declare the handler `async def` so process awaits it",
-            )
         try:
             future = asyncio.run_coroutine_threadsafe(_await(awaitable), loop)
         except RuntimeError:  # the loop closed meanwhile
