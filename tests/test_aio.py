@@ -110,7 +110,8 @@ async def test_the_window_bounds_what_waits_in_the_iterator(
     pgmq: rx_pgmq.PGMQ, pgmq_queue: str, pgmq_dsn: str, db: Conn
 ) -> None:
     """#16 item 2: demand holds end to end: with max_in_flight=5 a consumer that does not
-    settle gets 5 messages and no more are read, however long it waits."""
+    settle gets 5 messages and no more are read while it waits; releasing one (arelease)
+    returns its room, and the next read brings exactly one message."""
     pgmq.send_batch(pgmq_queue, [{"n": i} for i in range(20)])
     source = source_of(pgmq_dsn, pgmq_queue, max_in_flight=5, batch_size=5)
     held = []
@@ -121,9 +122,11 @@ async def test_the_window_bounds_what_waits_in_the_iterator(
                 break
         await asyncio.sleep(0.5)
         assert leased(db, pgmq_queue) == 5
-        await held[0].arelease()
-        assert await asyncio.to_thread(wait_until, lambda: leased(db, pgmq_queue) == 5)
-        assert (await anext(messages)).msg_id not in {m.msg_id for m in held[1:]}
+        assert await held[0].arelease() == "acked"
+        # Its room returned: one more read, of the oldest visible message (the released one).
+        again = await asyncio.wait_for(anext(messages), WAIT)
+        assert (again.msg_id, again.read_ct) == (held[0].msg_id, 2)
+        assert leased(db, pgmq_queue) == 5
 
 
 def _double(value: int) -> int:
