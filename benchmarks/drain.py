@@ -12,6 +12,17 @@ Rows, measured in the same run and alternating (the order rotates every round), 
 - ``server loop``: a PL/pgSQL procedure that reads and deletes with a COMMIT per batch
   (no client round trips: the database's own limit).
 
+asyncio rows (issue #16), each on its own event loop (``asyncio.run``):
+
+- ``rx_pgmq async``: the ``rx_pgmq`` row with an ``async def`` no-op handler and
+  ``max_concurrency=16`` (tasks on the subscription's event loop thread).
+- ``async for``: ``async for message in read_queue(...)`` settling each message with
+  ``message.asettle()``, whose futures are awaited at the end (awaiting each settle in
+  turn would wait for each commit).
+- ``pgmq-py async``: the official async client (asyncpg) ``read_batch`` then
+  ``delete_batch`` on a one-connection pool.
+- ``raw async``: a psycopg ``AsyncConnection`` loop of read then delete.
+
 Connections are opened before the clock starts for every row. Example::
 
     python benchmarks/drain.py                       # 50,000 messages, batches 10/100/1000
@@ -20,23 +31,38 @@ Connections are opened before the clock starts for every row. Example::
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 import threading
 import time
 from collections.abc import Callable
+from contextlib import aclosing
 from typing import Any
 
 import _common as bench
+import asyncpg  # type: ignore[import-untyped]
+import psycopg
 from pgmq import PGMQueue
+from pgmq.async_queue import PGMQueue as AsyncPGMQueue
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool
 
 import rx_pgmq
 from rx_pgmq import operators as pgops
 from rx_pgmq.actions import Delete
 
-IMPLS = ("rx_pgmq", "raw psycopg", "pgmq-py", "server loop")
+IMPLS = (
+    "rx_pgmq",
+    "raw psycopg",
+    "pgmq-py",
+    "server loop",
+    "rx_pgmq async",
+    "async for",
+    "pgmq-py async",
+    "raw async",
+)
 
 READ = (
     "SELECT msg_id, read_ct, enqueued_at, last_read_at, vt, message, headers"
@@ -72,8 +98,17 @@ class DrainError(RuntimeError):
     """A drain did not end with every message read and deleted exactly once."""
 
 
-def drain_rx_pgmq(dsn: str, queue: str, n: int, batch: int, window: int) -> float:
-    """Drain with ``read_queue -> process(no-op) -> ack(Delete)``; return seconds."""
+async def _async_noop(_message: rx_pgmq.Message) -> None:
+    return None
+
+
+def drain_rx_pgmq(
+    dsn: str, queue: str, n: int, batch: int, window: int, *, handler: Any = None
+) -> float:
+    """Drain with ``read_queue -> process(no-op) -> ack(Delete)``; return seconds.
+
+    With ``handler`` (an async no-op) the handler runs as up to 16 tasks on an event loop.
+    """
     pool = ConnectionPool(
         dsn, min_size=2, max_size=2, kwargs={"autocommit": True}, open=True, name="bench"
     )
@@ -105,10 +140,15 @@ def drain_rx_pgmq(dsn: str, queue: str, n: int, batch: int, window: int) -> floa
             bad.append(repr(exc))
             done.set()
 
+        operator = (
+            pgops.process(lambda _m: None)
+            if handler is None
+            else pgops.process(handler, max_concurrency=16)
+        )
         start = time.perf_counter()
-        subscription = source.pipe(
-            pgops.process(lambda _m: None), pgops.ack(on_success=Delete())
-        ).subscribe(on_next, on_error)
+        subscription = source.pipe(operator, pgops.ack(on_success=Delete())).subscribe(
+            on_next, on_error
+        )
         try:
             if not done.wait(timeout=max(120.0, n / 200.0)):
                 raise DrainError(f"rx_pgmq settled {count} of {n} messages before the timeout")
@@ -119,6 +159,92 @@ def drain_rx_pgmq(dsn: str, queue: str, n: int, batch: int, window: int) -> floa
         return end - start
     finally:
         pool.close()
+
+
+def drain_async_for(dsn: str, queue: str, n: int, batch: int, window: int) -> float:
+    """Drain with ``async for`` over ``read_queue`` and ``asettle``; return seconds."""
+
+    async def drain(pool: ConnectionPool) -> float:
+        source = rx_pgmq.read_queue(
+            pool, queue, visibility_timeout=VT, batch_size=batch, max_in_flight=window
+        )
+        settles: list[asyncio.Future[Any]] = []
+        start = time.perf_counter()
+        async with aclosing(aiter(source)) as messages:
+            async for message in messages:
+                settles.append(message.asettle())  # requested at once, awaited below
+                if len(settles) == n:
+                    break
+            statuses = await asyncio.gather(*settles)
+        elapsed = time.perf_counter() - start
+        bad = [s for s in statuses if s != "acked"]
+        if bad:
+            raise DrainError(f"async for: {len(bad)} messages not acked: {bad[:3]}")
+        return elapsed
+
+    pool = ConnectionPool(
+        dsn, min_size=2, max_size=2, kwargs={"autocommit": True}, open=True, name="bench"
+    )
+    try:
+        pool.wait(timeout=30)
+        return asyncio.run(drain(pool))
+    finally:
+        pool.close()
+
+
+def drain_pgmq_py_async(dsn: str, queue: str, n: int, batch: int) -> float:
+    """Drain with pgmq-py's async client (asyncpg); return seconds."""
+
+    async def drain() -> float:
+        params = {k: v for k, v in conninfo_to_dict(dsn).items() if v is not None}
+        pool = await asyncpg.create_pool(
+            min_size=1,
+            max_size=1,
+            host=params.get("host"),
+            port=int(params.get("port", 5432)),
+            user=params.get("user"),
+            password=params.get("password"),
+            database=params.get("dbname"),
+        )
+        try:
+            client = AsyncPGMQueue(pool=pool, vt=VT)
+            done = 0
+            start = time.perf_counter()
+            while done < n:
+                msgs = await client.read_batch(queue, vt=VT, batch_size=batch)
+                if not msgs:
+                    raise DrainError(f"pgmq-py async: queue empty after {done} of {n}")
+                deleted = await client.delete_batch(queue, [m.msg_id for m in msgs])
+                if len(deleted) != len(msgs):
+                    raise DrainError(f"pgmq-py async: deleted {len(deleted)} of {len(msgs)}")
+                done += len(msgs)
+            return time.perf_counter() - start
+        finally:
+            await pool.close()
+
+    return asyncio.run(drain())
+
+
+def drain_raw_async(dsn: str, queue: str, n: int, batch: int) -> float:
+    """Drain with a psycopg ``AsyncConnection`` loop of read then delete; return seconds."""
+
+    async def drain() -> float:
+        async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+            done = 0
+            start = time.perf_counter()
+            while done < n:
+                cur = await conn.execute(READ, (queue, VT, batch), prepare=True)
+                rows = await cur.fetchall()
+                if not rows:
+                    raise DrainError(f"raw async: queue empty after {done} of {n}")
+                ids = [r[0] for r in rows]
+                cur = await conn.execute(DELETE, (queue, ids), prepare=True)
+                if len(await cur.fetchall()) != len(ids):
+                    raise DrainError("raw async: not every message was deleted")
+                done += len(rows)
+            return time.perf_counter() - start
+
+    return asyncio.run(drain())
 
 
 def drain_raw(dsn: str, queue: str, n: int, batch: int) -> float:
@@ -175,10 +301,16 @@ def drain_once(impl: str, dsn: str, queue: str, n: int, batch: int, window: int)
     """Drain ``queue`` (holding ``n`` messages) with ``impl``; return seconds."""
     if impl == "rx_pgmq":
         return drain_rx_pgmq(dsn, queue, n, batch, window)
+    if impl == "rx_pgmq async":
+        return drain_rx_pgmq(dsn, queue, n, batch, window, handler=_async_noop)
+    if impl == "async for":
+        return drain_async_for(dsn, queue, n, batch, window)
     runners: dict[str, Callable[[str, str, int, int], float]] = {
         "raw psycopg": drain_raw,
         "pgmq-py": drain_pgmq_py,
         "server loop": drain_server,
+        "pgmq-py async": drain_pgmq_py_async,
+        "raw async": drain_raw_async,
     }
     return runners[impl](dsn, queue, n, batch)
 
@@ -262,19 +394,20 @@ def run(args: Any) -> int:
 
 def _targets(samples: dict[tuple[str, int], list[float]], batches: list[int]) -> list[str]:
     lines = []
-    checks = ((100, "raw psycopg", 1.2), (100, "pgmq-py", 2.0), (10, "raw psycopg", 1.5))
-    for batch, other, want in checks:
-        if (
-            batch not in batches
-            or ("rx_pgmq", batch) not in samples
-            or (other, batch) not in samples
-        ):
+    checks = (
+        (100, "rx_pgmq", "raw psycopg", 1.2),
+        (100, "rx_pgmq", "pgmq-py", 2.0),
+        (10, "rx_pgmq", "raw psycopg", 1.5),
+        (100, "rx_pgmq async", "rx_pgmq", 0.8),
+        (100, "rx_pgmq async", "pgmq-py async", 2.0),
+        (100, "async for", "pgmq-py async", 1.5),
+    )
+    for batch, row, other, want in checks:
+        if batch not in batches or (row, batch) not in samples or (other, batch) not in samples:
             continue
-        ratio = bench.median(samples[("rx_pgmq", batch)]) / bench.median(samples[(other, batch)])
+        ratio = bench.median(samples[(row, batch)]) / bench.median(samples[(other, batch)])
         verdict = "met" if ratio >= want else f"MISSED by {(want - ratio) / want:.0%}"
-        lines.append(
-            f"- target batch {batch}: rx_pgmq >= {want}x {other}: {ratio:.2f}x ({verdict})"
-        )
+        lines.append(f"- target batch {batch}: {row} >= {want}x {other}: {ratio:.2f}x ({verdict})")
     if lines:
         lines.append("")
     return lines

@@ -12,7 +12,7 @@ import psycopg
 
 from rx_pgmq import _sql
 from rx_pgmq._bodytype import encode_body
-from rx_pgmq._validate import check_body, check_headers, whole_seconds
+from rx_pgmq._validate import check_batch, whole_seconds
 from rx_pgmq.errors import InvalidArgument
 from rx_pgmq.message import Message
 
@@ -73,24 +73,13 @@ def delay_or_time(value: object, argument: str) -> int | datetime:
 
 
 def batch_payload(bodies: object, headers: object) -> tuple[list[str], list[str] | None]:
-    """JSON texts of a batch's bodies, and of its headers (one per body) or None.
+    """JSON texts of a batch's bodies (typed bodies encoded first), and of its headers (one
+    per body) or None: :func:`~rx_pgmq._validate.check_batch` after :func:`encode_body`.
 
     Raises:
         InvalidArgument: If ``bodies`` is not a non-empty list of JSON values, or
             ``headers`` not None or a list of one JSON object (or None) per body.
     """
-    if isinstance(bodies, str | bytes | Mapping) or not isinstance(bodies, Sequence):
-        raise InvalidArgument("bodies", f"must be a list of message bodies, got {bodies!r}")
-    if not bodies:
-        raise InvalidArgument("bodies", "must hold at least one message body")
-    texts = [check_body(encode_body(b), f"bodies[{i}]") for i, b in enumerate(bodies)]
-    if headers is None:
-        return texts, None
-    if isinstance(headers, str | bytes | Mapping) or not isinstance(headers, Sequence):
-        raise InvalidArgument("headers", "must be a list with one entry per body, or None")
-    if len(headers) != len(bodies):
-        raise InvalidArgument("headers", f"has {len(headers)} entries for {len(bodies)} bodies")
-    heads = [check_headers(h, f"headers[{i}]") for i, h in enumerate(headers)]
-    if all(h is None for h in heads):
-        return texts, None
-    return texts, [h if h is not None else "null" for h in heads]
+    if isinstance(bodies, Sequence) and not isinstance(bodies, str | bytes | Mapping):
+        bodies = [encode_body(b) for b in bodies]
+    return check_batch(bodies, headers)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import AsyncGenerator
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any, Literal
@@ -13,7 +14,9 @@ from reactivex import operators as ops
 from reactivex.disposable import CompositeDisposable, Disposable
 
 from rx_pgmq._consumer import Config, Consumer
+from rx_pgmq._iterate import iterate
 from rx_pgmq._listener import Listener
+from rx_pgmq._loop import check_scheduler
 from rx_pgmq._options import ReadOptions
 from rx_pgmq._stats import ConsumerStats, StatsRecorder
 from rx_pgmq._validate import (
@@ -83,7 +86,8 @@ def read_queue(
         batch_size: Most messages per read (at most 2**31 - 1).
         max_in_flight: Most messages emitted and not yet settled.
         read_options: Delete-on-read, conditional, long poll, FIFO reads.
-        scheduler: Deliver messages on this scheduler instead of the reader thread.
+        scheduler: Deliver messages on this scheduler instead of the reader thread (for
+            asyncio, an ``AsyncIOThreadSafeScheduler``: deliveries then land on its loop).
         on_dispose: ``"release"`` unsettled messages on dispose, or ``"keep"`` them hidden
             until their timeout.
         extend_visibility: Extend the timeout of messages still in flight at ~vt/2
@@ -104,7 +108,8 @@ def read_queue(
         A :class:`QueueSource` (an ``Observable[Message]`` with ``stats``).
 
     Raises:
-        InvalidArgument: For a bad queue name, duration, size or combination.
+        InvalidArgument: For a bad queue name, duration, size or combination, or a
+            scheduler that is not thread-safe (RxPY's plain ``AsyncIOScheduler``).
 
     Example:
         >>> source = read_queue(dsn, "orders", visibility_timeout=30)  # doctest: +SKIP
@@ -149,8 +154,7 @@ def read_queue(
     for flag, name in ((extend_visibility, "extend_visibility"), (fenced, "fenced")):
         if not isinstance(flag, bool):
             raise InvalidArgument(name, f"must be a bool, got {flag!r}")
-    if scheduler is not None and not isinstance(scheduler, abc.SchedulerBase):
-        raise InvalidArgument("scheduler", f"must be a reactivex scheduler, got {scheduler!r}")
+    check_scheduler(scheduler)
     config = Config(
         conninfo=conninfo_or_pool,
         queue=queue,
@@ -225,6 +229,10 @@ class QueueSource(Observable[Message]):
         start_paused = changes.pop("start_paused", self._start_paused)
         cls = ControlledSource if changes.get("controlled") else type(self)
         return cls(replace(self._config, **changes), self._scheduler, pauser, start_paused)
+
+    def __aiter__(self) -> AsyncGenerator[Message, None]:
+        """``async for message in source``: see :func:`rx_pgmq.aio.iterate`."""
+        return iterate(self)
 
     def _forget(self, consumer: Consumer) -> None:
         with self._lock:

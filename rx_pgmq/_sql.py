@@ -413,7 +413,9 @@ def _decode_json_text(text: str) -> Any:
     return value
 
 
-def json_loads(conn: psycopg.Connection[Any]) -> Callable[[str], Any]:
+def json_loads(
+    conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any],
+) -> Callable[[str], Any]:
     """The function that decodes jsonb on ``conn``: what ``psycopg.types.json.set_json_loads``
     set for it (globally or on the connection), ``json.loads`` by default."""
     loader = conn.adapters.get_loader(JSONB_OID, pq.Format.TEXT)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -17,9 +17,13 @@ __all__ = [
     "MAX_INT8",
     "MAX_JSONB_BYTES",
     "QUEUE_NAME_RULE",
+    "check_batch",
     "check_body",
     "check_bool",
+    "check_conditional",
     "check_headers",
+    "check_msg_id",
+    "check_msg_ids",
     "check_non_negative_int",
     "check_positive_int",
     "check_queue_name",
@@ -240,6 +244,77 @@ def check_headers(headers: object, argument: str = "headers") -> str | None:
     if not isinstance(headers, Mapping) or not all(isinstance(k, str) for k in headers):
         raise InvalidArgument(argument, f"must be a dict with str keys or None, got {headers!r}")
     return check_body(dict(headers), argument)
+
+
+def check_msg_id(value: object, argument: str = "msg_id") -> int:
+    """Return ``value`` if it is a message id (an int from 1 to :data:`MAX_INT8`).
+
+    Raises:
+        InvalidArgument: Otherwise.
+    """
+    if not _is_int(value) or not 1 <= value <= MAX_INT8:  # type: ignore[operator]
+        raise InvalidArgument(argument, f"must be an int >= 1 (at most {MAX_INT8}), got {value!r}")
+    return value  # type: ignore[return-value]
+
+
+def check_msg_ids(value: object, argument: str = "msg_ids") -> list[int]:
+    """Return a sequence of message ids as a list (it may be empty).
+
+    Raises:
+        InvalidArgument: If ``value`` is not a sequence of ints >= 1.
+    """
+    if isinstance(value, int | str | bytes) or not isinstance(value, Sequence):
+        raise InvalidArgument(argument, f"must be a list of message ids, got {value!r}")
+    ids = list(value)
+    for i in ids:
+        if not _is_int(i) or not 1 <= i <= MAX_INT8:
+            raise InvalidArgument(
+                argument, f"message ids must be ints >= 1 (at most {MAX_INT8}), got {i!r}"
+            )
+    return ids
+
+
+def check_conditional(value: object) -> str:
+    """A read's ``conditional`` filter (a dict, or ``None`` for none) as JSON text.
+
+    Raises:
+        InvalidArgument: If it is neither.
+    """
+    if value is None:
+        return "{}"
+    if not isinstance(value, Mapping):
+        raise InvalidArgument(
+            "conditional", f"must be a dict (jsonb filter) or None, got {value!r}"
+        )
+    return check_body(dict(value), "conditional")
+
+
+def check_batch(bodies: object, headers: object) -> tuple[list[str], list[str] | None]:
+    """The JSON texts of a batch's bodies and headers (``send_batch``).
+
+    Returns:
+        The bodies, and one headers text per body (``"null"`` where a body has none), or
+        ``None`` when no body has headers.
+
+    Raises:
+        InvalidArgument: If ``bodies`` is not a non-empty list of JSON values, or
+            ``headers`` is not ``None`` or a list of one JSON object (or ``None``) per body.
+    """
+    if isinstance(bodies, str | bytes | Mapping) or not isinstance(bodies, Sequence):
+        raise InvalidArgument("bodies", f"must be a list of message bodies, got {bodies!r}")
+    if not bodies:
+        raise InvalidArgument("bodies", "must hold at least one message body")
+    texts = [check_body(b, f"bodies[{i}]") for i, b in enumerate(bodies)]
+    if headers is None:
+        return texts, None
+    if isinstance(headers, str | bytes | Mapping) or not isinstance(headers, Sequence):
+        raise InvalidArgument("headers", "must be a list with one entry per body, or None")
+    if len(headers) != len(bodies):
+        raise InvalidArgument("headers", f"has {len(headers)} entries for {len(bodies)} bodies")
+    heads = [check_headers(h, f"headers[{i}]") for i, h in enumerate(headers)]
+    if all(h is None for h in heads):
+        return texts, None
+    return texts, [h if h is not None else "null" for h in heads]
 
 
 def loads(text: str | bytes) -> Any:

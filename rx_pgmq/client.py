@@ -20,7 +20,6 @@ from rx_pgmq._conn import Conninfo, ConnSource
 from rx_pgmq._dberrors import translate
 from rx_pgmq._records import Partitioning
 from rx_pgmq._validate import (
-    MAX_INT8,
     check_body,
     check_bool,
     check_headers,
@@ -29,40 +28,15 @@ from rx_pgmq._validate import (
     check_queue_name,
     whole_seconds,
 )
+from rx_pgmq._validate import check_conditional as _conditional
+from rx_pgmq._validate import check_msg_id as _id
+from rx_pgmq._validate import check_msg_ids as _ids
 from rx_pgmq.errors import InvalidArgument, QueueNotFound
 from rx_pgmq.message import BodyT, Message, QueueInfo, QueueMetrics
 
 __all__ = ["PGMQ"]
 
 Duration = int | timedelta
-
-
-def _ids(value: object, argument: str = "msg_ids") -> list[int]:
-    if isinstance(value, int | str | bytes) or not isinstance(value, Sequence):
-        raise InvalidArgument(argument, f"must be a list of message ids, got {value!r}")
-    ids = list(value)
-    for i in ids:
-        if not isinstance(i, int) or isinstance(i, bool) or not 1 <= i <= MAX_INT8:
-            raise InvalidArgument(
-                argument, f"message ids must be ints >= 1 (at most {MAX_INT8}), got {i!r}"
-            )
-    return ids
-
-
-def _id(value: object, argument: str = "msg_id") -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_INT8:
-        raise InvalidArgument(argument, f"must be an int >= 1 (at most {MAX_INT8}), got {value!r}")
-    return value
-
-
-def _conditional(value: object) -> str:
-    if value is None:
-        return "{}"
-    if not isinstance(value, Mapping):
-        raise InvalidArgument(
-            "conditional", f"must be a dict (jsonb filter) or None, got {value!r}"
-        )
-    return check_body(dict(value), "conditional")
 
 
 class PGMQ(TopicsAPI, FifoAPI, QueuesAPI):

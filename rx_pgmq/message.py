@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from typing import Any, Generic, Protocol
 
 from typing_extensions import TypeVar
 
+from rx_pgmq import _inbox
 from rx_pgmq.actions import (
     AckStatus,
     Action,
@@ -115,6 +118,30 @@ class Message(Generic[BodyT]):
     def release(self) -> Future[AckStatus]:
         """Make the message visible to every reader again now (``set_vt`` 0) and settle it."""
         return self.settle(SetVisibilityTimeout(0))
+
+    def asettle(
+        self, action: Action | None = None, *, reason: str | None = None
+    ) -> asyncio.Future[AckStatus]:
+        """:meth:`settle` as a future of the running event loop: ``await`` it for the status.
+
+        The request is made at once (awaiting is optional); the future resolves on the loop
+        once the action committed.
+
+        Raises:
+            NotAcknowledgeable: If the message was not emitted by a consumer.
+            RuntimeError: If no event loop runs on this thread.
+        """
+        future: asyncio.Future[AckStatus] = asyncio.get_running_loop().create_future()
+        fast = getattr(self._acknowledger, "settle_callback", None)  # a consumer: no Future
+        if fast is None:
+            self.settle(action, reason=reason).add_done_callback(partial(_inbox.relay, future))
+        else:
+            fast(self, action or Delete(), reason, partial(_inbox.post, future))
+        return future
+
+    def arelease(self) -> asyncio.Future[AckStatus]:
+        """:meth:`release` as a future of the running event loop (see :meth:`asettle`)."""
+        return self.asettle(SetVisibilityTimeout(0))
 
     def _repr_html_(self) -> str:
         """The message as an HTML table (Jupyter)."""

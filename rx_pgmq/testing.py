@@ -17,6 +17,9 @@ Fixtures:
     pgmq_dsn: (session) the conninfo string of the test database.
     pgmq: (function) an :class:`rx_pgmq.PGMQ` client, closed after the test.
     pgmq_queue: (function) the name of a fresh queue ``t_<12 hex>``, dropped after the test.
+    apgmq: (function, async) an :class:`rx_pgmq.aio.AsyncPGMQ` client, closed after the test.
+        An async fixture: it needs an async test plugin, e.g. anyio's (tests marked
+        ``@pytest.mark.anyio``) or pytest-asyncio; the plugin loads without one.
 
 Tests marked ``@pytest.mark.docker`` are skipped, with the reason, when no Docker engine
 answers.
@@ -37,7 +40,7 @@ import tempfile
 import threading
 import uuid
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -47,6 +50,7 @@ import pytest
 from rx_pgmq._install import install_pgmq, pgmq_version
 
 if TYPE_CHECKING:
+    from rx_pgmq.aio import AsyncPGMQ
     from rx_pgmq.client import PGMQ
 
 __all__ = [
@@ -55,6 +59,7 @@ __all__ = [
     "DSN_ENV",
     "IMAGE_ENV",
     "Backend",
+    "apgmq",
     "docker_available",
     "pgmq",
     "pgmq_dsn",
@@ -330,6 +335,22 @@ def pgmq(pgmq_dsn: str) -> Iterator[PGMQ]:
         yield client
     finally:
         client.close()
+
+
+@pytest.fixture
+async def apgmq(pgmq_dsn: str) -> AsyncIterator[AsyncPGMQ]:
+    """An :class:`rx_pgmq.aio.AsyncPGMQ` client on the test database, closed after the test.
+
+    Example:
+        >>> @pytest.mark.anyio  # doctest: +SKIP
+        ... async def test_send(apgmq, pgmq_queue):
+        ...     msg_id = await apgmq.send(pgmq_queue, {"id": 1})
+        ...     assert (await apgmq.read(pgmq_queue, vt=30))[0].msg_id == msg_id
+    """
+    from rx_pgmq.aio import AsyncPGMQ
+
+    async with AsyncPGMQ(pgmq_dsn) as client:
+        yield client
 
 
 @pytest.fixture

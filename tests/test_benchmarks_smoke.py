@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
-SCRIPTS = ("drain.py", "latency.py", "idle.py", "memory.py")
+SCRIPTS = ("drain.py", "latency.py", "idle.py", "memory.py", "concurrency.py")
 
 
 def run_script(script: str, *args: str, timeout: float = 100.0) -> subprocess.CompletedProcess[str]:
@@ -50,7 +50,8 @@ def test_every_benchmark_explains_itself_with_help(script: str) -> None:
 def test_drain_prints_a_row_per_implementation_and_writes_json(
     pgmq_dsn: str, tmp_path: Path
 ) -> None:
-    """A tiny drain measures all four implementations and reports ratios, table and JSON."""
+    """A tiny drain measures all eight implementations (#16: four asyncio rows) and reports
+    ratios, table and JSON."""
     out = tmp_path / "drain.json"
     proc = run_script(
         "drain.py",
@@ -67,22 +68,38 @@ def test_drain_prints_a_row_per_implementation_and_writes_json(
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     rows = table_rows(proc.stdout)
-    assert {r[1] for r in rows} == {"rx_pgmq", "raw psycopg", "pgmq-py", "server loop"}
+    assert {r[1] for r in rows} == {
+        "rx_pgmq",
+        "raw psycopg",
+        "pgmq-py",
+        "server loop",
+        "rx_pgmq async",
+        "async for",
+        "pgmq-py async",
+        "raw async",
+    }
     assert all(r[0] == "10" for r in rows)
     assert "target batch 10" in proc.stdout
     figures = json.loads(out.read_text())
     assert figures["benchmark"] == "drain"
-    assert len(figures["results"]) == 4
+    assert len(figures["results"]) == 8
 
 
 def test_latency_prints_percentiles_for_every_mode(pgmq_dsn: str) -> None:
-    """A tiny latency run reports p50/p99/max for each mode and the raw LISTEN floor."""
+    """A tiny latency run reports p50/p99/max for each mode (with #16's async handler row)
+    and the raw LISTEN floor."""
     proc = run_script(
         "latency.py", "--dsn", pgmq_dsn, "--sends", "5", "--warmup", "1", "--interval", "0.01"
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     rows = table_rows(proc.stdout)
-    assert [r[0] for r in rows] == ["notification", "hybrid", "poll 1 s", "raw LISTEN floor"]
+    assert [r[0] for r in rows] == [
+        "notification",
+        "notification async",
+        "hybrid",
+        "poll 1 s",
+        "raw LISTEN floor",
+    ]
     assert all(r[1] == "5" for r in rows)
 
 
@@ -128,3 +145,13 @@ def test_memory_reports_rss_and_in_flight_peaks(pgmq_dsn: str) -> None:
     assert cells["messages settled"] == "300"
     assert "RSS growth MB" in cells
     assert int(cells["peak in flight (consumer)"]) <= 20
+
+
+def test_concurrency_drains_with_an_async_handler(pgmq_dsn: str) -> None:
+    """#16: a tiny concurrency run drains with many async handlers at once."""
+    proc = run_script(
+        "concurrency.py", "--dsn", pgmq_dsn, "-n", "200", "--sleep", "0.01", "--concurrency", "50"
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = table_rows(proc.stdout)
+    assert len(rows) == 1 and int(rows[0][3]) > 1

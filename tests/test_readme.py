@@ -11,10 +11,11 @@ from pathlib import Path
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 
-def _example() -> str:
+def _example(name: str = "") -> str:
+    marker = f"<!-- readme-example {name} -->" if name else "<!-- readme-example -->"
     text = README.read_text(encoding="utf-8")
-    match = re.search(r"<!-- readme-example -->\s*```python\n(.*?)```", text, re.S)
-    assert match, "README lost its <!-- readme-example --> python block"
+    match = re.search(re.escape(marker) + r"\s*```python\n(.*?)```", text, re.S)
+    assert match, f"README lost its {marker} python block"
     return match.group(1)
 
 
@@ -57,3 +58,22 @@ def test_readme_maps_every_pgmq_function_to_rx_pgmq() -> None:
     assert len(functions) > 40
     assert functions - named == set(), "PGMQ functions missing from the README table"
     assert named - functions == set(), "README names functions PGMQ does not have"
+
+
+def test_readme_asyncio_example_runs(pgmq_dsn: str) -> None:
+    """#16 item 6: the asyncio section runs as written: the failed request sends nothing,
+    worker 1 (async for) takes the first three orders, worker 2 (async process) the rest."""
+    env = {**os.environ, "RX_PGMQ_DSN": pgmq_dsn}
+    proc = subprocess.run(
+        [sys.executable, "-c", _example("asyncio")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0] == "request failed: refunds are not orders"
+    assert lines[1:4] == [f"worker 1 got {t}" for t in (10, 20, 30)]
+    assert sorted(lines[4:]) == [f"worker 2 charged {t} acked" for t in (40, 50, 60)]

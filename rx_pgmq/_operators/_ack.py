@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 from functools import partial
+from typing import TypeVar
 
 from reactivex import Observable, abc
 from reactivex.disposable import CompositeDisposable, Disposable
 
+from rx_pgmq._fatal import FATAL, propagate
+from rx_pgmq._loop import user_loop
 from rx_pgmq._outcome import Outcome, Settled, as_outcome, settled_of
 from rx_pgmq._policy import Policy, check_policy, resolve
 from rx_pgmq.actions import AckStatus, Action, Archive, Delete
@@ -18,6 +22,7 @@ from rx_pgmq.message import Message
 __all__ = ["ack", "ack_with", "failures", "successes"]
 
 _Decide = Callable[[Outcome], Action]
+_R = TypeVar("_R")
 _DELETE: Action = Delete()  # actions are immutable values: safe as defaults
 _ARCHIVE: Action = Archive()
 
@@ -38,7 +43,9 @@ def ack(
     delete-on-read consumer: no SQL is sent and the consumer logs one warning).
 
     Records are emitted from the consumer's acknowledger thread (use ``observe_on`` to move
-    slow subscribers elsewhere); emissions are serialized. ``on_completed`` is sent only
+    slow subscribers elsewhere), or on the event loop that delivered the outcome (e.g. with
+    an ``AsyncIOThreadSafeScheduler``); emissions are serialized. A subscriber raising in
+    ``on_next`` ends the stream with ``on_error``, as at the source. ``on_completed`` is sent only
     after every pending acknowledgement finished; ``on_error`` passes through at once.
 
     Errors go to ``on_error`` (the stream ends; unsettled messages are released by their
@@ -140,6 +147,14 @@ def _split(*, keep_ok: bool) -> Callable[[Observable[Outcome]], Observable[Outco
     return apply
 
 
+def _call_on(loop: asyncio.AbstractEventLoop, fn: Callable[[_R], None], arg: _R) -> None:
+    """Call ``fn(arg)`` on ``loop``'s thread (at once if the loop is closed)."""
+    try:
+        loop.call_soon_threadsafe(fn, arg)
+    except RuntimeError:  # closed: nobody waits on it any more, keep the counts right
+        fn(arg)
+
+
 def _acknowledge(
     decide: _Decide,
 ) -> Callable[[Observable[Outcome | Message]], Observable[Settled]]:
@@ -171,6 +186,11 @@ def _acknowledge(
                     with emit:
                         if not stopped:
                             observer.on_next(settled_of(outcome, action, status))
+                except Exception as exc:  # the subscriber failed: as at the source
+                    send_terminal(exc)
+                except FATAL as exc:  # never lost in the acknowledger's thread
+                    send_terminal(exc)  # type: ignore[arg-type]
+                    propagate(exc)
                 finally:  # even if a subscriber raised, completion must not wait forever
                     with lock:
                         pending -= 1
@@ -208,14 +228,17 @@ def _acknowledge(
                 # The consumer's Future-free path when the message has one; it calls back
                 # like a Future's done-callback (exceptions logged, never raised here).
                 fast = getattr(message._acknowledger, "settle_callback", None)
+                # Outcomes delivered on the user's event loop get their records on it too.
+                loop = user_loop()
                 try:
                     if fast is not None:
                         if track:
+                            done = partial(finish, outcome, action)  # one frame less
                             fast(
                                 message,
                                 action,
                                 outcome.reason,
-                                partial(finish, outcome, action),  # one frame less
+                                done if loop is None else partial(_call_on, loop, done),
                             )
                         else:
                             fast(message, action, outcome.reason, ignore)
@@ -228,7 +251,12 @@ def _acknowledge(
                     send_terminal(exc)
                     return
                 if track:
-                    future.add_done_callback(lambda f: resolved(outcome, action, f))
+                    if loop is not None:
+                        future.add_done_callback(
+                            partial(_call_on, loop, lambda f: resolved(outcome, action, f))
+                        )
+                    else:
+                        future.add_done_callback(lambda f: resolved(outcome, action, f))
 
             def on_completed() -> None:
                 nonlocal upstream_done
