@@ -33,6 +33,7 @@ from typing import Any, NamedTuple
 from rx_pgmq._validate import check_non_negative_int, check_positive_int, seconds
 from rx_pgmq.actions import Action, Archive, Delete, MoveTo, Nothing, SetVisibilityTimeout
 from rx_pgmq.errors import InvalidArgument
+from rx_pgmq.message import Message
 
 __all__ = ["AckBatcher", "Backoff", "Batch", "Pending"]
 
@@ -47,6 +48,7 @@ class Pending(NamedTuple):
         reason: Failure reason, if any (``MoveTo`` records it).
         token: An opaque caller object (e.g. the request's ``Future``), handed back in the
             batch.
+        message: The message itself (``MoveTo`` copies its body and headers).
     """
 
     msg_id: int
@@ -54,6 +56,7 @@ class Pending(NamedTuple):
     action: Action
     reason: str | None
     token: object
+    message: Message | None = None
 
 
 def _empty_map() -> Mapping[Any, Any]:

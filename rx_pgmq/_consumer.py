@@ -29,6 +29,7 @@ from rx_pgmq import _sql
 from rx_pgmq._ackbatch import AckBatcher, Backoff, Batch, Pending
 from rx_pgmq._dberrors import is_transient, translate
 from rx_pgmq._demand import Demand
+from rx_pgmq._ledger import Ledger
 from rx_pgmq._link import Link
 from rx_pgmq._listener import Listener, ListenerEvent, channel_name
 from rx_pgmq._options import ReadOptions
@@ -59,10 +60,6 @@ _FENCED_SET_VT = (
     "UPDATE {table} SET vt = clock_timestamp() + make_interval(secs => %s)"
     " WHERE msg_id = %s AND read_ct = %s RETURNING msg_id"
 )
-
-
-_Delivery = tuple[int, int]
-"""One delivery of a message: ``(msg_id, read_ct)``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,16 +133,10 @@ class Consumer:
         self._heard = 0  # notifications psycopg read during the reader's statements
         window = min(config.window or config.max_in_flight, config.max_in_flight)
         self.demand = Demand(window, config.batch_size, controlled=config.controlled)
+        self.ledger = Ledger(self.demand)
         self._batcher = AckBatcher(max_batch=config.ack_batch_size, max_age=config.ack_max_age)
-        # Keyed by delivery, (msg_id, read_ct): a consumer whose lease ran out may read a
-        # message again while it still processes the earlier delivery; each delivery took
-        # one unit of demand and is settled (and gives its credit back) on its own.
-        self._unsettled: dict[_Delivery, Message] = {}
-        self._read_at: dict[_Delivery, float] = {}
-        self._settling: set[_Delivery] = set()
         self._closing = False
         self._failure: Exception | None = None
-        self._acker_stop = False
         self._flushing = False
         self._closed = threading.Event()
         self._reader = Link(config.conninfo, "reader")
@@ -300,16 +291,13 @@ class Consumer:
                 )
             return "ignored"
         msg_id, read_ct = message.msg_id, message.read_ct
-        key = (msg_id, read_ct)
         with self._lock:
-            if self._acker_stop:
-                return "unacked"
-            if key not in self._unsettled or key in self._settling:
-                return "ignored"  # settled already, or a settle is pending
-            self._settling.add(key)
+            status = self.ledger.settle_requested((msg_id, read_ct))
+            if status is not None:
+                return status
             batcher = self._batcher
             # tuple.__new__: a named tuple's own __new__ is one more Python call
-            item = _new_tuple(Pending, (msg_id, read_ct, action, reason, token))
+            item = _new_tuple(Pending, (msg_id, read_ct, action, reason, token, message))
             pending = batcher.add(item, time.monotonic())
             # Wake the acknowledger only when its plan changes: the first request starts
             # the max_age timer, the max_batch-th makes the batch due. Waking it for every
@@ -513,7 +501,7 @@ class Consumer:
         )
         deadline = time.monotonic() + delay
         with self._cond:
-            while not (self._closing if role == "reader" else self._acker_stop):
+            while not (self._closing if role == "reader" else self.ledger.stopped):
                 left = deadline - time.monotonic()
                 if left <= 0:
                     if role == "reader" and self._planner is not None:
@@ -532,9 +520,12 @@ class Consumer:
                 heard, self._heard = self._heard, 0
                 self._notified(heard, now)
             self._planner.on_read(now, asked, len(msgs))
-            if not self.config.options.delete_on_read:
-                msgs, held = self._hold(msgs, now)
-            self.demand.on_emitted(len(msgs))
+            if self.config.options.delete_on_read:
+                self.ledger.emitted_deleted(len(msgs))
+            else:
+                got = len(msgs)
+                msgs = self.ledger.emitted(msgs, now)
+                held = got - len(msgs)
         self.stats.add("reads")
         if held:
             self.stats.add("held_rereads", held)
@@ -560,35 +551,11 @@ class Consumer:
                 on_next(m)
                 if pop:
                     with self._cond:
-                        self.demand.on_settled(1)
+                        self.ledger.delivered_deleted(1)
                         self._wake_for_demand()
                     self.stats.settled("pop")
         finally:
             self.stats.add("messages", emitted)
-
-    def _hold(self, msgs: list[Message], now: float) -> tuple[list[Message], int]:
-        """Remember read messages as unsettled deliveries (lock held); return those to emit
-        and how many were left out.
-
-        A delivery is ``(msg_id, read_ct)``. A read can only return a delivery this consumer
-        already holds if the server forgot the earlier read (a crash before a read that
-        did not wait for its WAL flush reached the disk: ``read_ct`` went back). That copy
-        is not emitted again: the held delivery is being processed, and its settle applies
-        to the message (which carries the same ``read_ct`` again).
-        """
-        unsettled = self._unsettled
-        fresh: list[Message] = []
-        keep = fresh.append
-        for m in msgs:
-            key = (m.msg_id, m.read_ct)
-            if key not in unsettled:
-                unsettled[key] = m
-                keep(m)
-        if self.config.extend_visibility:  # only the heartbeat needs read times
-            read_at = self._read_at
-            for m in fresh:
-                read_at[m.msg_id, m.read_ct] = now
-        return fresh, len(msgs) - len(fresh)
 
     def _shutdown(self, error: BaseException | None) -> None:
         """Stop everything; flush acks, release what is unsettled, then report."""
@@ -605,7 +572,7 @@ class Consumer:
                 if left <= 0:
                     break
                 self._cond.wait(left)
-            self._acker_stop = True
+            self.ledger.begin_shutdown()
             self._cond.notify_all()
         if threading.current_thread() is not self._acker_thread:
             self._acker_thread.join(self.config.close_timeout)
@@ -615,14 +582,7 @@ class Consumer:
                 leftovers = [*rest.items, *rest.duplicates]
             else:
                 leftovers = []
-            deliveries = len(self._unsettled)
-            # A flush still running after close_timeout applies its own actions: releasing
-            # those messages would race with it (e.g. undo a SetVisibilityTimeout).
-            flushing = self._settling - {(p.msg_id, p.read_ct) for p in leftovers}
-            unsettled = sorted(
-                {key[0] for key in self._unsettled if key not in flushing}
-                - {key[0] for key in flushing}
-            )
+            unsettled = self.ledger.to_release((p.msg_id, p.read_ct) for p in leftovers)
         _resolve([(p.token, "unacked") for p in leftovers])
         if unsettled and self.config.on_dispose == "release":
             self._release(unsettled)
@@ -630,8 +590,7 @@ class Consumer:
         if self._socket_cond is not None:
             self._socket_cond.close()  # no thread waits on the reader connection any more
         with self._cond:
-            self.demand.on_settled(min(self.demand.in_flight, deliveries))
-            self._unsettled.clear()
+            self.ledger.close()
         self._closed.set()
         self._on_closed(self)
         if error is not None and not isinstance(error, GeneratorExit):
@@ -685,7 +644,7 @@ class Consumer:
                 while True:
                     now = time.monotonic()
                     closing = self._closing
-                    if self._acker_stop:
+                    if self.ledger.stopped:
                         return
                     if len(self._batcher) and self._batcher.due(now, self.demand.starved, closing):
                         break
@@ -698,14 +657,7 @@ class Consumer:
                 self._flushing = batch is not None
                 beat_ids: list[int] = []
                 if batch is None and next_beat is not None and heartbeat is not None:
-                    limit = now - heartbeat
-                    beat_ids = sorted(
-                        {
-                            key[0]
-                            for key, t in self._read_at.items()
-                            if t <= limit and key not in self._settling
-                        }
-                    )
+                    beat_ids = self.ledger.lease_expiring(now - heartbeat)
                     next_beat = now + heartbeat / 2.0
             if batch is not None:
                 self._flush(batch, backoff)
@@ -722,12 +674,8 @@ class Consumer:
             self._acker.drop()
             _log.warning("visibility heartbeat of queue %r failed: %s", self.config.queue, exc)
             return
-        now = time.monotonic()
-        extended = set(ids)
         with self._cond:
-            for key in self._read_at:
-                if key[0] in extended:
-                    self._read_at[key] = now
+            self.ledger.lease_extended(ids, time.monotonic())
         self.stats.add("extended", len(ids))
 
     def _flush(self, batch: Batch, backoff: Backoff) -> None:
@@ -736,7 +684,7 @@ class Consumer:
         except psycopg.Error as exc:
             delay = backoff.next_delay() if is_transient(exc) else None
             self._acker.drop()
-            if delay is not None and not self._acker_stop:
+            if delay is not None and not self.ledger.stopped:
                 self.stats.add("reconnects")
                 _log.warning(
                     "ack flush for queue %r failed (%s); retrying in %.2fs",
@@ -773,18 +721,11 @@ class Consumer:
         """
         results: list[tuple[object, AckStatus]] = []
         with self._cond:
-            n = 0
+            self.ledger.settled(batch.items)
             counts: dict[str, int] = {}  # settled per action name, counted once per batch
             failures = 0
-            settling, unsettled, read_at = self._settling, self._unsettled, self._read_at
             for p in batch.items:
                 msg_id = p.msg_id
-                key = (msg_id, p.read_ct)
-                settling.discard(key)
-                if unsettled.pop(key, None) is not None:
-                    n += 1
-                if read_at:
-                    read_at.pop(key, None)
                 if failed and msg_id in failed:
                     status: AckStatus = "unacked"
                     failures += 1
@@ -803,11 +744,10 @@ class Consumer:
             for p in batch.duplicates:
                 # Another delivery of a message in this batch (one SQL action per msg_id
                 # and flush): it goes into the next flush, if there is one.
-                if self._acker_stop:
+                if self.ledger.stopped:
                     results.append((p.token, "unacked"))
                 else:
                     self._batcher.add(p, time.monotonic())
-            self.demand.on_settled(min(n, self.demand.in_flight))
             self._flushing = False
             self._wake_for_demand()
         _resolve(results)
@@ -822,9 +762,10 @@ class Consumer:
         """
         if not batch.move:
             return {}, set()
-        with self._cond:
+        with self._cond:  # a delivery no longer held (closed meanwhile) does not move
+            held = self.ledger
             wanted = {
-                dest: [(p, self._unsettled.get((p.msg_id, p.read_ct))) for p in items]
+                dest: [(p, p.message if (p.msg_id, p.read_ct) in held else None) for p in items]
                 for dest, items in batch.move.items()
             }
         rows = conn.execute(_sql.QUEUES_EXISTING, (list(wanted),)).fetchall()
