@@ -373,11 +373,7 @@ class Consumer:
         interval = cfg.read_interval
         if cfg.options.long_poll is not None:
             interval = 1e-3  # the server waits; ask again as soon as a long poll ends empty
-        # New demand always reads (issue contract): request(n), resume, and messages made
-        # visible by set_vt/Nothing or FIFO heads send no notification.
-        planner = ReadPlanner(
-            read_interval=interval, listening=listening, throttle=throttle, eager_demand=True
-        )
+        planner = ReadPlanner(read_interval=interval, listening=listening, throttle=throttle)
         if isinstance(cfg.listener, Listener):
             self._listen_sub = cfg.listener.subscribe(cfg.queue, self._on_listener_event)
         with self._cond:
