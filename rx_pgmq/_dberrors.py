@@ -16,7 +16,7 @@ from rx_pgmq.errors import (
     RxPgmqError,
 )
 
-__all__ = ["is_transient", "translate"]
+__all__ = ["first_line", "is_transient", "translate"]
 
 # A missing ``pgmq.<table>`` that is not a queue (``q_``) or archive (``a_``) table, e.g.
 # ``pgmq.meta``: PGMQ itself is absent (the schema may exist without its catalog tables).
@@ -35,7 +35,7 @@ def translate(exc: BaseException, queue: str | None = None) -> BaseException:
     """
     if isinstance(exc, RxPgmqError) or not isinstance(exc, psycopg.Error):
         return exc
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    text = first_line(exc)
     if isinstance(exc, pgerr.InsufficientPrivilege):
         return PermissionDenied(text)
     if isinstance(exc, pgerr.InvalidSchemaName) and "pgmq" in text:
@@ -53,6 +53,14 @@ def translate(exc: BaseException, queue: str | None = None) -> BaseException:
         # Class 40 (serialization failure, deadlock) is worth a retry; the connection is fine.
         return ConnectionLost(f"lost the database connection: {text}; retry later")
     return exc
+
+
+def first_line(exc: BaseException | str) -> str:
+    """The first non-blank line of an error's message (its type name if it has none)."""
+    for line in str(exc).splitlines():
+        if line.strip():
+            return line.strip()
+    return exc if isinstance(exc, str) else type(exc).__name__
 
 
 def is_transient(exc: BaseException) -> bool:
