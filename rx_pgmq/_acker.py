@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING
 import psycopg
 
 from rx_pgmq import _sql
-from rx_pgmq._ackbatch import Backoff, Batch
+from rx_pgmq._ackbatch import Batch
+from rx_pgmq._backoff import Backoff
 from rx_pgmq._consumer_sql import BatchWriter
 from rx_pgmq._dberrors import first_line, is_transient, translate
 from rx_pgmq._link import Link

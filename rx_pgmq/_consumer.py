@@ -23,8 +23,9 @@ from psycopg_pool import ConnectionPool
 from reactivex import abc
 
 from rx_pgmq import _sql
-from rx_pgmq._ackbatch import AckBatcher, Backoff, Pending
+from rx_pgmq._ackbatch import AckBatcher, Pending
 from rx_pgmq._acker import Acker
+from rx_pgmq._backoff import Backoff
 from rx_pgmq._consumer_sql import MOVED_HEADER
 from rx_pgmq._dberrors import is_transient, translate
 from rx_pgmq._demand import Demand

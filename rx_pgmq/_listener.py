@@ -13,11 +13,9 @@ connection loses them. After every reconnect the listener LISTENs again and send
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import selectors
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -32,8 +30,11 @@ from psycopg.conninfo import conninfo_to_dict
 from reactivex import abc
 from reactivex.disposable import Disposable
 
+from rx_pgmq._backoff import Backoff
 from rx_pgmq._conn import KEEPALIVE_DEFAULTS
+from rx_pgmq._dberrors import first_line
 from rx_pgmq._validate import check_queue_name, seconds
+from rx_pgmq._wakeup import WakeSocket
 from rx_pgmq.errors import ConnectionLost, InvalidArgument, RxPgmqError
 
 __all__ = [
@@ -96,29 +97,6 @@ def queue_of_channel(channel: str) -> str | None:
         queue = channel[len(_CHANNEL_PREFIX) : -len(_CHANNEL_SUFFIX)]
         return queue or None
     return None
-
-
-def _one_line(exc: BaseException | str) -> str:
-    return " ".join(str(exc).split())
-
-
-class _Backoff:
-    """Exponential reconnect delays: initial, 2 x initial, ... capped at maximum."""
-
-    def __init__(self, initial: float, maximum: float) -> None:
-        self._initial = initial
-        self._maximum = maximum
-        self._next = initial
-
-    def next(self) -> float:
-        """Return the delay to wait now and double the following one."""
-        delay = self._next
-        self._next = min(self._next * 2, self._maximum)
-        return delay
-
-    def reset(self) -> None:
-        """Start again from the initial delay (after a successful connection)."""
-        self._next = self._initial
 
 
 @dataclass(eq=False)
@@ -199,10 +177,7 @@ class Listener:
         self._closed = False
         self._thread: threading.Thread | None = None
         self._connecting = False  # the thread is inside a (non-interruptible) connect
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_r.setblocking(False)
-        self._wake_w.setblocking(False)
-        self._sockets_closed = False
+        self._wakeup = WakeSocket()
         self._reconnects = 0
         self._notifications_received = 0
         self._backend_pid: int | None = None
@@ -310,7 +285,7 @@ class Listener:
             self._cond.notify_all()
             thread = self._thread
         if thread is None:
-            self._close_sockets()
+            self._wakeup.close()
             return
         self._wake()
         # A connection attempt cannot be interrupted: don't wait for it, the thread
@@ -394,21 +369,12 @@ class Listener:
         return True
 
     def _wake(self) -> None:
-        with contextlib.suppress(OSError):  # full (already awake) or closed (thread gone)
-            self._wake_w.send(b"\0")
-
-    def _close_sockets(self) -> None:
-        with self._lock:
-            if self._sockets_closed:
-                return
-            self._sockets_closed = True
-        self._wake_r.close()
-        self._wake_w.close()
+        self._wakeup.poke()
 
     # -- the listener thread ----------------------------------------------------------------
 
     def _run(self) -> None:
-        backoff = _Backoff(self._reconnect_initial, self._reconnect_max)
+        backoff = Backoff(initial=self._reconnect_initial, maximum=self._reconnect_max)
         was_connected = False
         failures = 0
         try:
@@ -420,12 +386,12 @@ class Listener:
                     break
                 if conn is None:
                     failures += 1
-                    delay = backoff.next()
+                    delay = backoff.next_delay() or self._reconnect_max
                     logger.log(
                         logging.WARNING if failures == 1 else logging.INFO,
                         "rx_pgmq listener cannot connect (attempt %d): %s; retrying in %.2f s",
                         failures,
-                        _one_line(self._last_error or "?"),
+                        first_line(self._last_error or "?"),
                         delay,
                     )
                     self._pause(delay)
@@ -441,7 +407,7 @@ class Listener:
                     logger.warning(
                         "rx_pgmq listener lost its connection (%s: %s); reconnecting",
                         type(exc).__name__,
-                        _one_line(exc),
+                        first_line(exc),
                         exc_info=not isinstance(exc, psycopg.Error | OSError),
                     )
                 finally:
@@ -451,7 +417,7 @@ class Listener:
                     conn.close()
                 was_connected = True
                 if not self._closed:
-                    self._pause(backoff.next())
+                    self._pause(backoff.next_delay() or self._reconnect_max)
         finally:
             self._finish()
 
@@ -475,7 +441,7 @@ class Listener:
             for sub in subs:
                 sub.active = False
             self._cond.notify_all()
-        self._close_sockets()
+        self._wakeup.close()
         for sub in subs:
             if sub.on_close is not None:
                 try:
@@ -487,15 +453,10 @@ class Listener:
         """Wait ``delay`` seconds, or less if the listener is closed meanwhile."""
         deadline = time.monotonic() + delay
         with selectors.DefaultSelector() as sel:
-            sel.register(self._wake_r, selectors.EVENT_READ)
+            sel.register(self._wakeup.reader, selectors.EVENT_READ)
             while not self._closed and (remaining := deadline - time.monotonic()) > 0:
                 if sel.select(remaining):
-                    self._drain_wake()
-
-    def _drain_wake(self) -> None:
-        with contextlib.suppress(OSError):
-            while self._wake_r.recv(4096):
-                pass
+                    self._wakeup.drain()
 
     def _serve(self, conn: psycopg.Connection[Any], *, reconnected: bool) -> None:
         """Listen and dispatch on ``conn`` until it breaks (raises) or the listener closes."""
@@ -505,7 +466,7 @@ class Listener:
             self._backend_pid = conn.info.backend_pid
         listening: set[str] = set()
         with selectors.DefaultSelector() as sel:
-            sel.register(self._wake_r, selectors.EVENT_READ, "wake")
+            sel.register(self._wakeup.reader, selectors.EVENT_READ, "wake")
             sel.register(pgconn.socket, selectors.EVENT_READ, "db")
             self._reconcile(conn, listening)
             if reconnected:
@@ -515,7 +476,7 @@ class Listener:
             while not self._closed:
                 for key, _ in sel.select():
                     if key.data == "wake":
-                        self._drain_wake()
+                        self._wakeup.drain()
                 if self._closed:
                     return
                 # Read whatever arrived (a no-op read if only the wake-up socket fired).

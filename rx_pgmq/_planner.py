@@ -201,7 +201,7 @@ class ReadPlanner:
     def on_read_failed(self, now: float) -> None:
         """A read issued by :meth:`next` failed: whatever it was due for stays due.
 
-        The consumer waits (see ``_ackbatch.Backoff``) and asks :meth:`next` again, which
+        The consumer waits (see ``_backoff.Backoff``) and asks :meth:`next` again, which
         returns :class:`ReadNow` as long as demand allows.
         """
         self._issued = None

@@ -18,7 +18,7 @@ import psycopg
 from reactivex import abc
 
 from rx_pgmq import _sql
-from rx_pgmq._ackbatch import Backoff
+from rx_pgmq._backoff import Backoff
 from rx_pgmq._consumer_sql import read_statement
 from rx_pgmq._dberrors import first_line, is_transient, translate
 from rx_pgmq._link import Link

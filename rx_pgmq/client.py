@@ -13,6 +13,7 @@ import psycopg
 from rx_pgmq import _sql
 from rx_pgmq._conn import Conninfo, ConnSource
 from rx_pgmq._dberrors import translate
+from rx_pgmq._queues import check_queue_exists
 from rx_pgmq._validate import (
     MAX_INT8,
     check_body,
@@ -22,7 +23,7 @@ from rx_pgmq._validate import (
     check_queue_name,
     whole_seconds,
 )
-from rx_pgmq.errors import InvalidArgument, QueueNotFound
+from rx_pgmq.errors import InvalidArgument
 from rx_pgmq.message import Message, QueueInfo, QueueMetrics
 
 __all__ = ["PGMQ"]
@@ -118,9 +119,7 @@ class PGMQ:
             raise translate(exc, queue) from exc
 
     def _exists_or_raise(self, cur: psycopg.Cursor[Any], queue: str) -> None:
-        row = cur.execute(_sql.QUEUE_EXISTS, (queue,)).fetchone()
-        if not row or not row[0]:
-            raise QueueNotFound(queue)
+        check_queue_exists(cur, queue)
 
     # -- administration ------------------------------------------------------------------
 

@@ -30,10 +30,11 @@ from reactivex import Observable, abc
 from rx_pgmq import _html, _sql
 from rx_pgmq._conn import ConnSource, connect
 from rx_pgmq._dberrors import translate
+from rx_pgmq._queues import check_queue_exists
 from rx_pgmq._source import ControlledSource, QueueSource
 from rx_pgmq._validate import check_positive_int, check_queue_name
 from rx_pgmq.client import PGMQ
-from rx_pgmq.errors import InvalidArgument, QueueNotFound
+from rx_pgmq.errors import InvalidArgument
 from rx_pgmq.message import Message, QueueMetrics
 
 __all__ = [
@@ -167,9 +168,7 @@ def peek_messages(
 def _peek(
     conn: psycopg.Connection[Any], queue: str, query: sql.Composed, n: int
 ) -> list[tuple[Any, ...]]:
-    row = conn.execute(_sql.QUEUE_EXISTS, (queue,)).fetchone()
-    if not row or not row[0]:
-        raise QueueNotFound(queue)
+    check_queue_exists(conn, queue)
     return conn.execute(query, (n,)).fetchall()
 
 
