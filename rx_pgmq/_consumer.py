@@ -34,6 +34,7 @@ from rx_pgmq._listener import Listener
 from rx_pgmq._options import ReadOptions
 from rx_pgmq._reader import Reader
 from rx_pgmq._settle import Token, report, resolve
+from rx_pgmq._slots import new_tuple
 from rx_pgmq._stats import StatsRecorder
 from rx_pgmq._wakeup import SocketCondition
 from rx_pgmq.actions import AckStatus, Action
@@ -64,9 +65,6 @@ class Config:
     close_timeout: float
     window: int | None = None
     controlled: bool = False
-
-
-_new_tuple = tuple.__new__
 
 
 class Consumer:
@@ -208,9 +206,10 @@ class Consumer:
     ) -> None:
         """Like :meth:`settle` without a ``Future``: ``callback(status)`` once it committed.
 
-        ``callback`` runs on the acknowledger thread, or at once on the caller's thread if
-        the request is not queued; like a ``Future``'s done-callback, an exception it
-        raises is logged, not propagated.
+        The ack operators use it: a ``Future`` per message costs more than the rest of the
+        settle path (see :mod:`rx_pgmq._slots`). ``callback`` runs on the acknowledger
+        thread, or at once on the caller's thread if the request is not queued; like a
+        ``Future``'s done-callback, an exception it raises is logged, not propagated.
         """
         status = self._enqueue(message, action, reason, callback)
         if status is not None:
@@ -228,7 +227,7 @@ class Consumer:
             if status is not None:
                 return status
             batcher = self.batcher
-            item = _new_tuple(Pending, (msg_id, read_ct, action, reason, token, message))
+            item = new_tuple(Pending, (msg_id, read_ct, action, reason, token, message))
             pending = batcher.add(item, time.monotonic())
             # Wake the acknowledger only when its plan changes: the first request starts
             # the max_age timer, the max_batch-th makes the batch due. Waking it for every

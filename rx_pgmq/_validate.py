@@ -7,7 +7,6 @@ import math
 import re
 from collections.abc import Mapping
 from datetime import timedelta
-from typing import Any
 
 from rx_pgmq.errors import InvalidArgument
 
@@ -27,8 +26,6 @@ __all__ = [
 
 QUEUE_NAME_RULE = "must match ^[a-z_][a-z0-9_]{0,46}$ (lower-case letters, digits, underscore)"
 _QUEUE_NAME = re.compile(r"[a-z_][a-z0-9_]{0,46}")
-
-Seconds = int | float | timedelta
 
 
 def check_queue_name(name: object, argument: str = "queue") -> str:
@@ -181,8 +178,3 @@ def check_headers(headers: object, argument: str = "headers") -> str | None:
     if not isinstance(headers, Mapping) or not all(isinstance(k, str) for k in headers):
         raise InvalidArgument(argument, f"must be a dict with str keys or None, got {headers!r}")
     return check_body(dict(headers), argument)
-
-
-def loads(text: str | bytes) -> Any:
-    """Parse JSON text (the inverse of :func:`check_body`)."""
-    return json.loads(text)
