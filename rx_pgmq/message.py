@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -10,20 +11,33 @@ from typing import Any, Protocol
 from rx_pgmq.actions import AckStatus, Action, Delete, SetVisibilityTimeout
 from rx_pgmq.errors import NotAcknowledgeable
 
-__all__ = ["Acknowledger", "Message", "QueueInfo", "QueueMetrics"]
+__all__ = ["Acknowledger", "Message", "QueueInfo", "QueueMetrics", "SettleCallback"]
+
+SettleCallback = Callable[[AckStatus | Exception], None]
+"""Receives the status of a settle request, or the exception an acknowledger failed it with."""
 
 
 class Acknowledger(Protocol):
     """What a consumer gives each message it emits so the message can be settled.
 
     Broadway's acknowledger idea: the message carries a reference to whoever can
-    acknowledge it. ``settle`` may be called from any thread; it returns at once.
+    acknowledge it. Both methods may be called from any thread; they return at once.
     """
 
     def settle(
         self, message: Message, action: Action, reason: str | None = None
     ) -> Future[AckStatus]:
         """Request ``action`` for ``message``; the future resolves once it committed."""
+        ...
+
+    def settle_callback(
+        self, message: Message, action: Action, reason: str | None, callback: SettleCallback
+    ) -> None:
+        """Like :meth:`settle` without a ``Future``: call ``callback`` once, with the status.
+
+        The ack operators use it (one ``Future`` per message costs more than the rest of
+        the settle path). ``callback`` may run on any thread, or at once on the caller's.
+        """
         ...
 
 
@@ -75,12 +89,20 @@ class Message:
         Raises:
             NotAcknowledgeable: If the message was not emitted by a consumer.
         """
+        return self._acker().settle(self, action or Delete(), reason)
+
+    def _acker(self) -> Acknowledger:
+        """Its acknowledger.
+
+        Raises:
+            NotAcknowledgeable: If the message was not emitted by a consumer.
+        """
         if self._acknowledger is None:
             raise NotAcknowledgeable(
                 f"message {self.msg_id} of queue {self.queue!r} was not read by a read_queue "
                 "consumer; use PGMQ.delete/archive/set_vt to acknowledge it"
             )
-        return self._acknowledger.settle(self, action or Delete(), reason)
+        return self._acknowledger
 
     def release(self) -> Future[AckStatus]:
         """Make the message visible to every reader again now (``set_vt`` 0) and settle it."""

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from rx_pgmq.testing import RecordingAcknowledger
+
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 
@@ -41,3 +43,15 @@ def test_readme_tour_runs(pgmq_dsn: str) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "(3, 'archive')" in proc.stdout
     assert proc.stdout.count("'delete')") == 9
+
+
+def test_readme_marble_test_of_a_user_pipeline_runs() -> None:
+    """#15 item 6: the README's marble test (public test doubles, virtual time) passes."""
+    text = README.read_text(encoding="utf-8")
+    match = re.search(r"<!-- readme-marble-test -->\s*```python\n(.*?)```", text, re.S)
+    assert match, "README lost its <!-- readme-marble-test --> python block"
+    namespace: dict[str, object] = {"__name__": "readme_marble_test"}
+    exec(compile(match.group(1), "README.md", "exec"), namespace)
+    acker = namespace["acker"]
+    assert isinstance(acker, RecordingAcknowledger)
+    assert len(acker.requests) == 2

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future
 from functools import partial
 
 from reactivex import Observable, abc
@@ -165,8 +164,13 @@ def _acknowledge(
                     else:
                         observer.on_error(error)
 
-            def finish(outcome: Outcome, action: Action, status: AckStatus) -> None:
+            def finish(outcome: Outcome, action: Action, status: AckStatus | Exception) -> None:
                 nonlocal pending
+                if isinstance(status, Exception):  # an acknowledger failed the request
+                    with lock:
+                        pending -= 1
+                    send_terminal(status)
+                    return
                 try:
                     with emit:
                         if not stopped:
@@ -178,18 +182,7 @@ def _acknowledge(
                 if finished:
                     send_terminal(None)
 
-            def resolved(outcome: Outcome, action: Action, future: Future[AckStatus]) -> None:
-                nonlocal pending
-                try:
-                    status = future.result()
-                except Exception as exc:  # an acknowledger failed the future
-                    with lock:
-                        pending -= 1
-                    send_terminal(exc)
-                    return
-                finish(outcome, action, status)
-
-            def ignore(status: AckStatus) -> None:
+            def ignore(status: AckStatus | Exception) -> None:
                 """Callback of a settle requested after the stream stopped."""
 
             def on_next(value: Outcome | Message) -> None:
@@ -205,30 +198,21 @@ def _acknowledge(
                     track = not stopped
                     if track:
                         pending += 1
-                # The consumer's Future-free path when the message has one; it calls back
-                # like a Future's done-callback (exceptions logged, never raised here).
-                fast = getattr(message._acknowledger, "settle_callback", None)
+                # The Future-free settle; it calls back like a Future's done-callback
+                # (exceptions logged, never raised here).
                 try:
-                    if fast is not None:
-                        if track:
-                            fast(
-                                message,
-                                action,
-                                outcome.reason,
-                                partial(finish, outcome, action),  # one frame less
-                            )
-                        else:
-                            fast(message, action, outcome.reason, ignore)
-                        return
-                    future = message.settle(action, reason=outcome.reason)
+                    acker = message._acknowledger or message._acker()  # raises if None
+                    acker.settle_callback(
+                        message,
+                        action,
+                        outcome.reason,
+                        partial(finish, outcome, action) if track else ignore,  # one frame less
+                    )
                 except Exception as exc:  # e.g. NotAcknowledgeable: the request was not made
                     if track:
                         with lock:
                             pending -= 1
                     send_terminal(exc)
-                    return
-                if track:
-                    future.add_done_callback(lambda f: resolved(outcome, action, f))
 
             def on_completed() -> None:
                 nonlocal upstream_done
