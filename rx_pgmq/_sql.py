@@ -14,6 +14,7 @@ from typing import Any, Final, Literal, cast
 import psycopg
 from psycopg import pq, sql
 
+from rx_pgmq._options import FifoMode
 from rx_pgmq._slots import decode_json_text, slot_setters
 from rx_pgmq.message import Acknowledger, Message, QueueInfo, QueueMetrics
 
@@ -45,7 +46,6 @@ __all__ = [
     "SEND_BATCH",
     "SET_VT_MANY",
     "SET_VT_ONE",
-    "FifoMode",
     "delete_inline",
     "id_array",
     "json_loads",
@@ -112,8 +112,6 @@ ARCHIVE_ONE: Final = "SELECT pgmq.archive(%s, %s::bigint)"
 ARCHIVE_MANY: Final = "SELECT * FROM pgmq.archive(%s, %s::bigint[])"
 SET_VT_ONE: Final = _SELECT_FROM + "pgmq.set_vt(%s, %s::bigint, %s::integer)"
 SET_VT_MANY: Final = _SELECT_FROM + "pgmq.set_vt(%s, %s::bigint[], %s::integer)"
-
-FifoMode = Literal["grouped", "grouped_rr", "grouped_head"]
 
 
 def read_grouped(mode: FifoMode, *, poll: bool, durable: bool = True) -> sql.Composed:

@@ -8,10 +8,22 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+from rx_pgmq._markup import MESSAGE_HEADERS, body_preview, clock, escape, table, time_left, wrap
 from rx_pgmq.actions import AckStatus, Action, Delete, SetVisibilityTimeout
 from rx_pgmq.errors import NotAcknowledgeable
 
-__all__ = ["Acknowledger", "Message", "QueueInfo", "QueueMetrics", "SettleCallback"]
+__all__ = [
+    "METRICS_HEADERS",
+    "Acknowledger",
+    "Message",
+    "QueueInfo",
+    "QueueMetrics",
+    "SettleCallback",
+    "message_cells",
+    "message_html",
+    "metrics_cells",
+    "metrics_html",
+]
 
 SettleCallback = Callable[[AckStatus | Exception], None]
 """Receives the status of a settle request, or the exception an acknowledger failed it with."""
@@ -110,8 +122,6 @@ class Message:
 
     def _repr_html_(self) -> str:
         """The message as an HTML table (Jupyter)."""
-        from rx_pgmq._html import message_html
-
         return message_html(self)
 
 
@@ -129,8 +139,6 @@ class QueueMetrics:
 
     def _repr_html_(self) -> str:
         """The metrics as an HTML table (Jupyter)."""
-        from rx_pgmq._html import metrics_html
-
         return metrics_html(self)
 
 
@@ -142,3 +150,73 @@ class QueueInfo:
     is_partitioned: bool
     is_unlogged: bool
     created_at: datetime
+
+
+# -- notebook views (``_repr_html_``; rx_pgmq._html builds the bigger tables from these) --
+
+
+def message_cells(message: Message, now: datetime | None = None, preview: int = 60) -> list[str]:
+    """One message as the HTML cells of a ``MESSAGE_HEADERS`` table row."""
+    return [
+        escape(message.msg_id),
+        escape(message.read_ct),
+        clock(message.enqueued_at),
+        escape(time_left(message.vt, now)),
+        f"<code>{escape(body_preview(message.body, preview))}</code>",
+    ]
+
+
+def message_row_table(message: Message, now: datetime | None = None) -> str:
+    """One message as a one-row ``MESSAGE_HEADERS`` table (not wrapped)."""
+    return table(MESSAGE_HEADERS, [message_cells(message, now)], numeric=(0, 1))
+
+
+def message_html(message: Message, *, now: datetime | None = None) -> str:
+    """One message as HTML: its fields, headers and full body.
+
+    Args:
+        message: The message.
+        now: The time ``vt`` is compared with (default: now).
+
+    Returns:
+        Styled HTML (``Message._repr_html_``).
+    """
+    e = escape
+    last = message.last_read_at
+    rows = [
+        ("queue", e(message.queue)),
+        ("msg_id", e(message.msg_id)),
+        ("read_ct", e(message.read_ct)),
+        ("enqueued_at", e(message.enqueued_at.isoformat())),
+        ("last_read_at", e(last.isoformat()) if last else "-"),
+        ("vt", f"{e(message.vt.isoformat())} ({e(time_left(message.vt, now))})"),
+        ("headers", f"<code>{e(body_preview(message.headers, 400))}</code>"),
+        ("body", f"<code>{e(body_preview(message.body, 400))}</code>"),
+    ]
+    inner = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
+    return wrap(f"<table><caption>Message</caption><tbody>{inner}</tbody></table>")
+
+
+METRICS_HEADERS = ("queue", "length", "visible", "oldest (s)", "newest (s)", "total sent")
+"""The columns of a queue metrics row (see :func:`metrics_cells`)."""
+
+
+def metrics_cells(m: QueueMetrics) -> list[str]:
+    """One queue's metrics as the HTML cells of a ``METRICS_HEADERS`` table row."""
+
+    def age(v: int | None) -> str:
+        return '<span class="dim">-</span>' if v is None else escape(v)
+
+    return [
+        escape(m.queue_name),
+        escape(m.queue_length),
+        escape(m.queue_visible_length),
+        age(m.oldest_msg_age_sec),
+        age(m.newest_msg_age_sec),
+        escape(m.total_messages),
+    ]
+
+
+def metrics_html(metrics: QueueMetrics) -> str:
+    """One queue's metrics as HTML (``QueueMetrics._repr_html_``)."""
+    return wrap(table(METRICS_HEADERS, [metrics_cells(metrics)], numeric=(1, 2, 3, 4, 5)))
