@@ -36,23 +36,32 @@ def translate(exc: BaseException, queue: str | None = None) -> BaseException:
     if isinstance(exc, RxPgmqError) or not isinstance(exc, psycopg.Error):
         return exc
     text = first_line(exc)
-    if isinstance(exc, pgerr.InsufficientPrivilege):
-        return PermissionDenied(text)
-    if isinstance(exc, pgerr.InvalidSchemaName) and "pgmq" in text:
-        return PGMQNotInstalled(text)
-    if isinstance(exc, pgerr.UndefinedFunction) and "pgmq." in text:
-        # The schema exists (else: InvalidSchemaName), so the function is missing from it.
-        return PGMQOutdated(text)
-    if isinstance(exc, pgerr.UndefinedTable) and _MISSING_PGMQ_CATALOG.search(text):
-        return PGMQNotInstalled(text)
-    if queue is not None and isinstance(exc, pgerr.UndefinedTable):
-        return QueueNotFound(queue, text)
-    if queue is not None and isinstance(exc, pgerr.RaiseException) and "does not exist" in text:
-        return QueueNotFound(queue, text)
+    named = _named(exc, text, queue)
+    if named is not None:
+        return named
     if is_transient(exc) and not (exc.sqlstate or "").startswith("40"):
         # Class 40 (serialization failure, deadlock) is worth a retry; the connection is fine.
         return ConnectionLost(f"lost the database connection: {text}; retry later")
     return exc
+
+
+def _named(exc: psycopg.Error, text: str, queue: str | None) -> RxPgmqError | None:
+    """The named error for a failure about permissions, PGMQ itself or a queue."""
+    if isinstance(exc, pgerr.InsufficientPrivilege):
+        return PermissionDenied(text)
+    if (isinstance(exc, pgerr.InvalidSchemaName) and "pgmq" in text) or (
+        isinstance(exc, pgerr.UndefinedTable) and _MISSING_PGMQ_CATALOG.search(text)
+    ):
+        return PGMQNotInstalled(text)
+    if isinstance(exc, pgerr.UndefinedFunction) and "pgmq." in text:
+        # The schema exists (else: InvalidSchemaName), so the function is missing from it.
+        return PGMQOutdated(text)
+    if queue is not None and (
+        isinstance(exc, pgerr.UndefinedTable)
+        or (isinstance(exc, pgerr.RaiseException) and "does not exist" in text)
+    ):
+        return QueueNotFound(queue, text)
+    return None
 
 
 def first_line(exc: BaseException | str) -> str:

@@ -428,16 +428,7 @@ class LiveView:
             elapsed = max(end - self._started, 1e-9)
             received = stats.messages if stats is not None else t.messages
             acked: dict[str, int] = dict(stats.settled) if stats is not None else dict(t.acked)
-            self._samples.append((now, received))
-            while len(self._samples) > 2 and now - self._samples[0][0] > 3.0:
-                self._samples.popleft()
-            t0, n0 = self._samples[0]
-            if self._ended is not None:
-                rate = 0.0
-            elif now - t0 > 0.2:
-                rate = (received - n0) / (now - t0)
-            else:
-                rate = received / elapsed
+            rate = self._rate(now, received, elapsed)
             counters: list[tuple[str, int | None]] = [
                 ("received", received),
                 ("in flight", stats.in_flight if stats is not None else None),
@@ -462,6 +453,18 @@ class LiveView:
                 elapsed=elapsed,
                 rows=tuple(reversed(t.recent)),
             )
+
+    def _rate(self, now: float, received: int, elapsed: float) -> float:
+        """Messages per second over the last ~3 s (lock held)."""
+        self._samples.append((now, received))
+        while len(self._samples) > 2 and now - self._samples[0][0] > 3.0:
+            self._samples.popleft()
+        t0, n0 = self._samples[0]
+        if self._ended is not None:
+            return 0.0
+        if now - t0 > 0.2:
+            return (received - n0) / (now - t0)
+        return received / elapsed
 
     def html(self) -> str:
         """The view now, as an HTML string (what the notebook shows)."""
