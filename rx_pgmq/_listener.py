@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any
 
 import psycopg
 import reactivex
@@ -31,6 +31,7 @@ from reactivex import abc
 from reactivex.disposable import Disposable
 
 from rx_pgmq._backoff import Backoff
+from rx_pgmq._channels import ListenerCallback, ListenerEvent, channel_name, queue_of_channel
 from rx_pgmq._conn import KEEPALIVE_DEFAULTS
 from rx_pgmq._dberrors import first_line
 from rx_pgmq._validate import check_queue_name, seconds
@@ -51,52 +52,7 @@ logger = logging.getLogger(__name__)
 APPLICATION_NAME = "rx_pgmq.listener"
 """``application_name`` of the listener connection unless the conninfo sets one."""
 
-_CHANNEL_PREFIX = "pgmq.q_"
-_CHANNEL_SUFFIX = ".INSERT"
 _CLOSE_JOIN_TIMEOUT = 2.0
-
-EventKind = Literal["notify", "reconnected"]
-
-
-@dataclass(frozen=True, slots=True)
-class ListenerEvent:
-    """Something a subscriber of a :class:`Listener` should react to.
-
-    Attributes:
-        queue: The PGMQ queue the event is about.
-        kind: ``"notify"`` when PGMQ signalled an insert into the queue; ``"reconnected"``
-            after the listener lost its connection and LISTENs again (notifications may
-            have been missed meanwhile, so read the queue).
-        at: ``time.monotonic()`` when the event was received.
-    """
-
-    queue: str
-    kind: EventKind
-    at: float
-
-
-ListenerCallback = Callable[[ListenerEvent], None]
-"""A subscriber: called on the listener thread, must return quickly."""
-
-
-def channel_name(queue: str) -> str:
-    """Return the NOTIFY channel PGMQ uses for inserts into ``queue``.
-
-    Args:
-        queue: A valid queue name.
-
-    Returns:
-        ``pgmq.q_<queue>.INSERT`` (quote it with ``psycopg.sql.Identifier``).
-    """
-    return f"{_CHANNEL_PREFIX}{queue}{_CHANNEL_SUFFIX}"
-
-
-def queue_of_channel(channel: str) -> str | None:
-    """Return the queue a PGMQ insert channel belongs to, or ``None`` for other channels."""
-    if channel.startswith(_CHANNEL_PREFIX) and channel.endswith(_CHANNEL_SUFFIX):
-        queue = channel[len(_CHANNEL_PREFIX) : -len(_CHANNEL_SUFFIX)]
-        return queue or None
-    return None
 
 
 @dataclass(eq=False)

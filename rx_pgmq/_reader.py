@@ -19,10 +19,11 @@ from reactivex import abc
 
 from rx_pgmq import _sql
 from rx_pgmq._backoff import Backoff
+from rx_pgmq._channels import ListenerEvent, channel_name
 from rx_pgmq._consumer_sql import read_statement
 from rx_pgmq._dberrors import first_line, is_transient, translate
 from rx_pgmq._link import Link
-from rx_pgmq._listener import Listener, ListenerEvent, channel_name
+from rx_pgmq._listener import Listener
 from rx_pgmq._planner import ReadNow, ReadPlanner
 from rx_pgmq._queues import check_queue_exists
 from rx_pgmq._wakeup import SocketCondition
