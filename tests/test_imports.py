@@ -49,3 +49,54 @@ def test_read_options_do_not_import_sql() -> None:
 def test_html_imports_the_values_it_renders() -> None:
     """The direction that remains: _html -> message, _outcome, _markup."""
     assert {"rx_pgmq.message", "rx_pgmq._outcome", "rx_pgmq._markup"} <= _imports("_html")
+
+
+# The layers of ARCHITECTURE.md, bottom (0) to top. A module missing here is not checked.
+LAYERS: dict[str, int] = {
+    **dict.fromkeys(
+        ["message", "actions", "errors", "_outcome", "_options", "_channels", "_validate"], 0
+    ),
+    **dict.fromkeys(["_markup", "_slots"], 0),
+    **dict.fromkeys(
+        ["_ledger", "_demand", "_planner", "_ackbatch", "_backoff", "_settle", "_stats"], 1
+    ),
+    **dict.fromkeys(
+        ["client", "_consumer_sql", "_sql", "_queues", "_link", "_conn", "_listener"], 2
+    ),
+    **dict.fromkeys(["_wakeup", "_dberrors", "_install"], 2),
+    **dict.fromkeys(["_source", "_consumer", "_reader", "_acker"], 3),
+    **dict.fromkeys(
+        ["operators", "_operators/_process", "_operators/_ack", "_operators/_backpressure"], 4
+    ),
+    "_policy": 4,
+    **dict.fromkeys(["cli", "jupyter", "_html", "embedded", "testing", "_fakes"], 5),
+}
+
+
+def _runtime_imports(module: str) -> set[str]:
+    """The ``rx_pgmq`` modules ``module`` imports, leaving out ``if TYPE_CHECKING:`` blocks."""
+    tree = ast.parse((PACKAGE / f"{module}.py").read_text(encoding="utf-8"))
+    found: set[str] = set()
+
+    def visit(node: ast.AST) -> None:
+        if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING":
+            for stmt in node.orelse:
+                visit(stmt)
+            return
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("rx_pgmq"):
+            if node.module == "rx_pgmq":
+                found.update(alias.name for alias in node.names)
+            else:
+                found.add(node.module.removeprefix("rx_pgmq.").replace(".", "/"))
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(tree)
+    return found
+
+
+@pytest.mark.parametrize("module", sorted(LAYERS))
+def test_no_module_imports_a_layer_above_its_own(module: str) -> None:
+    """#15: imports point down the layers of ARCHITECTURE.md (TYPE_CHECKING ones aside)."""
+    above = {m for m in _runtime_imports(module) if LAYERS.get(m, -1) > LAYERS[module]}
+    assert not above, f"{module} (layer {LAYERS[module]}) imports {sorted(above)} from above"
