@@ -63,7 +63,7 @@ LAYERS: dict[str, int] = {
     **dict.fromkeys(
         ["client", "_consumer_sql", "_sql", "_queues", "_link", "_conn", "_listener"], 2
     ),
-    **dict.fromkeys(["_wakeup", "_dberrors", "_install"], 2),
+    **dict.fromkeys(["_wakeup", "_dberrors", "_install", "_listener_thread"], 2),
     **dict.fromkeys(["_source", "_consumer", "_reader", "_acker"], 3),
     **dict.fromkeys(
         ["operators", "_operators/_process", "_operators/_ack", "_operators/_backpressure"], 4
