@@ -23,7 +23,6 @@ from reactivex.testing import ReactiveTest, TestScheduler
 from reactivex.testing.hotobservable import HotObservable
 
 from rx_pgmq import Message, Outcome, Settled, failed, succeeded
-from rx_pgmq._fakes import RecordingAcknowledger, make_message
 from rx_pgmq.actions import (
     AckStatus,
     Action,
@@ -46,6 +45,7 @@ from rx_pgmq.operators import (
     resolve,
     successes,
 )
+from rx_pgmq.testing import RecordingAcknowledger, make_message
 
 on_next = ReactiveTest.on_next
 on_error = ReactiveTest.on_error
