@@ -1,4 +1,4 @@
-"""Batching of settle requests into few PGMQ calls, and retry backoff (no I/O).
+"""Batching of settle requests into few PGMQ calls (no I/O).
 
 Settle requests (one per message: delete, archive, set_vt, move, nothing) collect in an
 :class:`AckBatcher`. The consumer flushes when :meth:`AckBatcher.due` says so: by size, by
@@ -18,23 +18,21 @@ Choices:
   their credit returns without waiting; mixed with other actions they ride along.
 - Size is counted in requests (duplicates included).
 - A failed batch goes back with :meth:`AckBatcher.requeue`, ahead of newer requests, and can
-  be held until a retry time from :class:`Backoff`.
+  be held until a retry time from :class:`rx_pgmq._backoff.Backoff`.
 """
 
 from __future__ import annotations
 
-import math
-import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
-from rx_pgmq._validate import check_non_negative_int, check_positive_int, seconds
+from rx_pgmq._validate import check_positive_int, seconds
 from rx_pgmq.actions import Action, Archive, Delete, MoveTo, Nothing, SetVisibilityTimeout
-from rx_pgmq.errors import InvalidArgument
+from rx_pgmq.message import Message
 
-__all__ = ["AckBatcher", "Backoff", "Batch", "Pending"]
+__all__ = ["AckBatcher", "Batch", "Pending"]
 
 
 class Pending(NamedTuple):
@@ -47,6 +45,7 @@ class Pending(NamedTuple):
         reason: Failure reason, if any (``MoveTo`` records it).
         token: An opaque caller object (e.g. the request's ``Future``), handed back in the
             batch.
+        message: The message itself (``MoveTo`` copies its body and headers).
     """
 
     msg_id: int
@@ -54,6 +53,7 @@ class Pending(NamedTuple):
     action: Action
     reason: str | None
     token: object
+    message: Message | None = None
 
 
 def _empty_map() -> Mapping[Any, Any]:
@@ -250,87 +250,3 @@ class AckBatcher:
             self._hold_until = (
                 retry_at if self._hold_until is None else max(self._hold_until, retry_at)
             )
-
-
-class Backoff:
-    """Exponential retry schedule for failed flushes and reconnects.
-
-    Delays are ``initial, initial*factor, ...`` capped at ``maximum``. With ``jitter`` j
-    (0..1) each delay is multiplied by a random factor in ``[1 - j, 1]`` (never longer).
-
-    Args:
-        initial: First delay in seconds (> 0).
-        factor: Growth per attempt (>= 1).
-        maximum: Largest delay in seconds (>= initial).
-        max_attempts: Delays to give before giving up (``None``: never give up).
-        jitter: Fraction of random shortening, 0 (default, deterministic) to 1.
-        rng: Random source for jitter (default: a private ``random.Random``).
-
-    Attributes:
-        attempts: Delays given since creation or the last :meth:`reset`.
-
-    Raises:
-        InvalidArgument: If an argument is out of range.
-    """
-
-    __slots__ = ("_rng", "attempts", "factor", "initial", "jitter", "max_attempts", "maximum")
-
-    def __init__(
-        self,
-        *,
-        initial: float = 0.05,
-        factor: float = 2.0,
-        maximum: float = 5.0,
-        max_attempts: int | None = None,
-        jitter: float = 0.0,
-        rng: random.Random | None = None,
-    ) -> None:
-        self.initial: float = seconds(initial, "initial", allow_zero=False)
-        self.factor: float = float(factor)
-        if not self.factor >= 1.0:
-            raise InvalidArgument("factor", f"must be >= 1, got {factor!r}")
-        self.maximum: float = seconds(maximum, "maximum")
-        if self.maximum < self.initial:
-            raise InvalidArgument("maximum", f"must be >= initial={initial!r}, got {maximum!r}")
-        self.max_attempts: int | None = (
-            None if max_attempts is None else check_non_negative_int(max_attempts, "max_attempts")
-        )
-        self.jitter: float = float(jitter)
-        if not 0.0 <= self.jitter <= 1.0:
-            raise InvalidArgument("jitter", f"must be between 0 and 1, got {jitter!r}")
-        self._rng = rng if rng is not None else random.Random()
-        self.attempts: int = 0
-
-    def __repr__(self) -> str:
-        return (
-            f"Backoff(initial={self.initial}, factor={self.factor}, maximum={self.maximum}, "
-            f"max_attempts={self.max_attempts}, attempts={self.attempts})"
-        )
-
-    @property
-    def exhausted(self) -> bool:
-        """Whether :meth:`next_delay` would return ``None``."""
-        return self.max_attempts is not None and self.attempts >= self.max_attempts
-
-    def _delay(self, attempt: int) -> float:
-        if self.factor == 1.0 or self.initial >= self.maximum:
-            return min(self.initial, self.maximum)
-        # Attempts from which the cap applies; avoids float overflow of factor**attempt.
-        capped_from = math.log(self.maximum / self.initial, self.factor)
-        if attempt >= capped_from:
-            return self.maximum
-        return min(self.initial * self.factor**attempt, self.maximum)
-
-    def next_delay(self) -> float | None:
-        """Return the next delay in seconds and count an attempt (``None`` when exhausted)."""
-        if self.exhausted:
-            return None
-        delay = self._delay(self.attempts)
-        self.attempts += 1
-        if self.jitter:
-            delay *= 1.0 - self.jitter * self._rng.random()
-        return delay
-
-    def reset(self) -> None:
-        """Start over from ``initial`` (after a success)."""
-        self.attempts = 0

@@ -13,6 +13,7 @@ from datetime import timedelta
 from rx_pgmq import _sql, _sql_api
 from rx_pgmq._api_base import ClientAPI, decoded
 from rx_pgmq._bodytype import body_decoder, decode_messages
+from rx_pgmq._options import FifoMode
 from rx_pgmq._validate import (
     check_non_negative_int,
     check_positive_int,
@@ -160,7 +161,7 @@ class FifoAPI(ClientAPI):
 
     def _grouped(
         self,
-        mode: _sql.FifoMode,
+        mode: FifoMode,
         name: str,
         vt: int | timedelta,
         qty: int,

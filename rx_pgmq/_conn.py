@@ -14,7 +14,7 @@ from psycopg_pool import ConnectionPool
 from rx_pgmq._dberrors import connect_error
 from rx_pgmq.errors import ConnectionLost, InvalidArgument
 
-__all__ = ["KEEPALIVE_DEFAULTS", "ConnSource", "Conninfo", "connect", "describe"]
+__all__ = ["KEEPALIVE_DEFAULTS", "ConnSource", "Conninfo", "connect"]
 
 Conninfo = str | ConnectionPool | psycopg.Connection[Any]
 """A PostgreSQL conninfo/URI string, a ``psycopg_pool.ConnectionPool`` or a connection."""
@@ -56,13 +56,6 @@ def connect(
         connect_timeout=timeout,
         **extra,
     )
-
-
-def describe(conninfo: Conninfo) -> str:
-    """A short description of a connection source for messages (never a password)."""
-    if isinstance(conninfo, str):
-        return "conninfo"
-    return type(conninfo).__name__
 
 
 def _first_connect_timeout(conninfo: str) -> float:

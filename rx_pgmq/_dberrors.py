@@ -24,6 +24,7 @@ from rx_pgmq.errors import (
 __all__ = [
     "FIRST_PGMQ_VERSION",
     "connect_error",
+    "first_line",
     "is_transient",
     "pgmq_version_needed",
     "translate",
@@ -135,27 +136,44 @@ def translate(exc: BaseException, queue: str | None = None) -> BaseException:
     """
     if isinstance(exc, RxPgmqError) or not isinstance(exc, psycopg.Error):
         return exc
-    named = connect_error(exc)
+    cannot = connect_error(exc)
+    if cannot is not None:
+        return cannot
+    text = first_line(exc)
+    named = _named(exc, text, queue)
     if named is not None:
         return named
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    if isinstance(exc, pgerr.InsufficientPrivilege):
-        return PermissionDenied(text)
-    if isinstance(exc, pgerr.InvalidSchemaName) and "pgmq" in text:
-        return PGMQNotInstalled(text)
-    if isinstance(exc, pgerr.UndefinedFunction) and "pgmq." in text:
-        # The schema exists (else: InvalidSchemaName), so the function is missing from it.
-        return PGMQOutdated(text, needs=pgmq_version_needed(text))
-    if isinstance(exc, pgerr.UndefinedTable) and _MISSING_PGMQ_CATALOG.search(text):
-        return PGMQNotInstalled(text)
-    if queue is not None and isinstance(exc, pgerr.UndefinedTable):
-        return QueueNotFound(queue, text)
-    if queue is not None and isinstance(exc, pgerr.RaiseException) and "does not exist" in text:
-        return QueueNotFound(queue, text)
     if is_transient(exc) and not (exc.sqlstate or "").startswith("40"):
         # Class 40 (serialization failure, deadlock) is worth a retry; the connection is fine.
         return ConnectionLost(f"lost the database connection: {text}; retry later")
     return exc
+
+
+def _named(exc: psycopg.Error, text: str, queue: str | None) -> RxPgmqError | None:
+    """The named error for a failure about permissions, PGMQ itself or a queue."""
+    if isinstance(exc, pgerr.InsufficientPrivilege):
+        return PermissionDenied(text)
+    if (isinstance(exc, pgerr.InvalidSchemaName) and "pgmq" in text) or (
+        isinstance(exc, pgerr.UndefinedTable) and _MISSING_PGMQ_CATALOG.search(text)
+    ):
+        return PGMQNotInstalled(text)
+    if isinstance(exc, pgerr.UndefinedFunction) and "pgmq." in text:
+        # The schema exists (else: InvalidSchemaName), so the function is missing from it.
+        return PGMQOutdated(text, needs=pgmq_version_needed(text))
+    if queue is not None and (
+        isinstance(exc, pgerr.UndefinedTable)
+        or (isinstance(exc, pgerr.RaiseException) and "does not exist" in text)
+    ):
+        return QueueNotFound(queue, text)
+    return None
+
+
+def first_line(exc: BaseException | str) -> str:
+    """The first non-blank line of an error's message (its type name if it has none)."""
+    for line in str(exc).splitlines():
+        if line.strip():
+            return line.strip()
+    return exc if isinstance(exc, str) else type(exc).__name__
 
 
 def is_transient(exc: BaseException) -> bool:

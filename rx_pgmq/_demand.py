@@ -11,7 +11,7 @@ while holding its own lock. The usual read cycle is::
     messages = read(size)              # I/O, lock released
     demand.on_emitted(len(messages))   # under the lock again
 
-A pause or a window shrink that lands while such a read runs does not make its result an
+A pause that lands while such a read runs does not make its result an
 error: :meth:`Demand.on_emitted` accepts up to the largest :meth:`Demand.read_size` returned
 since the previous ``on_emitted`` (or up to ``read_size()`` now, if larger).
 """
@@ -44,7 +44,7 @@ class Demand:
         controlled: Read only what :meth:`request` granted (``operators.controlled()``).
 
     Attributes:
-        window: Current window (see :meth:`set_window`).
+        window: Most messages emitted and not yet settled.
         batch_size: Most messages per read.
         in_flight: Messages emitted and not yet settled.
         paused: Whether reads are paused (``operators.pausable``).
@@ -99,11 +99,6 @@ class Demand:
         size = self._limit()
         self._granted = max(self._granted, size)
         return size
-
-    @property
-    def can_read(self) -> bool:
-        """Whether a read may start now (``read_size() > 0``)."""
-        return self.read_size() > 0
 
     def on_emitted(self, n: int) -> None:
         """Record that a read returned ``n`` messages, now emitted and in flight.
@@ -163,20 +158,6 @@ class Demand:
         if self.requested is None:
             raise NotControlled()
         self.requested += n
-
-    def set_window(self, n: int) -> None:
-        """Change the window to ``n``.
-
-        After a shrink ``in_flight`` may exceed the window for a while; no read happens
-        (``read_size() == 0``) until enough messages settle.
-
-        Args:
-            n: The new window, >= 1.
-
-        Raises:
-            InvalidArgument: If ``n`` is not an int >= 1.
-        """
-        self.window = check_positive_int(n, "window")
 
     def pause(self) -> None:
         """Stop reading (idempotent); messages in flight are unaffected."""

@@ -4,8 +4,9 @@
 protocol in memory: it records every settle request and resolves its future at once, after
 a delay on a scheduler (virtual time with ``reactivex.testing.TestScheduler``), or when the
 test calls :meth:`RecordingAcknowledger.resolve`. :func:`make_message` builds a message
-bound to it. Use them to test your own operators and policies; behaviour against PGMQ
-itself needs a real database (see :mod:`rx_pgmq.testing`).
+bound to it. Public as ``rx_pgmq.testing.make_message`` and
+``rx_pgmq.testing.RecordingAcknowledger``: use them to test your own operators and
+policies; behaviour against PGMQ itself needs a real database (the same module's fixtures).
 
 Example:
     >>> from rx_pgmq.actions import Archive
@@ -29,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from reactivex import abc
 
 from rx_pgmq.actions import AckStatus, Action
-from rx_pgmq.message import Acknowledger, Message
+from rx_pgmq.message import Acknowledger, Message, SettleCallback
 
 __all__ = ["RecordingAcknowledger", "SettleRequest", "make_message"]
 
@@ -100,6 +101,21 @@ class RecordingAcknowledger:
                 )
         return future
 
+    def settle_callback(
+        self, message: Message, action: Action, reason: str | None, callback: SettleCallback
+    ) -> None:
+        """Record the request like :meth:`settle`; call ``callback`` when its future resolves.
+
+        ``callback`` gets the status, or the exception the future was failed with (a test
+        may call ``requests[i].future.set_exception(...)``).
+        """
+
+        def done(future: Future[AckStatus]) -> None:
+            error = future.exception()
+            callback(future.result() if error is None else _as_exception(error))
+
+        self.settle(message, action, reason).add_done_callback(done)
+
     @staticmethod
     def _set(future: Future[AckStatus], status: AckStatus) -> None:
         if not future.done():
@@ -122,6 +138,10 @@ class RecordingAcknowledger:
         """The action of every request, in order."""
         with self._lock:
             return [r.action for r in self.requests]
+
+
+def _as_exception(error: BaseException) -> Exception:
+    return error if isinstance(error, Exception) else Exception(error)
 
 
 def make_message(

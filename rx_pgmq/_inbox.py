@@ -8,12 +8,11 @@ collects the results and wakes the loop once for all of those that arrive before
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import threading
 import weakref
 from typing import Any
 
-__all__ = ["post", "relay"]
+__all__ = ["post", "post_settled"]
 
 
 class _Inbox:
@@ -67,7 +66,10 @@ def post(future: asyncio.Future[Any], result: Any, error: BaseException | None =
     inbox.post(future, result, error)
 
 
-def relay(future: asyncio.Future[Any], done: concurrent.futures.Future[Any]) -> None:
-    """Pass a finished ``concurrent.futures.Future``'s result or exception to ``future``."""
-    error = done.exception()
-    post(future, None if error is not None else done.result(), error)
+def post_settled(future: asyncio.Future[Any], value: Any) -> None:
+    """A settle callback for ``future``: ``value`` is the status, or the exception the
+    acknowledger failed the request with (raised by ``await future``)."""
+    if isinstance(value, BaseException):
+        post(future, None, value)
+    else:
+        post(future, value)

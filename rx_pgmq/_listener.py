@@ -1,10 +1,8 @@
 """One LISTEN connection shared by many consumers: PGMQ insert notifications as events.
 
 A :class:`Listener` owns one dedicated autocommit psycopg connection and one daemon
-thread. The thread is the only code that touches the connection: it waits with a selector
-on the connection socket and on a wake-up socket pair, so LISTEN/UNLISTEN requests from
-other threads are applied at once (no lock is held while waiting), and notifications are
-read the moment they arrive (``PQconsumeInput`` + ``PQnotifies``, no polling interval).
+thread. This module is the facade (subscriptions, the lock, closing); the thread that
+alone touches the connection is :mod:`rx_pgmq._listener_thread`.
 
 Notifications are a wake-up hint only: PGMQ throttles them (leading edge) and a broken
 connection loses them. After every reconnect the listener LISTENs again and sends a
@@ -13,27 +11,25 @@ connection loses them. After every reconnect the listener LISTENs again and send
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
-import selectors
-import socket
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any
 
 import psycopg
 import reactivex
-from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 from reactivex import abc
 from reactivex.disposable import Disposable
 
+from rx_pgmq._channels import ListenerCallback, ListenerEvent, channel_name, queue_of_channel
 from rx_pgmq._conn import KEEPALIVE_DEFAULTS
+from rx_pgmq._listener_thread import ListenerThread
 from rx_pgmq._validate import check_queue_name, seconds
+from rx_pgmq._wakeup import WakeSocket
 from rx_pgmq.errors import ConnectionLost, InvalidArgument, RxPgmqError
 
 __all__ = [
@@ -50,75 +46,7 @@ logger = logging.getLogger(__name__)
 APPLICATION_NAME = "rx_pgmq.listener"
 """``application_name`` of the listener connection unless the conninfo sets one."""
 
-_CHANNEL_PREFIX = "pgmq.q_"
-_CHANNEL_SUFFIX = ".INSERT"
 _CLOSE_JOIN_TIMEOUT = 2.0
-
-EventKind = Literal["notify", "reconnected"]
-
-
-@dataclass(frozen=True, slots=True)
-class ListenerEvent:
-    """Something a subscriber of a :class:`Listener` should react to.
-
-    Attributes:
-        queue: The PGMQ queue the event is about.
-        kind: ``"notify"`` when PGMQ signalled an insert into the queue; ``"reconnected"``
-            after the listener lost its connection and LISTENs again (notifications may
-            have been missed meanwhile, so read the queue).
-        at: ``time.monotonic()`` when the event was received.
-    """
-
-    queue: str
-    kind: EventKind
-    at: float
-
-
-ListenerCallback = Callable[[ListenerEvent], None]
-"""A subscriber: called on the listener thread, must return quickly."""
-
-
-def channel_name(queue: str) -> str:
-    """Return the NOTIFY channel PGMQ uses for inserts into ``queue``.
-
-    Args:
-        queue: A valid queue name.
-
-    Returns:
-        ``pgmq.q_<queue>.INSERT`` (quote it with ``psycopg.sql.Identifier``).
-    """
-    return f"{_CHANNEL_PREFIX}{queue}{_CHANNEL_SUFFIX}"
-
-
-def queue_of_channel(channel: str) -> str | None:
-    """Return the queue a PGMQ insert channel belongs to, or ``None`` for other channels."""
-    if channel.startswith(_CHANNEL_PREFIX) and channel.endswith(_CHANNEL_SUFFIX):
-        queue = channel[len(_CHANNEL_PREFIX) : -len(_CHANNEL_SUFFIX)]
-        return queue or None
-    return None
-
-
-def _one_line(exc: BaseException | str) -> str:
-    return " ".join(str(exc).split())
-
-
-class _Backoff:
-    """Exponential reconnect delays: initial, 2 x initial, ... capped at maximum."""
-
-    def __init__(self, initial: float, maximum: float) -> None:
-        self._initial = initial
-        self._maximum = maximum
-        self._next = initial
-
-    def next(self) -> float:
-        """Return the delay to wait now and double the following one."""
-        delay = self._next
-        self._next = min(self._next * 2, self._maximum)
-        return delay
-
-    def reset(self) -> None:
-        """Start again from the initial delay (after a successful connection)."""
-        self._next = self._initial
 
 
 @dataclass(eq=False)
@@ -199,10 +127,7 @@ class Listener:
         self._closed = False
         self._thread: threading.Thread | None = None
         self._connecting = False  # the thread is inside a (non-interruptible) connect
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_r.setblocking(False)
-        self._wake_w.setblocking(False)
-        self._sockets_closed = False
+        self._wakeup = WakeSocket()
         self._reconnects = 0
         self._notifications_received = 0
         self._backend_pid: int | None = None
@@ -310,7 +235,7 @@ class Listener:
             self._cond.notify_all()
             thread = self._thread
         if thread is None:
-            self._close_sockets()
+            self._wakeup.close()
             return
         self._wake()
         # A connection attempt cannot be interrupted: don't wait for it, the thread
@@ -348,7 +273,7 @@ class Listener:
             self._subs.setdefault(queue, []).append(sub)
             if self._thread is None:
                 self._thread = threading.Thread(
-                    target=self._run, name="rx_pgmq-listener", daemon=True
+                    target=ListenerThread(self).run, name="rx_pgmq-listener", daemon=True
                 )
                 self._thread.start()
             on_listener_thread = self._thread is threading.current_thread()
@@ -394,177 +319,4 @@ class Listener:
         return True
 
     def _wake(self) -> None:
-        with contextlib.suppress(OSError):  # full (already awake) or closed (thread gone)
-            self._wake_w.send(b"\0")
-
-    def _close_sockets(self) -> None:
-        with self._lock:
-            if self._sockets_closed:
-                return
-            self._sockets_closed = True
-        self._wake_r.close()
-        self._wake_w.close()
-
-    # -- the listener thread ----------------------------------------------------------------
-
-    def _run(self) -> None:
-        backoff = _Backoff(self._reconnect_initial, self._reconnect_max)
-        was_connected = False
-        failures = 0
-        try:
-            while not self._closed:
-                conn = self._try_connect()
-                if self._closed:
-                    if conn is not None:
-                        conn.close()
-                    break
-                if conn is None:
-                    failures += 1
-                    delay = backoff.next()
-                    logger.log(
-                        logging.WARNING if failures == 1 else logging.INFO,
-                        "rx_pgmq listener cannot connect (attempt %d): %s; retrying in %.2f s",
-                        failures,
-                        _one_line(self._last_error or "?"),
-                        delay,
-                    )
-                    self._pause(delay)
-                    continue
-                failures = 0
-                backoff.reset()
-                try:
-                    self._serve(conn, reconnected=was_connected)
-                except Exception as exc:
-                    if self._closed:
-                        break
-                    self._last_error = exc
-                    logger.warning(
-                        "rx_pgmq listener lost its connection (%s: %s); reconnecting",
-                        type(exc).__name__,
-                        _one_line(exc),
-                        exc_info=not isinstance(exc, psycopg.Error | OSError),
-                    )
-                finally:
-                    with self._lock:
-                        self._active.clear()
-                        self._backend_pid = None
-                    conn.close()
-                was_connected = True
-                if not self._closed:
-                    self._pause(backoff.next())
-        finally:
-            self._finish()
-
-    def _try_connect(self) -> psycopg.Connection[Any] | None:
-        """Open the listener connection, or return ``None`` (error in ``_last_error``)."""
-        self._connecting = True
-        try:
-            return psycopg.Connection.connect(**self._params)
-        except Exception as exc:
-            self._last_error = exc
-            return None
-        finally:
-            self._connecting = False
-
-    def _finish(self) -> None:
-        """On thread exit: drop subscriptions, complete notification observables."""
-        with self._cond:
-            subs = [sub for subs in self._subs.values() for sub in subs]
-            self._subs.clear()
-            self._active.clear()
-            for sub in subs:
-                sub.active = False
-            self._cond.notify_all()
-        self._close_sockets()
-        for sub in subs:
-            if sub.on_close is not None:
-                try:
-                    sub.on_close()
-                except Exception:
-                    logger.exception("rx_pgmq listener: on_completed of %r failed", sub.queue)
-
-    def _pause(self, delay: float) -> None:
-        """Wait ``delay`` seconds, or less if the listener is closed meanwhile."""
-        deadline = time.monotonic() + delay
-        with selectors.DefaultSelector() as sel:
-            sel.register(self._wake_r, selectors.EVENT_READ)
-            while not self._closed and (remaining := deadline - time.monotonic()) > 0:
-                if sel.select(remaining):
-                    self._drain_wake()
-
-    def _drain_wake(self) -> None:
-        with contextlib.suppress(OSError):
-            while self._wake_r.recv(4096):
-                pass
-
-    def _serve(self, conn: psycopg.Connection[Any], *, reconnected: bool) -> None:
-        """Listen and dispatch on ``conn`` until it breaks (raises) or the listener closes."""
-        conn.add_notify_handler(lambda n: self._on_notify(n.channel))
-        pgconn = conn.pgconn
-        with self._lock:
-            self._backend_pid = conn.info.backend_pid
-        listening: set[str] = set()
-        with selectors.DefaultSelector() as sel:
-            sel.register(self._wake_r, selectors.EVENT_READ, "wake")
-            sel.register(pgconn.socket, selectors.EVENT_READ, "db")
-            self._reconcile(conn, listening)
-            if reconnected:
-                self._reconnects += 1
-                logger.info("rx_pgmq listener reconnected (backend pid %s)", self._backend_pid)
-                self._broadcast_reconnected()
-            while not self._closed:
-                for key, _ in sel.select():
-                    if key.data == "wake":
-                        self._drain_wake()
-                if self._closed:
-                    return
-                # Read whatever arrived (a no-op read if only the wake-up socket fired).
-                pgconn.consume_input()
-                while (pgn := pgconn.notifies()) is not None:
-                    self._on_notify(pgn.relname.decode("utf-8", "replace"))
-                self._reconcile(conn, listening)
-
-    def _reconcile(self, conn: psycopg.Connection[Any], listening: set[str]) -> None:
-        """LISTEN/UNLISTEN so the connection listens to exactly the subscribed queues."""
-        with self._lock:
-            wanted = set(self._subs)
-            to_listen = sorted(wanted - listening)
-            to_unlisten = sorted(listening - wanted)
-            self._active.difference_update(to_unlisten)
-        if not to_listen and not to_unlisten:
-            return
-        statements = [
-            sql.SQL("UNLISTEN {}").format(sql.Identifier(channel_name(q))) for q in to_unlisten
-        ] + [sql.SQL("LISTEN {}").format(sql.Identifier(channel_name(q))) for q in to_listen]
-        conn.execute(sql.SQL("; ").join(statements))
-        listening.difference_update(to_unlisten)
-        listening.update(to_listen)
-        with self._cond:
-            self._active.update(to_listen)
-            self._cond.notify_all()
-
-    def _on_notify(self, channel: str) -> None:
-        self._notifications_received += 1
-        queue = queue_of_channel(channel)
-        if queue is not None:
-            self._dispatch(ListenerEvent(queue, "notify", time.monotonic()))
-
-    def _broadcast_reconnected(self) -> None:
-        with self._lock:
-            queues = list(self._subs)
-        at = time.monotonic()
-        for queue in queues:
-            self._dispatch(ListenerEvent(queue, "reconnected", at))
-
-    def _dispatch(self, event: ListenerEvent) -> None:
-        with self._lock:
-            subs = list(self._subs.get(event.queue, ()))
-        for sub in subs:
-            if not sub.active:
-                continue
-            try:
-                sub.callback(event)
-            except Exception:
-                logger.exception(
-                    "rx_pgmq listener callback for queue %r raised; ignored", event.queue
-                )
+        self._wakeup.poke()

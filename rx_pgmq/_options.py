@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
-from rx_pgmq._sql import FifoMode
 from rx_pgmq._validate import check_body, check_positive_int
 from rx_pgmq.errors import InvalidArgument
 
-__all__ = ["LongPoll", "ReadOptions"]
+__all__ = ["FifoMode", "LongPoll", "ReadOptions"]
 
-_FIFO_MODES = ("grouped", "grouped_rr", "grouped_head")
+FifoMode = Literal["grouped", "grouped_rr", "grouped_head"]
+"""How a FIFO read picks messages (``pgmq.read_grouped``, ``_rr``, ``_head``)."""
+_FIFO_MODES: tuple[str, ...] = get_args(FifoMode)
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,8 +9,10 @@ into acknowledgement actions and emit one :class:`Settled` record per message.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any, Generic
 
+from rx_pgmq._markup import body_preview, escape, reason_text, wrap
 from rx_pgmq._slots import slot_setters
 from rx_pgmq.actions import (
     AckStatus,
@@ -22,7 +24,7 @@ from rx_pgmq.actions import (
     SetVisibilityTimeout,
 )
 from rx_pgmq.errors import InvalidArgument, RxPgmqError
-from rx_pgmq.message import BodyT, Message
+from rx_pgmq.message import BodyT, Message, message_row_table
 
 __all__ = [
     "ACTION_TYPES",
@@ -32,6 +34,8 @@ __all__ = [
     "as_outcome",
     "check_action",
     "failed",
+    "outcome_html",
+    "settled_html",
     "settled_of",
     "succeeded",
     "success_of",
@@ -133,8 +137,6 @@ class Outcome(Generic[BodyT]):
         return self._reason
 
     def _repr_html_(self) -> str:
-        from rx_pgmq._html import outcome_html
-
         return outcome_html(self)
 
 
@@ -255,8 +257,6 @@ class Settled:
         return self.status == "acked"
 
     def _repr_html_(self) -> str:
-        from rx_pgmq._html import settled_html
-
         return settled_html(self)
 
 
@@ -273,3 +273,63 @@ def settled_of(outcome: Outcome, action: Action, status: AckStatus) -> Settled:
     s_action(settled, action)
     s_status(settled, status)
     return settled
+
+
+# -- notebook views (``_repr_html_``) ------------------------------------------------------
+
+
+def outcome_html(outcome: Outcome, *, now: datetime | None = None) -> str:
+    """An ``Outcome`` as HTML: success or failure (with its reason) and its message.
+
+    Args:
+        outcome: The outcome.
+        now: The time ``vt`` is compared with (default: now).
+
+    Returns:
+        Styled HTML (``Outcome._repr_html_``).
+    """
+    if outcome.ok:
+        verdict = '<span class="ok">success</span>'
+        detail = f"<code>{escape(body_preview(outcome.value, 200))}</code>"
+        label = "value"
+    else:
+        verdict = '<span class="bad">failure</span>'
+        detail = escape(reason_text(outcome.error, outcome.reason))
+        label = "reason"
+    head = f"<table><tbody><tr><th>outcome</th><td>{verdict}</td></tr>"
+    head += f"<tr><th>{label}</th><td>{detail}</td></tr></tbody></table>"
+    return wrap(head + message_row_table(outcome.message, now))
+
+
+def _action_text(action: Action) -> str:
+    if isinstance(action, SetVisibilityTimeout):
+        return f"set_vt({action.vt}s)"
+    if isinstance(action, MoveTo):
+        return f"move({action.queue})"
+    return action.name
+
+
+def settled_html(settled: Settled, *, now: datetime | None = None) -> str:
+    """A ``Settled`` value as HTML: outcome, action, ack status and the message.
+
+    Args:
+        settled: The settled record.
+        now: The time ``vt`` is compared with (default: now).
+
+    Returns:
+        Styled HTML (``Settled._repr_html_``).
+    """
+    verdict = (
+        '<span class="ok">success</span>'
+        if settled.ok
+        else f'<span class="bad">failure</span> '
+        f"{escape(reason_text(settled.error, settled.reason))}"
+    )
+    status_cls = "ok" if settled.status == "acked" else "bad"
+    rows = [
+        ("outcome", verdict),
+        ("action", escape(_action_text(settled.action))),
+        ("status", f'<span class="{status_cls}">{escape(settled.status)}</span>'),
+    ]
+    head = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
+    return wrap(f"<table><tbody>{head}</tbody></table>{message_row_table(settled.message, now)}")

@@ -6,10 +6,10 @@ The modes are EctoPGMQ.Producer's:
   read again ``read_interval`` seconds after that read finished. Wait, never spin: an idle
   queue with room costs one read per interval.
 - notification (listener, ``read_interval=None``): read on a notification, a reconnect of
-  the listener or new demand; drain while reads come back full. As in EctoPGMQ, new
-  demand reads only while the queue may hold messages: after a short read (the queue was
-  empty) new demand waits for a notification, a reconnect or (hybrid) the poll timer, so an
-  ack flush does not cost an empty read.
+  the listener or new demand; drain while reads come back full. Unlike EctoPGMQ, new
+  demand always reads, even after a short read: a settle with ``SetVisibilityTimeout`` or
+  ``Nothing``, a FIFO group's head, ``request(n)`` and ``resume`` make messages readable
+  without any insert notification.
 - hybrid (listener and ``read_interval``): both; ``read_interval`` bounds how long a missed
   notification can leave a visible message waiting.
 
@@ -69,9 +69,6 @@ class ReadPlanner:
         listening: Whether the consumer receives insert notifications.
         throttle: The queue's notification throttle in seconds (>= 0); when > 0, each
             notification schedules a catch-up read at its time + ``throttle``.
-        eager_demand: Read on every new demand even while listening after a short read.
-            Set it for FIFO grouped reads (``read_grouped*``): settling a group's head makes
-            the next message of the group readable without any insert or notification.
 
     Raises:
         InvalidArgument: If ``read_interval`` is ``None`` without a listener (nothing would
@@ -80,12 +77,10 @@ class ReadPlanner:
 
     __slots__ = (
         "_catchup_deadline",
-        "_consuming",
         "_event_seq",
         "_issued",
         "_poll_deadline",
         "_read_seq",
-        "eager_demand",
         "listening",
         "read_interval",
         "throttle",
@@ -97,7 +92,6 @@ class ReadPlanner:
         read_interval: float | None,
         listening: bool,
         throttle: float = 0.0,
-        eager_demand: bool = False,
     ) -> None:
         if read_interval is None:
             if not listening:
@@ -112,7 +106,6 @@ class ReadPlanner:
         else:
             self.read_interval = seconds(read_interval, "read_interval", allow_zero=False)
         self.listening: bool = listening
-        self.eager_demand: bool = eager_demand
         self.throttle: float = seconds(throttle, "throttle")
         # A read is wanted while _event_seq > _read_seq. Each wanting event bumps
         # _event_seq; a finished read settles everything up to the sequence number it
@@ -122,9 +115,6 @@ class ReadPlanner:
         self._issued: tuple[float, int] | None = None  # (time, event seq) of the last ReadNow
         self._poll_deadline: float | None = None
         self._catchup_deadline: float | None = None
-        # EctoPGMQ's `consuming?`: False after a short read while listening, until a
-        # notification / reconnect says the queue may hold messages again.
-        self._consuming = True
 
     def __repr__(self) -> str:
         return (
@@ -153,22 +143,14 @@ class ReadPlanner:
 
     def on_start(self, now: float) -> None:
         """The subscription started: read at once (demand arrives on subscribe)."""
-        self._consuming = True
         self._want()
 
     def on_demand(self, now: float) -> None:
-        """Room or credit appeared (settle, request, resume, window grew).
-
-        Poll mode reads once. When listening, it reads once unless the last read came back
-        short and no notification arrived since (the queue is known to be empty; the
-        notification, a reconnect or the poll timer will read), or ``eager_demand`` is set.
-        """
-        if self._consuming or not self.listening or self.eager_demand:
-            self._want()
+        """Room or credit appeared (settle, request, resume): read once."""
+        self._want()
 
     def on_notification(self, now: float) -> None:
         """An insert notification arrived for the queue: read, then catch up after throttle."""
-        self._consuming = True
         self._want()
         if self.throttle > 0:
             due = now + self.throttle
@@ -177,7 +159,6 @@ class ReadPlanner:
 
     def on_reconnected(self, now: float) -> None:
         """The listener (or the connection) came back: notifications may be lost, read."""
-        self._consuming = True
         self._want()
 
     def on_read(self, now: float, asked: int, got: int) -> None:
@@ -209,11 +190,9 @@ class ReadPlanner:
         if self._catchup_deadline is not None and issued_at >= self._catchup_deadline:
             self._catchup_deadline = None
         if got == asked:
-            self._consuming = True
             self._poll_deadline = None
             self._want()
             return
-        self._consuming = False
         if self.read_interval is not None:
             self._poll_deadline = now + self.read_interval
         else:
@@ -222,7 +201,7 @@ class ReadPlanner:
     def on_read_failed(self, now: float) -> None:
         """A read issued by :meth:`next` failed: whatever it was due for stays due.
 
-        The consumer waits (see ``_ackbatch.Backoff``) and asks :meth:`next` again, which
+        The consumer waits (see ``_backoff.Backoff``) and asks :meth:`next` again, which
         returns :class:`ReadNow` as long as demand allows.
         """
         self._issued = None

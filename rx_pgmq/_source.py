@@ -115,15 +115,7 @@ def read_queue(
         >>> source = read_queue(dsn, "orders", visibility_timeout=30)  # doctest: +SKIP
         >>> source.pipe(pgops.process(handle), pgops.ack()).subscribe(print)  # doctest: +SKIP
     """
-    if isinstance(conninfo_or_pool, str):
-        if not conninfo_or_pool.strip():
-            raise InvalidArgument("conninfo_or_pool", "must be a non-empty conninfo string")
-    elif not isinstance(conninfo_or_pool, ConnectionPool):
-        raise InvalidArgument(
-            "conninfo_or_pool",
-            "must be a conninfo string or a psycopg_pool.ConnectionPool, got "
-            f"{type(conninfo_or_pool).__name__}",
-        )
+    _check_conninfo(conninfo_or_pool)
     check_queue_name(queue)
     vt = whole_seconds(visibility_timeout, "visibility_timeout")
     if vt < 1:
@@ -131,18 +123,8 @@ def read_queue(
     interval = (
         None if read_interval is None else seconds(read_interval, "read_interval", allow_zero=False)
     )
-    if listener is False:
-        listener = None
-    if listener is not None and listener is not True and not isinstance(listener, Listener):
-        raise InvalidArgument(
-            "listener", f"must be None, True or an rx_pgmq.Listener, got {listener!r}"
-        )
-    options = read_options if read_options is not None else ReadOptions()
-    if not isinstance(options, ReadOptions):
-        raise InvalidArgument("read_options", f"must be a ReadOptions, got {read_options!r}")
-    if options.long_poll is not None:
-        check_positive_int(options.long_poll.max_seconds, "read_options.long_poll.max_seconds")
-        check_positive_int(options.long_poll.interval_ms, "read_options.long_poll.interval_ms")
+    listener = _check_listener(listener)
+    options = _check_options(read_options)
     if interval is None and listener is None and options.long_poll is None:
         raise InvalidArgument(
             "read_interval",
@@ -175,6 +157,38 @@ def read_queue(
         connect_timeout=seconds(connect_timeout, "connect_timeout", allow_zero=False),
     )
     return QueueSource(config, scheduler)
+
+
+def _check_conninfo(conninfo_or_pool: object) -> None:
+    if isinstance(conninfo_or_pool, str):
+        if not conninfo_or_pool.strip():
+            raise InvalidArgument("conninfo_or_pool", "must be a non-empty conninfo string")
+    elif not isinstance(conninfo_or_pool, ConnectionPool):
+        raise InvalidArgument(
+            "conninfo_or_pool",
+            "must be a conninfo string or a psycopg_pool.ConnectionPool, got "
+            f"{type(conninfo_or_pool).__name__}",
+        )
+
+
+def _check_listener(listener: object) -> Listener | Literal[True] | None:
+    if listener is None or listener is False:
+        return None
+    if listener is True or isinstance(listener, Listener):
+        return listener
+    raise InvalidArgument(
+        "listener", f"must be None, True or an rx_pgmq.Listener, got {listener!r}"
+    )
+
+
+def _check_options(read_options: object) -> ReadOptions:
+    options = read_options if read_options is not None else ReadOptions()
+    if not isinstance(options, ReadOptions):
+        raise InvalidArgument("read_options", f"must be a ReadOptions, got {read_options!r}")
+    if options.long_poll is not None:
+        check_positive_int(options.long_poll.max_seconds, "read_options.long_poll.max_seconds")
+        check_positive_int(options.long_poll.interval_ms, "read_options.long_poll.interval_ms")
+    return options
 
 
 class QueueSource(Observable[Message]):

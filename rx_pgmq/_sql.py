@@ -7,14 +7,14 @@ queue tables directly build the table identifier with :mod:`psycopg.sql`.
 from __future__ import annotations
 
 import json
-import json.scanner
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final, Literal, cast
 
 import psycopg
 from psycopg import pq, sql
 
-from rx_pgmq._slots import slot_setters
+from rx_pgmq._options import FifoMode
+from rx_pgmq._slots import decode_json_text, slot_setters
 from rx_pgmq.errors import DecodeError
 from rx_pgmq.message import Acknowledger, Message, QueueInfo, QueueMetrics
 
@@ -47,11 +47,9 @@ __all__ = [
     "SET_VT_MANY",
     "SET_VT_ONE",
     "TEXT_COLUMNS",
-    "FifoMode",
     "delete_inline",
     "id_array",
     "json_loads",
-    "message_from_row",
     "messages_from_rows",
     "metrics_from_row",
     "queue_info_from_row",
@@ -66,8 +64,8 @@ MESSAGE_COLUMNS: Final = "msg_id, read_ct, enqueued_at, last_read_at, vt, messag
 """The columns of a ``pgmq.message_record`` row, in the order the row builders read them."""
 TEXT_COLUMNS: Final = "msg_id, read_ct, enqueued_at, last_read_at, vt, message::text, headers::text"
 """The consumer's read columns: bodies and headers as JSON text, decoded by
-:func:`messages_from_rows` with ``loads`` (psycopg's jsonb loader costs ~3 us more per
-message than decoding the text)."""
+:func:`messages_from_rows` with ``loads`` (cheaper than psycopg's jsonb loader; see
+:mod:`rx_pgmq._slots`)."""
 
 CREATE: Final = "SELECT pgmq.create(%s)"
 CREATE_UNLOGGED: Final = "SELECT pgmq.create_unlogged(%s)"
@@ -114,8 +112,6 @@ ARCHIVE_ONE: Final = "SELECT pgmq.archive(%s, %s::bigint)"
 ARCHIVE_MANY: Final = "SELECT * FROM pgmq.archive(%s, %s::bigint[])"
 SET_VT_ONE: Final = _SELECT_FROM + "pgmq.set_vt(%s, %s::bigint, %s::integer)"
 SET_VT_MANY: Final = _SELECT_FROM + "pgmq.set_vt(%s, %s::bigint[], %s::integer)"
-
-FifoMode = Literal["grouped", "grouped_rr", "grouped_head"]
 
 
 _GROUP_ORDER: Final[dict[str, sql.SQL]] = {
@@ -194,16 +190,14 @@ def read_inline(
     The same ``UPDATE ... FOR UPDATE SKIP LOCKED`` as PGMQ's ``read`` (PGMQ 1.5 and later,
     whose queue tables have ``last_read_at`` and ``headers``), but as one prepared statement
     on the queue table: ``pgmq.read`` builds its query with ``format()`` and ``EXECUTE``,
-    so the server parses and plans it on every call, which costs about a third of a small
-    read. Parameters: qty, vt.
+    so the server parses and plans it on every call (BENCHMARKS.md, "Reads"). Parameters:
+    qty, vt.
 
     With ``qty`` and ``vt`` given, both are written into the statement instead (it then has
     no parameters). On a large queue PostgreSQL plans a prepared read whose ``LIMIT`` is a
     parameter again on every execution, because its plan for an unknown limit is much
-    slower (on 60,000 messages here: all 200 reads planned; forcing the generic plan made
-    a read of 100 take 20 ms instead of 3 ms). With the limit written in, it keeps one plan
-    (a read of 100 took 2.57 ms instead of 2.84 ms, p50). The consumer uses that form for
-    its usual read size, the batch size.
+    slower; with the limit written in, it keeps one plan (BENCHMARKS.md, "Reads planned
+    once"). The consumer uses that form for its usual read size, the batch size.
 
     With ``durable=False`` the read's transaction commits without waiting for its WAL to
     reach the disk (see :data:`_ASYNC_COMMIT`).
@@ -259,7 +253,7 @@ def rendered(stmt: str | sql.Composable) -> bytes:
 
     psycopg renders a :class:`~psycopg.sql.Composable` again on every ``execute``; the
     bytes of a statement whose identifiers are ASCII (queue names are) do not depend on
-    the connection, so they are rendered without one.
+    the connection, so they are rendered without one (see :mod:`rx_pgmq._slots`).
     """
     if isinstance(stmt, str):
         return stmt.encode()
@@ -269,23 +263,6 @@ def rendered(stmt: str | sql.Composable) -> bytes:
 def queue_table(queue: str, prefix: Literal["q", "a"] = "q") -> sql.Identifier:
     """The table of a queue (``pgmq.q_<queue>``) or of its archive (``pgmq.a_<queue>``)."""
     return sql.Identifier("pgmq", f"{prefix}_{queue}")
-
-
-def message_from_row(
-    row: Sequence[Any], queue: str, acknowledger: Acknowledger | None = None
-) -> Message:
-    """Build a :class:`Message` from a ``pgmq.message_record`` row."""
-    return Message(
-        msg_id=row[0],
-        read_ct=row[1],
-        enqueued_at=row[2],
-        last_read_at=row[3],
-        vt=row[4],
-        body=row[5],
-        headers=row[6],
-        queue=queue,
-        _acknowledger=acknowledger,
-    )
 
 
 _SETTERS = slot_setters(
@@ -321,8 +298,8 @@ def messages_from_rows(
     selected them. FIFO reads (:func:`read_grouped`) are already in their selection
     order, which is not ``msg_id`` order across groups: pass ``in_order=True``.
 
-    The same values as :func:`message_from_row`, set through the slots directly instead
-    of the frozen dataclass ``__init__`` (one ``object.__setattr__`` per field, the main
+    Each message is built through its slots directly instead of the frozen dataclass
+    ``__init__`` (one ``object.__setattr__`` per field, the main
     per-message cost of a read): the rows are PGMQ ``message_record`` rows, nothing to check.
     With ``loads`` the body and headers columns are JSON text (see :func:`select_messages`)
     and are decoded with it. A message whose body or headers cannot be decoded (or whose
@@ -390,27 +367,6 @@ def _decode_error(row: Sequence[Any], queue: str, loads: Callable[[str], Any]) -
 
 JSONB_OID: Final = 3802
 """The type oid of ``jsonb`` (fixed in PostgreSQL's catalog)."""
-_DECODE: Final = json.JSONDecoder().decode
-"""``json.loads`` for a ``str`` without its argument checks (the same decoder settings)."""
-_SCAN: Final = json.scanner.make_scanner(cast(Any, json.JSONDecoder()))
-"""The decoder's scanner: ``(value, end) = _SCAN(text, index)``."""
-
-
-def _decode_json_text(text: str) -> Any:
-    """``json.loads(text)`` for the text PostgreSQL prints for a jsonb value.
-
-    That text has no whitespace around the value, so the decoder's scanner is called
-    directly, without ``decode``'s two whitespace matches and its two Python frames
-    (a 110-byte body: 2.5 us against 3.9 us). Any other text (never seen from the
-    server) goes through ``json.loads``'s own path, which also raises its usual errors.
-    """
-    try:
-        value, end = _SCAN(text, 0)
-    except StopIteration:
-        return _DECODE(text)  # raises JSONDecodeError for invalid text
-    if end != len(text):
-        return _DECODE(text)
-    return value
 
 
 def json_loads(
@@ -421,7 +377,7 @@ def json_loads(
     loader = conn.adapters.get_loader(JSONB_OID, pq.Format.TEXT)
     loads = getattr(loader, "_loads", json.loads)
     if loads is json.loads or not callable(loads):
-        return _decode_json_text
+        return decode_json_text
     return cast(Callable[[str], Any], loads)
 
 
@@ -429,8 +385,8 @@ def id_array(ids: Iterable[int]) -> str:
     """Message ids as a ``bigint[]`` literal (``{1,2,3}``), for a ``%s::bigint[]`` parameter.
 
     The ids are ints the server returned, so the literal holds digits only. psycopg's list
-    adapter looks at every element to choose its type, ~4 us an id: the acknowledger sends
-    one array per flush, on the hot path.
+    adapter looks at every element to choose its type; the acknowledger sends one array
+    per flush, on the hot path (see :mod:`rx_pgmq._slots`).
     """
     return "{" + ",".join(map(str, ids)) + "}"
 

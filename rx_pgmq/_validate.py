@@ -7,7 +7,6 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
-from typing import Any
 
 from rx_pgmq.errors import InvalidArgument
 
@@ -33,8 +32,6 @@ __all__ = [
 
 QUEUE_NAME_RULE = "must match ^[a-z_][a-z0-9_]{0,46}$ (lower-case letters, digits, underscore)"
 _QUEUE_NAME = re.compile(r"[a-z_][a-z0-9_]{0,46}")
-
-Seconds = int | float | timedelta
 
 
 def check_queue_name(name: object, argument: str = "queue") -> str:
@@ -315,8 +312,3 @@ def check_batch(bodies: object, headers: object) -> tuple[list[str], list[str] |
     if all(h is None for h in heads):
         return texts, None
     return texts, [h if h is not None else "null" for h in heads]
-
-
-def loads(text: str | bytes) -> Any:
-    """Parse JSON text (the inverse of :func:`check_body`)."""
-    return json.loads(text)

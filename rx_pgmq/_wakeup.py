@@ -15,7 +15,43 @@ import selectors
 import socket
 import threading
 
-__all__ = ["SocketCondition"]
+__all__ = ["SocketCondition", "WakeSocket"]
+
+
+class WakeSocket:
+    """A socket pair that one thread selects on and any thread pokes to wake it.
+
+    Register :attr:`reader` with a selector beside the sockets the thread waits for; any
+    thread calls :meth:`poke`; the woken thread calls :meth:`drain`. A poke sent while
+    nobody waits is not lost: the byte stays until drained.
+    """
+
+    def __init__(self) -> None:
+        self.reader, self._writer = socket.socketpair()
+        self.reader.setblocking(False)
+        self._writer.setblocking(False)
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def poke(self) -> None:
+        """Wake the thread selecting on :attr:`reader` (never blocks, never raises)."""
+        with contextlib.suppress(OSError):  # full (already poked) or closed
+            self._writer.send(b"\0")
+
+    def drain(self) -> None:
+        """Read every pending wake-up byte."""
+        with contextlib.suppress(OSError):  # BlockingIOError: empty
+            while self.reader.recv(4096):
+                pass
+
+    def close(self) -> None:
+        """Close both sockets (idempotent, any thread)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self.reader.close()
+        self._writer.close()
 
 
 class SocketCondition(threading.Condition):
@@ -32,11 +68,9 @@ class SocketCondition(threading.Condition):
 
     def __init__(self, lock: threading.Lock | threading.RLock) -> None:
         super().__init__(lock)
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_r.setblocking(False)
-        self._wake_w.setblocking(False)
+        self._wake = WakeSocket()
         self._selector = selectors.DefaultSelector()
-        self._selector.register(self._wake_r, selectors.EVENT_READ)
+        self._selector.register(self._wake.reader, selectors.EVENT_READ)
         # True while a thread waits in wait_readable; read and written under the lock.
         self._selecting = False
 
@@ -53,8 +87,7 @@ class SocketCondition(threading.Condition):
     def _poke(self) -> None:
         if self._selecting:
             self._selecting = False  # one byte is enough until the waiter waits again
-            with contextlib.suppress(OSError):  # full (already poked) or closed
-                self._wake_w.send(b"\0")
+            self._wake.poke()
 
     def wait_readable(self, fileno: int, timeout: float | None) -> bool:
         """Wait until notified, ``fileno`` is readable or ``timeout`` seconds passed.
@@ -84,20 +117,14 @@ class SocketCondition(threading.Condition):
             self._selecting = False
         readable = False
         for key, _ in events:
-            if key.fileobj is self._wake_r:
-                self._drain()
+            if key.fileobj is self._wake.reader:
+                self._wake.drain()
             else:
                 readable = True
         return readable
-
-    def _drain(self) -> None:
-        with contextlib.suppress(OSError):  # BlockingIOError: empty
-            while self._wake_r.recv(64):
-                pass
 
     def close(self) -> None:
         """Close the wake-up sockets; ``notify`` keeps working for :meth:`wait` waiters."""
         self._selecting = False
         self._selector.close()
-        self._wake_r.close()
-        self._wake_w.close()
+        self._wake.close()

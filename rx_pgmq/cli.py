@@ -35,6 +35,7 @@ from reactivex import Observable, abc
 from rx_pgmq import _sql, embedded
 from rx_pgmq import operators as pgops
 from rx_pgmq._cli_server import running_note, server
+from rx_pgmq._dberrors import first_line
 from rx_pgmq._outcome import Settled
 from rx_pgmq._source import read_queue
 from rx_pgmq._validate import QUEUE_NAME_RULE, check_queue_name
@@ -65,8 +66,7 @@ class _CliUsageError(CliError):
 
 
 def _one_line(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
-    return lines[0] if lines else type(exc).__name__
+    return first_line(exc)
 
 
 def _explain(exc: BaseException) -> str:

@@ -18,6 +18,7 @@ from rx_pgmq._api_topics import TopicsAPI
 from rx_pgmq._bodytype import body_decoder, decode_messages, encode_body
 from rx_pgmq._conn import Conninfo, ConnSource
 from rx_pgmq._dberrors import translate
+from rx_pgmq._queues import check_queue_exists
 from rx_pgmq._records import Partitioning
 from rx_pgmq._validate import (
     check_body,
@@ -31,7 +32,7 @@ from rx_pgmq._validate import (
 from rx_pgmq._validate import check_conditional as _conditional
 from rx_pgmq._validate import check_msg_id as _id
 from rx_pgmq._validate import check_msg_ids as _ids
-from rx_pgmq.errors import InvalidArgument, QueueNotFound
+from rx_pgmq.errors import InvalidArgument
 from rx_pgmq.message import BodyT, Message, QueueInfo, QueueMetrics
 
 __all__ = ["PGMQ"]
@@ -110,9 +111,7 @@ class PGMQ(TopicsAPI, FifoAPI, QueuesAPI):
             raise translate(exc, queue) from exc
 
     def _exists_or_raise(self, cur: psycopg.Cursor[Any], queue: str) -> None:
-        row = cur.execute(_sql.QUEUE_EXISTS, (queue,)).fetchone()
-        if not row or not row[0]:
-            raise QueueNotFound(queue)
+        check_queue_exists(cur, queue)
 
     # -- administration ------------------------------------------------------------------
 

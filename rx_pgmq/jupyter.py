@@ -27,6 +27,7 @@ from psycopg_pool import ConnectionPool
 from reactivex import Observable, abc
 
 from rx_pgmq import _html
+from rx_pgmq._outcome import Outcome, Settled
 from rx_pgmq._source import ControlledSource, QueueSource
 from rx_pgmq._validate import check_positive_int
 from rx_pgmq.client import PGMQ
@@ -197,27 +198,6 @@ def _ipython_display() -> Any:
         raise InvalidArgument("IPython", _JUPYTER_MISSING) from exc
 
 
-def _kind(item: object) -> str:
-    """``message``, ``settled``, ``outcome`` or ``other`` (duck-typed, so wrappers work)."""
-    if isinstance(item, Message):
-        return "message"
-    if hasattr(item, "status") and hasattr(item, "action") and hasattr(item, "message"):
-        return "settled"
-    if hasattr(item, "ok") and isinstance(getattr(item, "message", None), Message):
-        return "outcome"
-    return "other"
-
-
-def _reason(item: object) -> str:
-    reason = getattr(item, "reason", None)
-    if reason:
-        return str(reason)
-    error = getattr(item, "error", None)
-    if isinstance(error, BaseException):
-        return str(error) or type(error).__name__
-    return "" if error is None else str(error)
-
-
 class _Tally:
     """What the view counts from the items that flow (guarded by the view's lock)."""
 
@@ -232,32 +212,29 @@ class _Tally:
 
     def add(self, item: object) -> None:
         self.items += 1
-        kind = _kind(item)
-        if kind == "message":
-            assert isinstance(item, Message)
+        if isinstance(item, Message):
             self.messages += 1
             self.recent.append(_html.LiveRow(item, "received"))
             return
-        if kind == "other":
+        if not isinstance(item, Outcome | Settled):
             return
-        message: Message = getattr(item, "message")  # noqa: B009
-        ok = bool(getattr(item, "ok", True))
+        message, ok = item.message, item.ok
         self.messages += 1
         if ok:
             self.succeeded += 1
         else:
             self.failed += 1
-        if kind == "outcome":
-            state = "ok" if ok else f"failed: {_reason(item)}"
+        reason = "" if ok else (item.reason or "")
+        if isinstance(item, Outcome):
+            state = "ok" if ok else f"failed: {reason}"
             self.recent.append(_html.LiveRow(message, state, bad=not ok))
             return
-        action = getattr(getattr(item, "action", None), "name", "?")
-        status = str(getattr(item, "status", "?"))
+        action, status = item.action.name, item.status
         if status == "acked":
-            self.acked[str(action)] += 1
+            self.acked[action] += 1
         else:
             self.not_acked += 1
-        state = f"{action} {status}" + ("" if ok else f" ({_reason(item)})")
+        state = f"{action} {status}" + ("" if ok else f" ({reason})")
         self.recent.append(_html.LiveRow(message, state, bad=not ok or status != "acked"))
 
 
@@ -422,16 +399,7 @@ class LiveView:
             elapsed = max(end - self._started, 1e-9)
             received = stats.messages if stats is not None else t.messages
             acked: dict[str, int] = dict(stats.settled) if stats is not None else dict(t.acked)
-            self._samples.append((now, received))
-            while len(self._samples) > 2 and now - self._samples[0][0] > 3.0:
-                self._samples.popleft()
-            t0, n0 = self._samples[0]
-            if self._ended is not None:
-                rate = 0.0
-            elif now - t0 > 0.2:
-                rate = (received - n0) / (now - t0)
-            else:
-                rate = received / elapsed
+            rate = self._rate(now, received, elapsed)
             counters: list[tuple[str, int | None]] = [
                 ("received", received),
                 ("in flight", stats.in_flight if stats is not None else None),
@@ -456,6 +424,18 @@ class LiveView:
                 elapsed=elapsed,
                 rows=tuple(reversed(t.recent)),
             )
+
+    def _rate(self, now: float, received: int, elapsed: float) -> float:
+        """Messages per second over the last ~3 s (lock held)."""
+        self._samples.append((now, received))
+        while len(self._samples) > 2 and now - self._samples[0][0] > 3.0:
+            self._samples.popleft()
+        t0, n0 = self._samples[0]
+        if self._ended is not None:
+            return 0.0
+        if now - t0 > 0.2:
+            return (received - n0) / (now - t0)
+        return received / elapsed
 
     def html(self) -> str:
         """The view now, as an HTML string (what the notebook shows)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -12,6 +13,7 @@ from typing import Any, Generic, Protocol
 from typing_extensions import TypeVar
 
 from rx_pgmq import _inbox
+from rx_pgmq._markup import MESSAGE_HEADERS, body_preview, clock, escape, table, time_left, wrap
 from rx_pgmq.actions import (
     AckStatus,
     Action,
@@ -23,22 +25,47 @@ from rx_pgmq.actions import (
 )
 from rx_pgmq.errors import DecodeError, InvalidArgument, NotAcknowledgeable
 
-__all__ = ["Acknowledger", "BodyT", "Message", "QueueInfo", "QueueMetrics"]
+__all__ = [
+    "METRICS_HEADERS",
+    "Acknowledger",
+    "BodyT",
+    "Message",
+    "QueueInfo",
+    "QueueMetrics",
+    "SettleCallback",
+    "message_cells",
+    "message_html",
+    "metrics_cells",
+    "metrics_html",
+]
 
 _ACTION_TYPES = (Delete, Archive, Nothing, SetVisibilityTimeout, MoveTo)
+
+SettleCallback = Callable[[AckStatus | Exception], None]
+"""Receives the status of a settle request, or the exception an acknowledger failed it with."""
 
 
 class Acknowledger(Protocol):
     """What a consumer gives each message it emits so the message can be settled.
 
     Broadway's acknowledger idea: the message carries a reference to whoever can
-    acknowledge it. ``settle`` may be called from any thread; it returns at once.
+    acknowledge it. Both methods may be called from any thread; they return at once.
     """
 
     def settle(
         self, message: Message, action: Action, reason: str | None = None
     ) -> Future[AckStatus]:
         """Request ``action`` for ``message``; the future resolves once it committed."""
+        ...
+
+    def settle_callback(
+        self, message: Message, action: Action, reason: str | None, callback: SettleCallback
+    ) -> None:
+        """Like :meth:`settle` without a ``Future``: call ``callback`` once, with the status.
+
+        The ack operators use it (one ``Future`` per message costs more than the rest of
+        the settle path). ``callback`` may run on any thread, or at once on the caller's.
+        """
         ...
 
 
@@ -102,18 +129,20 @@ class Message(Generic[BodyT]):
             InvalidArgument: If ``action`` is not an action (e.g. the class ``Delete``).
             NotAcknowledgeable: If the message was not emitted by a consumer.
         """
-        if action is not None and not isinstance(action, _ACTION_TYPES):
-            raise InvalidArgument(
-                "action",
-                "must be an action from rx_pgmq.actions (Delete(), Archive(), Nothing(), "
-                f"SetVisibilityTimeout(vt), MoveTo(queue)), got {action!r}",
-            )
+        return self._acker().settle(self, _checked(action), reason)
+
+    def _acker(self) -> Acknowledger:
+        """Its acknowledger.
+
+        Raises:
+            NotAcknowledgeable: If the message was not emitted by a consumer.
+        """
         if self._acknowledger is None:
             raise NotAcknowledgeable(
                 f"message {self.msg_id} of queue {self.queue!r} was not read by a read_queue "
                 "consumer; use PGMQ.delete/archive/set_vt to acknowledge it"
             )
-        return self._acknowledger.settle(self, action or Delete(), reason)
+        return self._acknowledger
 
     def release(self) -> Future[AckStatus]:
         """Make the message visible to every reader again now (``set_vt`` 0) and settle it."""
@@ -128,15 +157,13 @@ class Message(Generic[BodyT]):
         once the action committed.
 
         Raises:
+            InvalidArgument: If ``action`` is not an action (e.g. the class ``Delete``).
             NotAcknowledgeable: If the message was not emitted by a consumer.
             RuntimeError: If no event loop runs on this thread.
         """
+        acker, checked = self._acker(), _checked(action)
         future: asyncio.Future[AckStatus] = asyncio.get_running_loop().create_future()
-        fast = getattr(self._acknowledger, "settle_callback", None)  # a consumer: no Future
-        if fast is None:
-            self.settle(action, reason=reason).add_done_callback(partial(_inbox.relay, future))
-        else:
-            fast(self, action or Delete(), reason, partial(_inbox.post, future))
+        acker.settle_callback(self, checked, reason, partial(_inbox.post_settled, future))
         return future
 
     def arelease(self) -> asyncio.Future[AckStatus]:
@@ -145,8 +172,6 @@ class Message(Generic[BodyT]):
 
     def _repr_html_(self) -> str:
         """The message as an HTML table (Jupyter)."""
-        from rx_pgmq._html import message_html
-
         return message_html(self)
 
 
@@ -164,8 +189,6 @@ class QueueMetrics:
 
     def _repr_html_(self) -> str:
         """The metrics as an HTML table (Jupyter)."""
-        from rx_pgmq._html import metrics_html
-
         return metrics_html(self)
 
 
@@ -177,3 +200,90 @@ class QueueInfo:
     is_partitioned: bool
     is_unlogged: bool
     created_at: datetime
+
+
+# -- notebook views (``_repr_html_``; rx_pgmq._html builds the bigger tables from these) --
+
+
+def message_cells(message: Message, now: datetime | None = None, preview: int = 60) -> list[str]:
+    """One message as the HTML cells of a ``MESSAGE_HEADERS`` table row."""
+    return [
+        escape(message.msg_id),
+        escape(message.read_ct),
+        clock(message.enqueued_at),
+        escape(time_left(message.vt, now)),
+        f"<code>{escape(body_preview(message.body, preview))}</code>",
+    ]
+
+
+def message_row_table(message: Message, now: datetime | None = None) -> str:
+    """One message as a one-row ``MESSAGE_HEADERS`` table (not wrapped)."""
+    return table(MESSAGE_HEADERS, [message_cells(message, now)], numeric=(0, 1))
+
+
+def message_html(message: Message, *, now: datetime | None = None) -> str:
+    """One message as HTML: its fields, headers and full body.
+
+    Args:
+        message: The message.
+        now: The time ``vt`` is compared with (default: now).
+
+    Returns:
+        Styled HTML (``Message._repr_html_``).
+    """
+    e = escape
+    last = message.last_read_at
+    rows = [
+        ("queue", e(message.queue)),
+        ("msg_id", e(message.msg_id)),
+        ("read_ct", e(message.read_ct)),
+        ("enqueued_at", e(message.enqueued_at.isoformat())),
+        ("last_read_at", e(last.isoformat()) if last else "-"),
+        ("vt", f"{e(message.vt.isoformat())} ({e(time_left(message.vt, now))})"),
+        ("headers", f"<code>{e(body_preview(message.headers, 400))}</code>"),
+        ("body", f"<code>{e(body_preview(message.body, 400))}</code>"),
+    ]
+    inner = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
+    return wrap(f"<table><caption>Message</caption><tbody>{inner}</tbody></table>")
+
+
+METRICS_HEADERS = ("queue", "length", "visible", "oldest (s)", "newest (s)", "total sent")
+"""The columns of a queue metrics row (see :func:`metrics_cells`)."""
+
+
+def metrics_cells(m: QueueMetrics) -> list[str]:
+    """One queue's metrics as the HTML cells of a ``METRICS_HEADERS`` table row."""
+
+    def age(v: int | None) -> str:
+        return '<span class="dim">-</span>' if v is None else escape(v)
+
+    return [
+        escape(m.queue_name),
+        escape(m.queue_length),
+        escape(m.queue_visible_length),
+        age(m.oldest_msg_age_sec),
+        age(m.newest_msg_age_sec),
+        escape(m.total_messages),
+    ]
+
+
+def metrics_html(metrics: QueueMetrics) -> str:
+    """One queue's metrics as HTML (``QueueMetrics._repr_html_``)."""
+    return wrap(table(METRICS_HEADERS, [metrics_cells(metrics)], numeric=(1, 2, 3, 4, 5)))
+
+
+def _checked(action: object) -> Action:
+    """``action``, or ``Delete()`` for None.
+
+    Raises:
+        InvalidArgument: If it is not an action (e.g. the class ``Delete``).
+    """
+    if action is None:
+        return Delete()
+    if not isinstance(action, _ACTION_TYPES):
+        raise InvalidArgument(
+            "action",
+            "must be an action from rx_pgmq.actions (Delete(), Archive(), Nothing(), "
+            f"SetVisibilityTimeout(vt), MoveTo(queue)), got {action!r}",
+        )
+    return action

@@ -24,6 +24,11 @@ Fixtures:
 Tests marked ``@pytest.mark.docker`` are skipped, with the reason, when no Docker engine
 answers.
 
+Test doubles, for pipelines tested without a database (in virtual time with
+``reactivex.testing``): :func:`make_message` builds a message bound to an acknowledger,
+:class:`RecordingAcknowledger` records every settle request and resolves it at once, after
+a (virtual) delay, or when the test says so. See "Testing your pipeline" in the README.
+
 Example:
     >>> def test_send(pgmq, pgmq_queue):  # doctest: +SKIP
     ...     msg_id = pgmq.send(pgmq_queue, {"id": 1})
@@ -47,6 +52,7 @@ from typing import TYPE_CHECKING
 import psycopg
 import pytest
 
+from rx_pgmq._fakes import RecordingAcknowledger, SettleRequest, make_message
 from rx_pgmq._install import install_pgmq, pgmq_version
 
 if TYPE_CHECKING:
@@ -59,8 +65,11 @@ __all__ = [
     "DSN_ENV",
     "IMAGE_ENV",
     "Backend",
+    "RecordingAcknowledger",
+    "SettleRequest",
     "apgmq",
     "docker_available",
+    "make_message",
     "pgmq",
     "pgmq_dsn",
     "pgmq_queue",

@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 import psycopg
 from psycopg import sql
@@ -33,8 +33,8 @@ Conn = psycopg.Connection[tuple[Any, ...]]
 T = TypeVar("T")
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = WAIT) -> bool:
-    """Poll ``predicate`` every 10 ms until it holds or ``timeout`` passes.
+def wait_until(predicate: Callable[[], bool], timeout: float = WAIT, step: float = 0.01) -> bool:
+    """Poll ``predicate`` every ``step`` seconds until it holds or ``timeout`` passes.
 
     Returns:
         Whether ``predicate`` held before the deadline.
@@ -43,7 +43,7 @@ def wait_until(predicate: Callable[[], bool], timeout: float = WAIT) -> bool:
     while not predicate():
         if time.monotonic() >= deadline:
             return predicate()
-        time.sleep(0.01)
+        time.sleep(step)
     return True
 
 
@@ -182,13 +182,17 @@ def error_of(record: Recorded[T]) -> Exception:
 # -- the database, seen directly ----------------------------------------------------------
 
 
-def table(queue: str, prefix: str = "q") -> sql.Identifier:
+def table(queue: str, prefix: Literal["q", "a"] = "q") -> sql.Identifier:
     """The queue table (``q``) or archive (``a``) of ``queue``."""
     return sql.Identifier("pgmq", f"{prefix}_{queue}")
 
 
 def count(
-    db: Conn, queue: str, where: str = "TRUE", params: tuple[Any, ...] = (), prefix: str = "q"
+    db: Conn,
+    queue: str,
+    where: str = "TRUE",
+    params: tuple[Any, ...] = (),
+    prefix: Literal["q", "a"] = "q",
 ) -> int:
     """Rows of the queue table (or archive) matching the SQL condition ``where``.
 

@@ -13,6 +13,7 @@ from concurrent.futures import Future
 from typing import Any
 
 import pytest
+import reactivex
 from _support import error_of, notification
 from hypothesis import given
 from hypothesis import strategies as st
@@ -22,7 +23,6 @@ from reactivex.testing import ReactiveTest, TestScheduler
 from reactivex.testing.hotobservable import HotObservable
 
 from rx_pgmq import Message, Outcome, Settled, failed, succeeded
-from rx_pgmq._fakes import RecordingAcknowledger, make_message
 from rx_pgmq.actions import (
     AckStatus,
     Action,
@@ -33,6 +33,7 @@ from rx_pgmq.actions import (
     SetVisibilityTimeout,
 )
 from rx_pgmq.errors import InvalidArgument, NotAcknowledgeable
+from rx_pgmq.message import SettleCallback
 from rx_pgmq.operators import (
     NotAnOutcome,
     PolicyError,
@@ -44,6 +45,7 @@ from rx_pgmq.operators import (
     resolve,
     successes,
 )
+from rx_pgmq.testing import RecordingAcknowledger, make_message
 
 on_next = ReactiveTest.on_next
 on_error = ReactiveTest.on_error
@@ -427,3 +429,26 @@ def test_every_message_is_settled_exactly_once_with_the_resolved_action(
     assert notification(results.messages[-1]).kind == "C"
     last = max((210 + i + d for i, (*_, d) in enumerate(items)), default=210)
     assert results.messages[-1].time == max(last, 210 + len(values))
+
+
+def test_ack_settles_through_the_acknowledgers_callback_api() -> None:
+    """#15 item 6: ack() uses Acknowledger.settle_callback (the consumer's Future-free path,
+    now part of the protocol and of the public fake), one call per message."""
+
+    class Counting(RecordingAcknowledger):
+        calls = 0
+
+        def settle_callback(
+            self, message: Message, action: Action, reason: str | None, callback: SettleCallback
+        ) -> None:
+            self.calls += 1
+            super().settle_callback(message, action, reason, callback)
+
+    acker = Counting()
+    got: list[Settled] = []
+    source: Observable[Message] = reactivex.of(
+        *(make_message(i, acknowledger=acker) for i in range(3))
+    )
+    source.pipe(ack()).subscribe(got.append)
+    assert acker.calls == 3
+    assert [s.status for s in got] == ["acked"] * 3

@@ -11,7 +11,7 @@ import datetime as dt
 import json
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from _support import WAIT, Conn, Subscribe, count, source_of, table, wait_until
@@ -188,7 +188,9 @@ def _send_raw(db: Conn, queue: str, body: str, headers: str | None = None) -> in
     return int(row[0])
 
 
-def _stored(db: Conn, queue: str, prefix: str = "q") -> list[tuple[int, int, str, str | None]]:
+def _stored(
+    db: Conn, queue: str, prefix: Literal["q", "a"] = "q"
+) -> list[tuple[int, int, str, str | None]]:
     """(msg_id, read_ct, body text, headers text) of every row, by msg_id."""
     query = sql.SQL(
         "SELECT msg_id, read_ct, message::text, headers::text FROM {} ORDER BY msg_id"

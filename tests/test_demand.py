@@ -118,7 +118,6 @@ def test_pause_stops_reads_and_resume_restores_them() -> None:
     demand.pause()
     assert demand.read_size() == 0
     assert demand.room() == 5
-    assert not demand.can_read
     demand.resume()
     demand.resume()
     assert demand.read_size() == 3
@@ -134,43 +133,6 @@ def test_a_read_already_running_when_paused_is_accepted() -> None:
     assert demand.in_flight == 3
     with pytest.raises(ValueError):
         demand.on_emitted(1)  # no read was granted since: paused
-
-
-def test_shrinking_the_window_stops_reads_until_it_drains() -> None:
-    """After a shrink below in_flight, nothing is read until in_flight drops below it."""
-    demand = Demand(10, 10)
-    demand.on_emitted(8)
-    demand.set_window(3)
-    assert demand.in_flight == 8
-    assert demand.room() == 0
-    assert demand.read_size() == 0
-    assert demand.starved
-    demand.on_settled(5)
-    assert demand.read_size() == 0
-    demand.on_settled(1)
-    assert demand.read_size() == 1
-    demand.set_window(20)
-    assert demand.read_size() == 10
-
-
-def test_a_shrink_during_a_read_is_accepted() -> None:
-    """set_window() between read_size() and on_emitted() does not make the read an error."""
-    demand = Demand(10, 10)
-    assert demand.read_size() == 10
-    demand.set_window(2)
-    demand.on_emitted(10)
-    assert demand.in_flight == 10
-    assert demand.read_size() == 0
-
-
-@pytest.mark.parametrize("n", [0, -1, True, 2.0, "3"])
-def test_window_must_stay_positive(n: Any) -> None:
-    """set_window with anything but an int >= 1 raises InvalidArgument('window')."""
-    demand = Demand(10, 10)
-    with pytest.raises(InvalidArgument) as info:
-        demand.set_window(n)
-    assert info.value.argument == "window"
-    assert demand.window == 10
 
 
 def test_controlled_reads_nothing_before_request() -> None:
@@ -224,23 +186,21 @@ def test_request_on_an_uncontrolled_source_is_a_type_error_saying_what_to_do() -
 
 
 class DemandMachine(RuleBasedStateMachine):
-    """Random request / settle / pause / resume / set_window / read sequences.
+    """Random request / settle / pause / resume / read sequences.
 
-    Reads follow the consumer's cycle (read_size, I/O, on_emitted) and may have a pause or
-    a window change land in the middle of the I/O.
+    Reads follow the consumer's cycle (read_size, I/O, on_emitted) and may have a pause
+    land in the middle of the I/O.
     """
 
     def __init__(self) -> None:
         super().__init__()
         self.demand = Demand(1, 1)
-        self.bound = 1  # the model: in_flight may exceed window only after a shrink
 
     @initialize(window=st.integers(1, 30), batch_size=st.integers(1, 12), controlled=st.booleans())
     def setup(self, window: int, batch_size: int, controlled: bool) -> None:
         self.demand = Demand(window, batch_size, controlled=controlled)
-        self.bound = window
 
-    @rule(fraction=st.floats(0.0, 1.0), meddle=st.sampled_from([None, "pause", "shrink", "grow"]))
+    @rule(fraction=st.floats(0.0, 1.0), meddle=st.sampled_from([None, "pause"]))
     def read(self, fraction: float, meddle: str | None) -> None:
         demand = self.demand
         before = demand.in_flight
@@ -255,24 +215,18 @@ class DemandMachine(RuleBasedStateMachine):
         window_at_read = demand.window
         if meddle == "pause":
             demand.pause()
-        elif meddle == "shrink":
-            demand.set_window(max(1, demand.window // 2))
-        elif meddle == "grow":
-            demand.set_window(demand.window + 3)
         got = int(size * fraction)
         demand.on_emitted(got)
         assert demand.in_flight == before + got
         assert demand.in_flight <= max(window_at_read, before)
         if requested is not None:
             assert demand.requested == requested - got
-        self.bound = max(demand.window, demand.in_flight)
 
     @precondition(lambda self: self.demand.in_flight > 0)
     @rule(data=st.data())
     def settle(self, data: st.DataObject) -> None:
         n = data.draw(st.integers(1, self.demand.in_flight))
         self.demand.on_settled(n)
-        self.bound = max(self.demand.window, self.demand.in_flight)
 
     @rule(extra=st.integers(1, 5))
     def over_settle_is_refused(self, extra: int) -> None:
@@ -285,7 +239,6 @@ class DemandMachine(RuleBasedStateMachine):
     def over_read_is_refused(self, extra: int) -> None:
         demand = self.demand
         demand.on_emitted(demand.read_size())  # a full read uses up what was granted
-        self.bound = max(demand.window, demand.in_flight)
         before = demand.in_flight
         with pytest.raises(ValueError):
             demand.on_emitted(demand.read_size() + extra)
@@ -307,15 +260,10 @@ class DemandMachine(RuleBasedStateMachine):
     def resume(self) -> None:
         self.demand.resume()
 
-    @rule(n=st.integers(1, 30))
-    def set_window(self, n: int) -> None:
-        self.demand.set_window(n)
-        self.bound = max(n, self.demand.in_flight)
-
     @invariant()
     def in_flight_within_the_window(self) -> None:
         demand = self.demand
-        assert 0 <= demand.in_flight <= self.bound
+        assert 0 <= demand.in_flight <= demand.window
         if demand.in_flight >= demand.window:
             assert demand.read_size() == 0
             assert demand.starved

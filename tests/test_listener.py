@@ -19,11 +19,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from psycopg.conninfo import make_conninfo
 
+from rx_pgmq._backoff import Backoff
 from rx_pgmq._listener import (
     APPLICATION_NAME,
     Listener,
     ListenerEvent,
-    _Backoff,
     channel_name,
     queue_of_channel,
 )
@@ -211,10 +211,10 @@ def test_foreign_channels_map_to_no_queue() -> None:
 
 def test_backoff_doubles_up_to_the_maximum_and_resets() -> None:
     """Reconnect delays grow exponentially from initial, cap at max, restart after reset."""
-    backoff = _Backoff(0.05, 0.3)
-    assert [backoff.next() for _ in range(5)] == [0.05, 0.1, 0.2, 0.3, 0.3]
+    backoff = Backoff(initial=0.05, maximum=0.3)  # the listener's schedule (#15 item 5)
+    assert [backoff.next_delay() for _ in range(5)] == [0.05, 0.1, 0.2, 0.3, 0.3]
     backoff.reset()
-    assert backoff.next() == 0.05
+    assert backoff.next_delay() == 0.05
 
 
 @pytest.mark.parametrize(

@@ -10,12 +10,12 @@ from reactivex.testing import TestScheduler
 
 import rx_pgmq
 from rx_pgmq import Outcome, Settled, failed, succeeded
-from rx_pgmq._fakes import RecordingAcknowledger, make_message
 from rx_pgmq._outcome import as_outcome, settled_of, success_of
 from rx_pgmq._slots import slot_setters
 from rx_pgmq.actions import Archive, Delete, MoveTo, Nothing, SetVisibilityTimeout
 from rx_pgmq.errors import InvalidArgument, NotAcknowledgeable, RxPgmqError
 from rx_pgmq.operators import NotAnOutcome
+from rx_pgmq.testing import RecordingAcknowledger, make_message
 
 
 def test_succeeded_carries_the_value_and_no_error() -> None:

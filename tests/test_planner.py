@@ -22,6 +22,7 @@ from reactivex.testing import TestScheduler
 
 from rx_pgmq._ackbatch import AckBatcher, Pending
 from rx_pgmq._demand import Demand
+from rx_pgmq._ledger import Ledger
 from rx_pgmq._planner import ReadNow, ReadPlanner, WaitUntil
 from rx_pgmq.actions import Action, Archive, Delete, Nothing, SetVisibilityTimeout
 from rx_pgmq.errors import InvalidArgument
@@ -126,22 +127,6 @@ def test_each_event_asks_for_one_read(event: str, listening: bool) -> None:
     assert planner.next(1.0, True) == WaitUntil(6.0)
 
 
-@pytest.mark.parametrize("interval", [None, 5.0])
-def test_listening_new_demand_after_a_short_read_waits_for_a_notification(
-    interval: float | None,
-) -> None:
-    """While listening, demand after a short read (queue empty) does not read (EctoPGMQ)."""
-    planner = ReadPlanner(read_interval=interval, listening=True)
-    planner.on_start(0.0)
-    planner.next(0.0, True)
-    planner.on_read(0.0, asked=10, got=3)
-    planner.on_demand(0.5)
-    expected = WaitUntil(None) if interval is None else WaitUntil(5.0)
-    assert planner.next(0.5, True) == expected
-    planner.on_notification(0.7)
-    assert planner.next(0.7, True) == ReadNow()
-
-
 def test_listening_new_demand_after_a_full_read_reads() -> None:
     """While listening, demand after a full read (queue may hold more) reads at once."""
     planner = ReadPlanner(read_interval=None, listening=True)
@@ -153,9 +138,10 @@ def test_listening_new_demand_after_a_full_read_reads() -> None:
     assert planner.next(1.0, True) == ReadNow()
 
 
-def test_eager_demand_reads_on_every_new_demand_while_listening() -> None:
-    """eager_demand (FIFO groups): settling may unblock a group, so demand always reads."""
-    planner = ReadPlanner(read_interval=None, listening=True, eager_demand=True)
+def test_new_demand_reads_while_listening_even_after_a_short_read() -> None:
+    """Demand always reads: a settle (set_vt, Nothing, a FIFO group's head), request(n) or
+    resume can make messages readable without any insert notification."""
+    planner = ReadPlanner(read_interval=None, listening=True)
     planner.on_start(0.0)
     planner.next(0.0, True)
     planner.on_read(0.0, asked=10, got=1)
@@ -281,14 +267,12 @@ def test_planner_random_event_sequences(
     steps: list[tuple[str, float, bool, int]],
 ) -> None:
     """Random event sequences: ReadNow never without demand; waits always end in the future;
-    every start / notification / reconnect (and demand unless the queue is known empty
-    while listening) gets a read; a due catch-up or poll reads; a short read with no new
-    event waits (no spin)."""
+    every start / notification / reconnect / demand gets a read; a due catch-up or poll
+    reads; a short read with no new event waits (no spin)."""
     if interval is None and not listening:
         listening = True
     planner = ReadPlanner(read_interval=interval, listening=listening, throttle=throttle)
     now = 0.0
-    known_empty = False  # the last read was short and nothing since says otherwise
     catchup: float | None = None  # the test's own record of the catch-up deadline
     poll: float | None = None
     for kind, dt, full, asked in steps:
@@ -296,15 +280,9 @@ def test_planner_random_event_sequences(
         assert planner.next(now, False) == WaitUntil(None)
         if kind in ("start", "notification", "reconnected", "demand"):
             getattr(planner, "on_" + kind)(now)
-            if kind != "demand":
-                known_empty = False
             if kind == "notification" and throttle > 0:
                 catchup = max(catchup or now + throttle, now + throttle)
-            if kind != "demand" or not listening or not known_empty:
-                assert planner.next(now, True) == ReadNow()
-            elif not any(d is not None and d <= now for d in (poll, catchup)):
-                # listening, queue known empty, nothing due: demand alone does not read
-                assert isinstance(planner.next(now, True), WaitUntil)
+            assert planner.next(now, True) == ReadNow()
         elif kind == "fail":
             planner.on_read_failed(now)
         elif kind == "read":
@@ -314,7 +292,6 @@ def test_planner_random_event_sequences(
                 planner.on_read(now, asked, got)
                 if catchup is not None and now >= catchup:
                     catchup = None
-                known_empty = not full
                 poll = None if full or interval is None else now + interval
                 if not full:  # nothing happened since the read was issued: no spin
                     after = planner.next(now, True)
@@ -412,7 +389,11 @@ class SimQueue:
 
 
 class SimConsumer:
-    """The consumer loop the real _source.py runs, with I/O replaced by SimQueue calls.
+    """The consumer's reader and acknowledger loops, with I/O replaced by SimQueue calls.
+
+    It drives the real core the consumer drives (``Demand``, ``ReadPlanner``, ``Ledger``,
+    ``AckBatcher``), built and called as in ``rx_pgmq._consumer``: only the threads, the
+    lock and the SQL are replaced (by a ``TestScheduler`` and ``SimQueue``).
 
     It runs on a TestScheduler of its own (``scheduler``) and starts at t=0; ``advance_to``
     runs it. Reads and ack flushes take ``read_latency`` / ``flush_latency`` virtual
@@ -440,6 +421,7 @@ class SimConsumer:
         self.scheduler = TestScheduler()
         self.queue = queue
         self.demand = Demand(window, batch_size, controlled=controlled)
+        self.ledger = Ledger(self.demand)
         self.planner = ReadPlanner(
             read_interval=read_interval, listening=listening, throttle=throttle
         )
@@ -530,9 +512,9 @@ class SimConsumer:
 
     def done(self, asked: int, rows: list[SimMessage], loop: bool = True) -> None:
         self.reading = False
-        self.demand.on_emitted(len(rows))
-        self.max_in_flight_seen = max(self.max_in_flight_seen, self.demand.in_flight)
         self.planner.on_read(self.now, asked, len(rows))
+        rows = self.ledger.emitted(rows, self.now)
+        self.max_in_flight_seen = max(self.max_in_flight_seen, self.demand.in_flight)
         for row in rows:
             self.delivered.append((self.now, row.msg_id))
             self.at(self.now + self.process_time, partial(self.processed, row))
@@ -543,6 +525,8 @@ class SimConsumer:
     def processed(self, row: SimMessage) -> None:
         action = self.action(row)
         if action is None:
+            return
+        if self.ledger.settle_requested((row.msg_id, row.read_ct)) is not None:
             return
         self.acks.add(Pending(row.msg_id, row.read_ct, action, None, None), self.now)
         self.ack_step()
@@ -566,12 +550,12 @@ class SimConsumer:
         for vt, ids in batch.set_vt.items():
             self.queue.set_vt(self.now, ids, vt)
         self.flushing = True
-        self.at(self.now + self.flush_latency, lambda: self.committed(len(batch.items)))
+        self.at(self.now + self.flush_latency, lambda: self.committed(batch.items))
 
-    def committed(self, n: int) -> None:
+    def committed(self, items: tuple[Pending, ...]) -> None:
         self.flushing = False
-        self.flushes.append((self.now, n))
-        self.demand.on_settled(n)  # credit only after the commit
+        self.flushes.append((self.now, len(items)))
+        self.ledger.settled(items)  # credit only after the commit
         self.planner.on_demand(self.now)
         self.step()
         self.ack_step()
@@ -674,7 +658,10 @@ def test_sim_notification_mode_reads_at_the_notification_and_drains() -> None:
     consumer = SimConsumer(queue, read_interval=None, listening=True)
     consumer.at(30.0, lambda: queue.send(consumer.now, count=25))
     consumer.advance_to(100.0)
-    assert queue.reads == [(0.0, 10, 0), (30.0, 10, 10), (30.0, 10, 10), (30.0, 10, 5)]
+    # the drain reads 10, 10, 5; each of the first two ack flushes (10 ids, due by size at
+    # once) is new demand and reads again (empty: demand always reads)
+    assert queue.reads[:4] == [(0.0, 10, 0), (30.0, 10, 10), (30.0, 10, 10), (30.0, 10, 5)]
+    assert queue.reads[4:] == [(30.0, 10, 0), (30.0, 10, 0)]
     assert all(t == 30.0 for t, _ in consumer.delivered)
     assert len(consumer.delivered) == 25
 
@@ -685,8 +672,9 @@ def test_sim_notification_during_a_slow_read_is_not_lost() -> None:
     consumer = SimConsumer(queue, read_interval=None, listening=True, read_latency=1.0)
     consumer.at(0.5, lambda: queue.send(consumer.now))
     consumer.advance_to(10.0)
-    assert queue.reads == [(0.0, 10, 0), (1.0, 10, 1)]
+    assert queue.reads[:2] == [(0.0, 10, 0), (1.0, 10, 1)]
     assert consumer.delivered == [(2.0, 1)]
+    assert [(round(t, 6), got) for t, _, got in queue.reads[2:]] == [(2.005, 0)]  # ack flush
 
 
 def test_sim_throttle_catch_up_read_delivers_a_swallowed_insert() -> None:
@@ -697,7 +685,8 @@ def test_sim_throttle_catch_up_read_delivers_a_swallowed_insert() -> None:
     consumer.at(2.5, lambda: queue.send(consumer.now))
     consumer.advance_to(50.0)
     assert consumer.delivered == [(2.0, 1), (3.0, 2)]
-    assert _read_times(queue) == [0.0, 2.0, 3.0]
+    # 2.005 and 3.005: each ack flush is new demand and reads
+    assert _read_times(queue) == [0.0, 2.0, 2.005, 3.0, 3.005]
 
 
 def test_sim_without_catch_up_a_swallowed_insert_waits_forever() -> None:
@@ -724,9 +713,9 @@ def test_sim_hybrid_recovers_a_lost_notification_within_read_interval() -> None:
     consumer.at(25.0, lambda: queue.send(consumer.now))  # delivered by its notification
     consumer.advance_to(40.0)
     assert consumer.delivered == [(20.0, 1), (25.0, 2)]
-    # polls at 0, 10, 20; the read at 25 restarts the timer; ack flushes (new demand after
-    # a short read while listening) cost no read
-    assert _read_times(queue) == [0.0, 10.0, 20.0, 25.0, 35.0]
+    # polls at 0, 10, 20; the notification reads at 25; each ack flush (20.005, 25.005) is
+    # new demand and reads, which restarts the poll timer
+    assert _read_times(queue) == [0.0, 10.0, 20.0, 20.005, 25.0, 25.005, 35.005]
 
 
 def test_sim_notification_mode_reads_after_listener_reconnect() -> None:

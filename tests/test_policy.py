@@ -11,10 +11,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from rx_pgmq import Outcome, failed, succeeded
-from rx_pgmq._fakes import make_message
 from rx_pgmq.actions import Action, Archive, Delete, MoveTo, Nothing, SetVisibilityTimeout
 from rx_pgmq.errors import InvalidArgument, RxPgmqError
 from rx_pgmq.operators import Policy, PolicyError, backoff, max_attempts, resolve
+from rx_pgmq.testing import make_message
 
 ACTION_CLASSES = (Delete, Archive, Nothing, SetVisibilityTimeout, MoveTo)
 

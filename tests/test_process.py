@@ -19,10 +19,10 @@ from reactivex.subject import Subject
 from reactivex.testing import ReactiveTest, TestScheduler
 
 from rx_pgmq import Message, Outcome, failed, succeeded
-from rx_pgmq._fakes import make_message
 from rx_pgmq.actions import Archive
 from rx_pgmq.errors import InvalidArgument
 from rx_pgmq.operators import NotAnOutcome, process
+from rx_pgmq.testing import make_message
 
 on_next = ReactiveTest.on_next
 on_error = ReactiveTest.on_error

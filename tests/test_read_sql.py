@@ -159,7 +159,7 @@ def test_consumer_picks_inline_reads_and_never_skips_the_flush_for_pops(
     assert [m.body for m in sink.collect(1)] == [{"k": 1}]
     consumers = source.consumers
     assert len(consumers) == 1
-    rendered = consumers[0]._read_sql.decode()  # the statement is internal
+    rendered = consumers[0].reader.statement.query.decode()  # the statement is internal
     assert ("UPDATE" in rendered) == inline
     assert ("synchronous_commit" not in rendered) == waits
 
@@ -319,9 +319,9 @@ def test_the_full_batch_read_is_planned_once_and_partial_reads_use_parameters(
         assert m.last_read_at is not None
         assert 25 < (m.vt - m.last_read_at).total_seconds() <= VT + 1
     (consumer,) = source.consumers
-    full = consumer._read_full_sql  # internal: the statement of a whole batch
+    full = consumer.reader.statement.full_query  # internal: the statement of a whole batch
     assert full is not None and b"LIMIT 5\n" in full and b"secs => 30)" in full
-    assert b"%s" not in full and b"%s" in consumer._read_sql
+    assert b"%s" not in full and b"%s" in consumer.reader.statement.query
     with psycopg.connect(pgmq_dsn, autocommit=True) as conn:
         stmt = _sql.read_inline(pgmq_queue, durable=False, qty=5, vt=VT).as_bytes(conn)
         for _ in range(7):

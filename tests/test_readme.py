@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from rx_pgmq.testing import RecordingAcknowledger
+
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 
@@ -77,3 +79,15 @@ def test_readme_asyncio_example_runs(pgmq_dsn: str) -> None:
     assert lines[0] == "request failed: refunds are not orders"
     assert lines[1:4] == [f"worker 1 got {t}" for t in (10, 20, 30)]
     assert sorted(lines[4:]) == [f"worker 2 charged {t} acked" for t in (40, 50, 60)]
+
+
+def test_readme_marble_test_of_a_user_pipeline_runs() -> None:
+    """#15 item 6: the README's marble test (public test doubles, virtual time) passes."""
+    text = README.read_text(encoding="utf-8")
+    match = re.search(r"<!-- readme-marble-test -->\s*```python\n(.*?)```", text, re.S)
+    assert match, "README lost its <!-- readme-marble-test --> python block"
+    namespace: dict[str, object] = {"__name__": "readme_marble_test"}
+    exec(compile(match.group(1), "README.md", "exec"), namespace)
+    acker = namespace["acker"]
+    assert isinstance(acker, RecordingAcknowledger)
+    assert len(acker.requests) == 2

@@ -272,7 +272,7 @@ def test_a_pooled_reader_connection_closed_under_the_consumer_goes_back_to_the_p
             assert sink.wait_for(1)
             assert wait_until(deleted_at_least(source, 1))  # the acknowledger holds one too
             (consumer,) = source.consumers
-            conn = consumer._reader.connected  # private: the connection to pull away
+            conn = consumer.reader.link.connected  # private: the connection to pull away
             assert conn is not None
             conn.close()
             sent = time.monotonic()

@@ -143,7 +143,7 @@ def test_private_listener_counts_every_notification_while_the_reader_is_busy(
     )
     assert sorted(m.body["i"] for m in sink.messages) == list(range(200))
     (consumer,) = source.consumers
-    conn = consumer._reader.connected  # private: what psycopg kept aside is asserted
+    conn = consumer.reader.link.connected  # private: what psycopg kept aside is asserted
     assert conn is not None
     assert not conn._notifies_backlog
     assert sink.errors == []
@@ -161,7 +161,7 @@ def test_private_listener_reader_connection_gets_tcp_keepalives_unless_the_conni
         sink = subscribe(source)
         assert wait_until(lambda: source.stats.reads >= 1)
         (consumer,) = source.consumers
-        conn = consumer._reader.connected  # private: the options libpq connected with
+        conn = consumer.reader.link.connected  # private: the options libpq connected with
         assert conn is not None
         options = {
             o.keyword.decode(): (o.val or b"").decode()

@@ -9,6 +9,7 @@ The ``_validate`` helpers are unit-tested directly, with hypothesis where it fit
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -32,7 +33,6 @@ from rx_pgmq._validate import (
     check_non_negative_int,
     check_positive_int,
     check_queue_name,
-    loads,
     seconds,
     whole_seconds,
 )
@@ -769,10 +769,10 @@ JSON_VALUES = st.recursive(
 @settings(database=None, deadline=None)
 @given(JSON_VALUES)
 def test_check_body_round_trips_every_json_value(value: Any) -> None:
-    """check_body serializes any JSON value to text that loads() turns back into it."""
+    """check_body serializes any JSON value to text that json.loads() turns back into it."""
     text = check_body(value)
     assert isinstance(text, str)
-    assert loads(text) == value
+    assert json.loads(text) == value
 
 
 @pytest.mark.parametrize(
@@ -799,10 +799,10 @@ def test_check_body_rejects_a_circular_structure() -> None:
 def test_check_headers_accepts_none_and_str_keyed_mappings() -> None:
     """None stays None; a mapping with str keys becomes JSON object text."""
     assert check_headers(None) is None
-    assert loads(check_headers({"a": [1, None]}) or "") == {"a": [1, None]}
+    assert json.loads(check_headers({"a": [1, None]}) or "") == {"a": [1, None]}
     from types import MappingProxyType
 
-    assert loads(check_headers(MappingProxyType({"m": 1})) or "") == {"m": 1}
+    assert json.loads(check_headers(MappingProxyType({"m": 1})) or "") == {"m": 1}
 
 
 @pytest.mark.parametrize(

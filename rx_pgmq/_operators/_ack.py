@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future
 from functools import partial
 from typing import TypeVar
 
@@ -17,7 +16,7 @@ from rx_pgmq._loop import user_loop
 from rx_pgmq._outcome import Outcome, Settled, as_outcome, settled_of
 from rx_pgmq._policy import Policy, check_policy, resolve
 from rx_pgmq.actions import AckStatus, Action, Archive, Delete
-from rx_pgmq.message import Message
+from rx_pgmq.message import Message, SettleCallback
 
 __all__ = ["ack", "ack_with", "failures", "successes"]
 
@@ -180,8 +179,13 @@ def _acknowledge(
                     else:
                         observer.on_error(error)
 
-            def finish(outcome: Outcome, action: Action, status: AckStatus) -> None:
+            def finish(outcome: Outcome, action: Action, status: AckStatus | Exception) -> None:
                 nonlocal pending
+                if isinstance(status, Exception):  # an acknowledger failed the request
+                    with lock:
+                        pending -= 1
+                    send_terminal(status)
+                    return
                 try:
                     with emit:
                         if not stopped:
@@ -198,18 +202,7 @@ def _acknowledge(
                 if finished:
                     send_terminal(None)
 
-            def resolved(outcome: Outcome, action: Action, future: Future[AckStatus]) -> None:
-                nonlocal pending
-                try:
-                    status = future.result()
-                except Exception as exc:  # an acknowledger failed the future
-                    with lock:
-                        pending -= 1
-                    send_terminal(exc)
-                    return
-                finish(outcome, action, status)
-
-            def ignore(status: AckStatus) -> None:
+            def ignore(status: AckStatus | Exception) -> None:
                 """Callback of a settle requested after the stream stopped."""
 
             def on_next(value: Outcome | Message) -> None:
@@ -225,38 +218,22 @@ def _acknowledge(
                     track = not stopped
                     if track:
                         pending += 1
-                # The consumer's Future-free path when the message has one; it calls back
-                # like a Future's done-callback (exceptions logged, never raised here).
-                fast = getattr(message._acknowledger, "settle_callback", None)
-                # Outcomes delivered on the user's event loop get their records on it too.
+                # The Future-free settle; it calls back like a Future's done-callback
+                # (exceptions logged, never raised here). Outcomes delivered on the user's
+                # event loop get their records on it too.
                 loop = user_loop()
                 try:
-                    if fast is not None:
-                        if track:
-                            done = partial(finish, outcome, action)  # one frame less
-                            fast(
-                                message,
-                                action,
-                                outcome.reason,
-                                done if loop is None else partial(_call_on, loop, done),
-                            )
-                        else:
-                            fast(message, action, outcome.reason, ignore)
-                        return
-                    future = message.settle(action, reason=outcome.reason)
+                    acker = message._acknowledger or message._acker()  # raises if None
+                    callback: SettleCallback = ignore
+                    if track:
+                        done = partial(finish, outcome, action)  # one frame less
+                        callback = done if loop is None else partial(_call_on, loop, done)
+                    acker.settle_callback(message, action, outcome.reason, callback)
                 except Exception as exc:  # e.g. NotAcknowledgeable: the request was not made
                     if track:
                         with lock:
                             pending -= 1
                     send_terminal(exc)
-                    return
-                if track:
-                    if loop is not None:
-                        future.add_done_callback(
-                            partial(_call_on, loop, lambda f: resolved(outcome, action, f))
-                        )
-                    else:
-                        future.add_done_callback(lambda f: resolved(outcome, action, f))
 
             def on_completed() -> None:
                 nonlocal upstream_done

@@ -3,6 +3,7 @@
 The scenarios run real pipelines against a real PostgreSQL and check the queue tables
 directly. Helpers here: a recording pipeline (``Run``), table queries, waiting with
 deadlines, and child-process consumers (``tests/_workers.py``) that can be SIGKILLed.
+Waiting, table names and backend termination are ``tests/_support.py``'s, re-exported.
 
 Every scenario prints the figures it measured on one line starting with ``FIGURE``
 (``pytest -m faults -s`` shows them); RELIABILITY.md quotes them.
@@ -24,6 +25,9 @@ from pathlib import Path
 from typing import IO, Any, Literal
 
 import psycopg
+from _support import table as table
+from _support import terminate as terminate
+from _support import wait_until as wait_until
 from psycopg import sql
 from reactivex import Observable, abc
 
@@ -42,22 +46,7 @@ def figure(scenario: str, **values: object) -> None:
     print(f"\nFIGURE {scenario}: {text}", flush=True)
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float, step: float = 0.02) -> bool:
-    """Check ``predicate`` every ``step`` seconds until it holds or ``timeout`` passes."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() >= deadline:
-            return predicate()
-        time.sleep(step)
-    return True
-
-
 # -- the database, seen directly ----------------------------------------------------------
-
-
-def table(queue: str, prefix: Literal["q", "a"] = "q") -> sql.Identifier:
-    """The queue table (``q``) or archive (``a``) of ``queue``."""
-    return sql.Identifier("pgmq", f"{prefix}_{queue}")
 
 
 def query(dsn: str, statement: sql.Composable | str, params: tuple[Any, ...] = ()) -> list[Any]:
@@ -81,12 +70,6 @@ def send_numbered(client: PGMQ, queue: str, n: int, chunk: int = 1000) -> dict[i
         sent = client.send_batch(queue, [{"n": i} for i in numbers])
         ids.update(zip(sent, numbers, strict=True))
     return ids
-
-
-def terminate(dsn: str, pid: int) -> None:
-    """``pg_terminate_backend(pid)``; fails if the backend did not exist."""
-    (row,) = query(dsn, "SELECT pg_terminate_backend(%s)", (pid,))
-    assert row[0], f"backend {pid} was not terminated"
 
 
 # -- in-process pipelines ------------------------------------------------------------------
