@@ -153,6 +153,23 @@ def test_shrinking_the_window_stops_reads_until_it_drains() -> None:
     assert demand.read_size() == 10
 
 
+def test_stalled_by_only_when_nothing_more_can_be_read_and_the_holder_has_it_all() -> None:
+    """#17 item 1: stalled_by(held) is True when the window (credit, pause) admits no read
+    and the caller holds every message in flight; a partial hold or free room is not."""
+    d = Demand(window=3, batch_size=3)
+    d.on_emitted(d.read_size())  # 3 in flight: the window is full
+    assert not d.stalled_by(2)  # one of the read is still elsewhere (e.g. not yet emitted)
+    assert d.stalled_by(3)
+    d.on_settled(1)
+    assert not d.stalled_by(2)  # room for one more: a read can come
+    d.pause()
+    assert d.stalled_by(2)  # paused: nothing comes until resume
+    c = Demand(window=10, batch_size=10, controlled=True)
+    c.request(2)
+    c.on_emitted(c.read_size())
+    assert c.stalled_by(2) and not c.stalled_by(1)  # the credit is used up
+
+
 def test_a_shrink_during_a_read_is_accepted() -> None:
     """set_window() between read_size() and on_emitted() does not make the read an error."""
     demand = Demand(10, 10)

@@ -1,0 +1,280 @@
+"""operators.process_batch in virtual time (#17 items 1 and 2): grouping, results, dispose.
+
+Hot observables on a ``TestScheduler`` feed messages; the operator's ``max_wait`` timers
+and handler calls run on the same scheduler, so each test asserts the exact notifications
+and their virtual times. The window-stall flush is driven by the real demand core
+(:class:`rx_pgmq._demand.Demand`) attached to a recording acknowledger.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from _support import error_of, notification
+from reactivex.testing import ReactiveTest, TestScheduler
+
+from rx_pgmq import Message, Outcome, failed, succeeded
+from rx_pgmq._demand import Demand
+from rx_pgmq._fakes import RecordingAcknowledger, make_message
+from rx_pgmq.actions import Archive, SetVisibilityTimeout
+from rx_pgmq.errors import InvalidArgument
+from rx_pgmq.operators import InvalidBatchResult, NotAnOutcome, process_batch
+
+on_next = ReactiveTest.on_next
+on_error = ReactiveTest.on_error
+on_completed = ReactiveTest.on_completed
+subscribe = ReactiveTest.subscribe
+
+
+class WindowedAcknowledger(RecordingAcknowledger):
+    """A recording acknowledger with a consumer's demand window (``max_in_flight``)."""
+
+    def __init__(self, window: int) -> None:
+        super().__init__()
+        self.demand = Demand(window, window)
+        self.closing = False
+
+
+def msgs(n: int, acknowledger: RecordingAcknowledger | None = None) -> list[Message]:
+    return [make_message({"n": i}, msg_id=i + 1, acknowledger=acknowledger) for i in range(n)]
+
+
+def calls_of(log: list[tuple[float, list[int]]], scheduler: TestScheduler) -> Any:
+    def fn(messages: list[Message]) -> None:
+        log.append((scheduler.clock, [m.msg_id for m in messages]))
+
+    return fn
+
+
+def test_a_group_flushes_when_it_reaches_max_size() -> None:
+    """#17 item 1: max_size=2 flushes at the second message; the odd one out flushes when
+    the source completes (before on_completed), each call once per group."""
+    scheduler = TestScheduler()
+    m1, m2, m3 = msgs(3)
+    log: list[tuple[float, list[int]]] = []
+    xs = scheduler.create_hot_observable(
+        on_next(210, m1), on_next(220, m2), on_next(230, m3), on_completed(250)
+    )
+    op = process_batch(calls_of(log, scheduler), max_size=2, max_wait=100, scheduler=scheduler)
+    results = scheduler.start(lambda: xs.pipe(op))
+    assert results.messages == [
+        on_next(220, succeeded(m1)),
+        on_next(220, succeeded(m2)),
+        on_next(250, succeeded(m3)),
+        on_completed(250),
+    ]
+    assert log == [(220.0, [1, 2]), (250.0, [3])]
+
+
+def test_a_group_flushes_max_wait_after_its_first_message() -> None:
+    """#17 item 1: a group holds what arrived within max_wait of its first message; the next
+    message starts a new group with its own timer."""
+    scheduler = TestScheduler()
+    m1, m2, m3 = msgs(3)
+    log: list[tuple[float, list[int]]] = []
+    xs = scheduler.create_hot_observable(
+        on_next(210, m1), on_next(250, m2), on_next(320, m3), on_completed(600)
+    )
+    op = process_batch(calls_of(log, scheduler), max_size=10, max_wait=100, scheduler=scheduler)
+    results = scheduler.start(lambda: xs.pipe(op))
+    assert results.messages == [
+        on_next(310, succeeded(m1)),
+        on_next(310, succeeded(m2)),
+        on_next(420, succeeded(m3)),
+        on_completed(600),
+    ]
+    assert log == [(310.0, [1, 2]), (420.0, [3])]
+
+
+def test_a_group_holding_the_whole_full_window_flushes_at_once() -> None:
+    """#17 item 1: with max_in_flight 3 < max_size 10, the group flushes when the third
+    message (the window full, all of it in the group) arrives, not after max_wait; a group
+    holding only part of the window waits."""
+    scheduler = TestScheduler()
+    acker = WindowedAcknowledger(window=3)
+    m1, m2, m3 = msgs(3, acker)
+    acker.demand.on_emitted(acker.demand.read_size())  # one read of 3: the window is full
+    log: list[tuple[float, list[int]]] = []
+    xs = scheduler.create_hot_observable(on_next(210, m1), on_next(220, m2), on_next(230, m3))
+    op = process_batch(calls_of(log, scheduler), max_size=10, max_wait=500, scheduler=scheduler)
+    results = scheduler.start(lambda: xs.pipe(op))
+    assert results.messages == [on_next(230, succeeded(m)) for m in (m1, m2, m3)]
+    assert log == [(230.0, [1, 2, 3])]
+
+
+def test_a_raising_handler_fails_the_whole_group_and_the_stream_goes_on() -> None:
+    """#17 item 1: an exception from fn is the failure of every message of its group."""
+    scheduler = TestScheduler()
+    m1, m2, m3 = msgs(3)
+    boom = ValueError("bulk insert failed")
+
+    def fn(messages: list[Message]) -> None:
+        if m1 in messages:
+            raise boom
+
+    xs = scheduler.create_hot_observable(
+        on_next(210, m1), on_next(211, m2), on_next(220, m3), on_completed(230)
+    )
+    op = process_batch(fn, max_size=2, max_wait=100, scheduler=scheduler)
+    results = scheduler.start(lambda: xs.pipe(op))
+    assert results.messages == [
+        on_next(211, failed(m1, boom)),
+        on_next(211, failed(m2, boom)),
+        on_next(230, succeeded(m3)),
+        on_completed(230),
+    ]
+
+
+def test_results_per_message_list_mapping_and_outcomes() -> None:
+    """#17 item 1: a same-length list gives one result per message (an exception fails its
+    message, an Outcome is kept); a mapping by msg_id does the same for partial failure;
+    any other value is every message's success value."""
+    m1, m2, m3 = msgs(3)
+    bad = KeyError("no such customer")
+    archived = succeeded(m3).with_ack(Archive())
+    from rx_pgmq._operators._batch import outcomes_of
+
+    assert outcomes_of([m1, m2, m3], [10, bad, archived]) == [
+        succeeded(m1, 10),
+        failed(m2, bad),
+        archived,
+    ]
+    assert outcomes_of([m1, m2, m3], {2: bad, 1: "ok", 3: archived}) == [
+        succeeded(m1, "ok"),
+        failed(m2, bad),
+        archived,
+    ]
+    assert outcomes_of([m1, m2], 7) == [succeeded(m1, 7), succeeded(m2, 7)]
+    assert outcomes_of([m1, m2], None) == [succeeded(m1), succeeded(m2)]
+
+
+def test_results_that_do_not_match_the_group_fail_with_a_clear_reason() -> None:
+    """#17 item 1: a msg_id missing from the mapping fails that message; unknown ids, a list
+    of another length or an Outcome of another message fail with InvalidBatchResult."""
+    from rx_pgmq._operators._batch import outcomes_of
+
+    m1, m2 = msgs(2)
+    missing = outcomes_of([m1, m2], {1: None})
+    assert missing[0] == succeeded(m1)
+    assert not missing[1].ok and isinstance(missing[1].error, InvalidBatchResult)
+    assert "no entry for msg_id 2" in str(missing[1].reason)
+    unknown = outcomes_of([m1, m2], {1: None, 2: None, 99: None})
+    assert all(not o.ok and "not msg_ids" in str(o.reason) for o in unknown)
+    short = outcomes_of([m1, m2], [None])
+    assert all(not o.ok and "a list of 1 results" in str(o.reason) for o in short)
+    swapped = outcomes_of([m1, m2], [succeeded(m2), None])
+    assert not swapped[0].ok and "Outcome of msg_id 2" in str(swapped[0].reason)
+    assert swapped[1] == succeeded(m2)
+
+
+@pytest.mark.parametrize("fatal", [KeyboardInterrupt, SystemExit, GeneratorExit])
+def test_interrupts_from_the_handler_end_the_stream_with_them(fatal: type) -> None:
+    """#17 item 1: KeyboardInterrupt/SystemExit/GeneratorExit are not turned into failures:
+    on_error carries the very exception."""
+    scheduler = TestScheduler()
+    (m1,) = msgs(1)
+    exc = fatal()
+
+    def fn(messages: list[Message]) -> None:
+        raise exc
+
+    xs = scheduler.create_hot_observable(on_next(210, m1))
+    errors: list[tuple[float, BaseException]] = []
+    xs.pipe(process_batch(fn, max_size=1, scheduler=scheduler)).subscribe(
+        on_next=lambda o: errors.append((scheduler.clock, AssertionError(o))),
+        on_error=lambda e: errors.append((scheduler.clock, e)),
+    )
+    scheduler.advance_to(300)
+    assert errors == [(210.0, exc)]  # the very exception (a recorder would wrap it)
+
+
+def test_dispose_drops_the_pending_group_and_releases_its_messages() -> None:
+    """#17 item 1: disposed with a group pending, fn is never called for it and each of its
+    messages is released (set_vt 0) once; the timer does nothing later."""
+    scheduler = TestScheduler()
+    acker = RecordingAcknowledger()
+    m1, m2 = msgs(2, acker)
+    log: list[tuple[float, list[int]]] = []
+    xs = scheduler.create_hot_observable(on_next(210, m1), on_next(220, m2))
+    op = process_batch(calls_of(log, scheduler), max_size=10, max_wait=100, scheduler=scheduler)
+    results = scheduler.start(lambda: xs.pipe(op), disposed=250)
+    assert results.messages == []
+    assert log == []
+    assert [(r.message.msg_id, r.action) for r in acker.requests] == [
+        (1, SetVisibilityTimeout(0)),
+        (2, SetVisibilityTimeout(0)),
+    ]
+
+
+def test_dispose_leaves_the_messages_of_a_closing_consumer_to_it() -> None:
+    """#17 item 1: a consumer that is closing releases (or keeps) its unsettled messages
+    itself: process_batch does not release them a second time."""
+    scheduler = TestScheduler()
+    acker = WindowedAcknowledger(window=10)
+    acker.closing = True
+    (m1,) = msgs(1, acker)
+    xs = scheduler.create_hot_observable(on_next(210, m1))
+    op = process_batch(lambda ms: None, max_wait=100, scheduler=scheduler)
+    scheduler.start(lambda: xs.pipe(op), disposed=250)
+    assert acker.requests == []
+
+
+def test_key_splits_a_group_into_one_call_per_key_in_read_order() -> None:
+    """#17 item 2: with key, a flushed group becomes one call per key, each holding that
+    key's messages in read order; a key function that raises fails its message alone."""
+    scheduler = TestScheduler()
+    ms = [make_message({"k": k}, msg_id=i + 1) for i, k in enumerate("abab")]
+    broken = make_message({}, msg_id=9)
+    calls: list[list[int]] = []
+
+    def fn(messages: list[Message]) -> None:
+        calls.append([m.msg_id for m in messages])
+
+    xs = scheduler.create_hot_observable(
+        *(on_next(210 + i, m) for i, m in enumerate(ms)), on_next(215, broken), on_completed(300)
+    )
+    op = process_batch(fn, max_size=4, max_wait=100, key=lambda m: m.body["k"], scheduler=scheduler)
+    results = scheduler.start(lambda: xs.pipe(op))
+    assert calls == [[1, 3], [2, 4]]
+    assert [r.time for r in results.messages] == [213, 213, 213, 213, 215, 300]
+    broken_outcome = notification(results.messages[4]).value
+    assert isinstance(broken_outcome, Outcome) and broken_outcome.message is broken
+    assert isinstance(broken_outcome.error, KeyError)
+
+
+def test_a_value_that_is_not_a_message_is_an_error() -> None:
+    """process_batch fed something other than a Message ends with NotAnOutcome."""
+    scheduler = TestScheduler()
+    junk: Any = {"id": 1}
+    xs = scheduler.create_hot_observable(on_next(210, junk))
+    results = scheduler.start(lambda: xs.pipe(process_batch(lambda ms: None)))
+    assert isinstance(error_of(results.messages[0]), NotAnOutcome)
+    assert xs.subscriptions == [subscribe(200, 210)]
+
+
+async def _async_handler(messages: list[Message]) -> None:
+    """A coroutine function (not supported yet)."""
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "argument"),
+    [
+        ({"fn": 3}, "fn"),
+        ({"fn": _async_handler}, "fn"),
+        ({"max_size": 0}, "max_size"),
+        ({"max_size": 2.0}, "max_size"),
+        ({"max_wait": 0}, "max_wait"),
+        ({"max_wait": -1}, "max_wait"),
+        ({"max_concurrency": 0}, "max_concurrency"),
+        ({"key": "group"}, "key"),
+        ({"scheduler": "pool"}, "scheduler"),
+    ],
+)
+def test_arguments_are_checked_at_call_time(kwargs: dict[str, Any], argument: str) -> None:
+    """#17 item 1: bad arguments raise InvalidArgument naming the argument, before any
+    subscription (a coroutine function is refused until async handlers land)."""
+    fn = kwargs.pop("fn", lambda ms: None)
+    with pytest.raises(InvalidArgument) as info:
+        process_batch(fn, **kwargs)
+    assert info.value.argument == argument
