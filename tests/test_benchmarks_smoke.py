@@ -50,7 +50,8 @@ def test_every_benchmark_explains_itself_with_help(script: str) -> None:
 def test_drain_prints_a_row_per_implementation_and_writes_json(
     pgmq_dsn: str, tmp_path: Path
 ) -> None:
-    """A tiny drain measures all four implementations and reports ratios, table and JSON."""
+    """A tiny drain measures all five implementations (process_batch too, #17) and reports
+    ratios, table and JSON."""
     out = tmp_path / "drain.json"
     proc = run_script(
         "drain.py",
@@ -67,12 +68,18 @@ def test_drain_prints_a_row_per_implementation_and_writes_json(
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     rows = table_rows(proc.stdout)
-    assert {r[1] for r in rows} == {"rx_pgmq", "raw psycopg", "pgmq-py", "server loop"}
+    assert {r[1] for r in rows} == {
+        "rx_pgmq",
+        "rx_pgmq batch",
+        "raw psycopg",
+        "pgmq-py",
+        "server loop",
+    }
     assert all(r[0] == "10" for r in rows)
     assert "target batch 10" in proc.stdout
     figures = json.loads(out.read_text())
     assert figures["benchmark"] == "drain"
-    assert len(figures["results"]) == 4
+    assert len(figures["results"]) == 5
 
 
 def test_latency_prints_percentiles_for_every_mode(pgmq_dsn: str) -> None:
