@@ -8,10 +8,15 @@ and their virtual times. The window-stall flush is driven by the real demand cor
 
 from __future__ import annotations
 
-from typing import Any
+import threading
+from datetime import datetime
+from typing import Any, TypeVar
 
 import pytest
-from _support import error_of, notification
+from _support import WAIT, error_of, notification
+from reactivex import abc, typing
+from reactivex.scheduler.scheduler import Scheduler
+from reactivex.subject import Subject
 from reactivex.testing import ReactiveTest, TestScheduler
 
 from rx_pgmq import Message, Outcome, failed, succeeded
@@ -25,6 +30,7 @@ on_next = ReactiveTest.on_next
 on_error = ReactiveTest.on_error
 on_completed = ReactiveTest.on_completed
 subscribe = ReactiveTest.subscribe
+_S = TypeVar("_S")
 
 
 class WindowedAcknowledger(RecordingAcknowledger):
@@ -278,3 +284,115 @@ def test_arguments_are_checked_at_call_time(kwargs: dict[str, Any], argument: st
     with pytest.raises(InvalidArgument) as info:
         process_batch(fn, **kwargs)
     assert info.value.argument == argument
+
+
+class Slow(Scheduler):
+    """Runs every scheduled action ``ticks`` later on a test scheduler (a slow handler)."""
+
+    def __init__(self, base: TestScheduler, ticks: float) -> None:
+        super().__init__()
+        self.base = base
+        self.ticks = ticks
+
+    @property
+    def now(self) -> datetime:
+        return self.base.now
+
+    def schedule(
+        self, action: typing.ScheduledAction[_S], state: _S | None = None
+    ) -> abc.DisposableBase:
+        return self.base.schedule_relative(self.ticks, action, state)
+
+    def schedule_relative(
+        self,
+        duetime: typing.RelativeTime,
+        action: typing.ScheduledAction[_S],
+        state: _S | None = None,
+    ) -> abc.DisposableBase:
+        return self.base.schedule_relative(
+            self.base.to_seconds(duetime) + self.ticks, action, state
+        )
+
+    def schedule_absolute(
+        self,
+        duetime: typing.AbsoluteTime,
+        action: typing.ScheduledAction[_S],
+        state: _S | None = None,
+    ) -> abc.DisposableBase:
+        return self.base.schedule_absolute(duetime, action, state)
+
+
+def test_a_later_group_of_a_busy_key_waits_for_the_earlier_call() -> None:
+    """#17 item 2: calls take 10 ticks; a2+a3 (flushed at 213) wait for a1's call (until
+    221) although slots are free, while b1 runs beside a1."""
+    scheduler = TestScheduler()
+    a1, b1, a2, a3 = (
+        make_message({"k": k}, msg_id=i + 1) for i, k in enumerate(("a", "b", "a", "a"))
+    )
+    calls: list[tuple[float, list[int]]] = []
+
+    def fn(messages: list[Message]) -> None:
+        calls.append((scheduler.clock, [m.msg_id for m in messages]))
+
+    xs = scheduler.create_hot_observable(
+        on_next(210, a1), on_next(211, b1), on_next(212, a2), on_next(213, a3), on_completed(300)
+    )
+    op = process_batch(
+        fn,
+        max_size=2,
+        max_wait=1000,
+        max_concurrency=4,
+        key=lambda m: m.body["k"],
+        scheduler=Slow(scheduler, 10),
+    )
+    results = scheduler.start(lambda: xs.pipe(op))
+    assert calls == [(221.0, [1]), (221.0, [2]), (231.0, [3, 4])]
+    assert results.messages == [
+        on_next(221, succeeded(a1)),
+        on_next(221, succeeded(b1)),
+        on_next(231, succeeded(a2)),
+        on_next(231, succeeded(a3)),
+        on_completed(300),
+    ]
+
+
+def test_one_slot_serializes_a_timer_flush_and_a_size_flush_on_other_threads() -> None:
+    """#17 item 1: with max_concurrency=1 a group flushed on the timer thread and one flushed
+    by a full group on the emitting thread never run at once: the emitting thread returns at
+    once and the second group runs after the first, in order."""
+    subject: Subject[Message] = Subject()
+    m1, m2, m3 = msgs(3)
+    release = threading.Event()
+    first_running = threading.Event()
+    calls: list[list[int]] = []
+    active = 0
+    most = 0
+    lock = threading.Lock()
+    outcomes: list[Outcome] = []
+    completed = threading.Event()
+
+    def fn(messages: list[Message]) -> None:
+        nonlocal active, most
+        with lock:
+            active += 1
+            most = max(most, active)
+        if messages[0] is m1:
+            first_running.set()
+            assert release.wait(WAIT)
+        with lock:
+            calls.append([m.msg_id for m in messages])
+            active -= 1
+
+    subject.pipe(process_batch(fn, max_size=2, max_wait=1.0)).subscribe(
+        outcomes.append, on_completed=completed.set
+    )
+    subject.on_next(m1)  # flushed by its timer (1 s), on the timer thread
+    assert first_running.wait(WAIT)
+    subject.on_next(m2)
+    subject.on_next(m3)  # a full group: flushed here, must wait for the slot
+    assert calls == []  # this thread did not run it (the first call still blocks)
+    release.set()
+    subject.on_completed()
+    assert completed.wait(WAIT)
+    assert calls == [[1], [2, 3]] and most == 1
+    assert [o.message.msg_id for o in outcomes] == [1, 2, 3]
