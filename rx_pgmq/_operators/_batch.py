@@ -60,7 +60,9 @@ def process_batch(
     every message it has in flight sits in the group. A group therefore never waits for
     messages the window cannot admit, whatever ``max_size`` and ``max_in_flight`` are.
     (Messages that reach the operator through other operators that hold some of them back
-    wait at most ``max_wait``.)
+    wait at most ``max_wait``.) For full groups and reads that overlap the handling, give
+    the consumer ``max_in_flight >= max_size * (max_concurrency + 1)``; a smaller window
+    still works, with groups of at most ``max_in_flight`` messages.
 
     What ``fn(messages)`` does decides each message's outcome:
 
