@@ -238,21 +238,36 @@ def _not_a_message(value: object) -> NotAnOutcome:
     )
 
 
-def _stalled(message: Message, held: dict[object, int]) -> bool:
-    """Count ``message`` as held for its consumer; whether that consumer can read no more
-    until the group is handled (see :meth:`rx_pgmq._demand.Demand.stalled_by`).
+class _StallWatch:
+    """Counts the pending group's messages per consumer and tells when one consumer can
+    read no more until the group is handled (see :meth:`rx_pgmq._demand.Demand.stalled_by`).
 
-    The consumer's counters are read without its lock: they only grow at a read, which
-    happens before the read's messages are emitted, so a stale value can only be a lower
+    The consumer's counters are read without its lock: ``in_flight`` grows only at a read,
+    before the read's messages are emitted, so a stale value can only be a lower
     ``in_flight`` of a consumer that is not stalled.
     """
-    acknowledger = message._acknowledger
-    demand = getattr(acknowledger, "demand", None)
-    if not isinstance(demand, Demand):
-        return False
-    n = held.get(acknowledger, 0) + 1
-    held[acknowledger] = n
-    return demand.stalled_by(n)
+
+    __slots__ = ("_acknowledger", "_demand", "held")
+
+    def __init__(self) -> None:
+        self.held: dict[object, int] = {}
+        self._acknowledger: object = None  # the last message's, with its demand (a cache)
+        self._demand: Demand | None = None
+
+    def add(self, message: Message) -> bool:
+        """Count ``message`` as held; whether its consumer is now stalled by the group."""
+        acknowledger = message._acknowledger
+        if acknowledger is not self._acknowledger:
+            demand = getattr(acknowledger, "demand", None)
+            self._acknowledger = acknowledger
+            self._demand = demand if isinstance(demand, Demand) else None
+        demand = self._demand
+        if demand is None:
+            return False
+        held = self.held
+        n = held.get(acknowledger, 0) + 1
+        held[acknowledger] = n
+        return n >= demand.in_flight and demand.stalled_by(n)
 
 
 def _release(messages: list[Message]) -> None:
@@ -277,7 +292,8 @@ def _batched(source: Observable[Message], cfg: _Settings) -> Observable[Outcome]
         emit = threading.RLock()  # serializes observer calls
         group: list[Message] = []
         keys: list[Hashable] = []  # key of each message of the group (with cfg.key)
-        held: dict[object, int] = {}  # messages of the group per consumer
+        stall = _StallWatch()  # messages of the group per consumer
+        key_fn, max_size = cfg.key, cfg.max_size
         generation = 0  # of the pending group: a timer of an earlier group does nothing
         timer: abc.DisposableBase | None = None
         queue: KeyedQueue[_Task] = KeyedQueue(cfg.limit)
@@ -295,7 +311,7 @@ def _batched(source: Observable[Message], cfg: _Settings) -> Observable[Outcome]
             nonlocal group, keys, generation, timer
             messages, message_keys, cancel = group, keys, timer
             group, keys, timer = [], [], None
-            held.clear()
+            stall.held.clear()
             generation += 1
             if not messages:
                 return [], cancel
@@ -391,9 +407,9 @@ def _batched(source: Observable[Message], cfg: _Settings) -> Observable[Outcome]
                 send_terminal(_not_a_message(message))
                 return
             k: Hashable = UNKEYED
-            if cfg.key is not None:
+            if key_fn is not None:
                 try:
-                    k = cfg.key(message)
+                    k = key_fn(message)
                     hash(k)
                 except Exception as exc:  # this message alone fails
                     with emit:
@@ -406,10 +422,11 @@ def _batched(source: Observable[Message], cfg: _Settings) -> Observable[Outcome]
                 if stopped:
                     return
                 group.append(message)
-                if cfg.key is not None:
+                if key_fn is not None:
                     keys.append(k)
-                first = len(group) == 1
-                if len(group) >= cfg.max_size or _stalled(message, held):
+                size = len(group)
+                first = size == 1
+                if size >= max_size or stall.add(message):
                     starts, cancel = take_locked()
                     first = False
                 expected = generation
@@ -425,7 +442,8 @@ def _batched(source: Observable[Message], cfg: _Settings) -> Observable[Outcome]
                         scheduled = None
                 if scheduled is not None:  # flushed meanwhile
                     scheduled.dispose()
-            start(starts)
+            if starts:
+                start(starts)
 
         def on_completed() -> None:
             nonlocal upstream_done
