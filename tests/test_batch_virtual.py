@@ -109,6 +109,21 @@ def test_a_group_holding_the_whole_full_window_flushes_at_once() -> None:
     assert log == [(230.0, [1, 2, 3])]
 
 
+def test_a_group_holding_part_of_a_full_window_waits_for_max_wait() -> None:
+    """#17 item 1: the window is full but one of its 3 messages is elsewhere (it will settle
+    and free room): the group of 2 is not stalled and flushes after max_wait."""
+    scheduler = TestScheduler()
+    acker = WindowedAcknowledger(window=3)
+    m1, m2, _elsewhere = msgs(3, acker)
+    acker.demand.on_emitted(acker.demand.read_size())
+    log: list[tuple[float, list[int]]] = []
+    xs = scheduler.create_hot_observable(on_next(210, m1), on_next(220, m2))
+    op = process_batch(calls_of(log, scheduler), max_size=10, max_wait=500, scheduler=scheduler)
+    results = scheduler.start(lambda: xs.pipe(op), disposed=2000)
+    assert results.messages == [on_next(710, succeeded(m)) for m in (m1, m2)]
+    assert log == [(710.0, [1, 2])]
+
+
 def test_a_raising_handler_fails_the_whole_group_and_the_stream_goes_on() -> None:
     """#17 item 1: an exception from fn is the failure of every message of its group."""
     scheduler = TestScheduler()
