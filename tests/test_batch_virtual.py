@@ -93,6 +93,39 @@ def test_a_group_flushes_max_wait_after_its_first_message() -> None:
     assert log == [(310.0, [1, 2]), (420.0, [3])]
 
 
+class CountingScheduler(TestScheduler):
+    """A test scheduler that counts relative schedules (the operator's timers)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.timers = 0
+
+    def schedule_relative(
+        self,
+        duetime: typing.RelativeTime,
+        action: typing.ScheduledAction[_S],
+        state: _S | None = None,
+    ) -> abc.DisposableBase:
+        self.timers += 1
+        return super().schedule_relative(duetime, action, state)
+
+
+def test_groups_that_fill_fast_share_one_timer_and_keep_exact_deadlines() -> None:
+    """#17 item 1: two groups flushed by size and a third flushed by max_wait use two timer
+    schedules (the first timer is reused, then waits out the rest of the third group's
+    max_wait), and the third group still flushes exactly max_wait after its first message."""
+    scheduler = CountingScheduler()
+    ms = msgs(5)
+    log: list[tuple[float, list[int]]] = []
+    xs = scheduler.create_hot_observable(
+        *(on_next(t, m) for t, m in zip((210, 211, 212, 213, 250), ms, strict=True))
+    )
+    op = process_batch(calls_of(log, scheduler), max_size=2, max_wait=100, scheduler=scheduler)
+    scheduler.start(lambda: xs.pipe(op), disposed=1000)
+    assert log == [(211.0, [1, 2]), (213.0, [3, 4]), (350.0, [5])]
+    assert scheduler.timers == 2
+
+
 def test_a_group_holding_the_whole_full_window_flushes_at_once() -> None:
     """#17 item 1: with max_in_flight 3 < max_size 10, the group flushes when the third
     message (the window full, all of it in the group) arrives, not after max_wait; a group

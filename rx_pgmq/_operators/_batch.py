@@ -7,7 +7,7 @@ import logging
 import threading
 from collections.abc import Callable, Hashable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 from reactivex import Observable, abc
@@ -294,7 +294,13 @@ def _batched(source: Observable[Message], cfg: _Settings) -> Observable[Outcome]
         keys: list[Hashable] = []  # key of each message of the group (with cfg.key)
         stall = _StallWatch()  # messages of the group per consumer
         key_fn, max_size = cfg.key, cfg.max_size
-        generation = 0  # of the pending group: a timer of an earlier group does nothing
+        max_wait = timedelta(seconds=cfg.max_wait)
+        # One timer at most, reused across groups: a group that fills before its max_wait
+        # leaves the timer armed, and when it fires it flushes the group then pending if
+        # that group's deadline passed, or waits again for the rest of it. Groups that fill
+        # fast thus cost no timer each (a TimeoutScheduler timer is a thread).
+        deadline: datetime | None = None  # of the pending group
+        armed = False  # a timer is scheduled (or firing)
         timer: abc.DisposableBase | None = None
         queue: KeyedQueue[_Task] = KeyedQueue(cfg.limit)
         upstream_done = False
@@ -305,19 +311,18 @@ def _batched(source: Observable[Message], cfg: _Settings) -> Observable[Outcome]
             else None
         )
 
-        def take_locked() -> tuple[list[_Task], abc.DisposableBase | None]:
+        def take_locked() -> list[_Task]:
             """Flush the pending group (lock held): submit its calls; return those that
-            may start now and the timer to cancel."""
-            nonlocal group, keys, generation, timer
-            messages, message_keys, cancel = group, keys, timer
-            group, keys, timer = [], [], None
+            may start now."""
+            nonlocal group, keys, deadline
+            messages, message_keys = group, keys
+            group, keys, deadline = [], [], None
             stall.held.clear()
-            generation += 1
             if not messages:
-                return [], cancel
+                return []
             if cfg.key is None:
                 task = queue.submit(UNKEYED, (UNKEYED, messages))
-                return ([task] if task is not None else []), cancel
+                return [task] if task is not None else []
             split: dict[Hashable, list[Message]] = {}
             for k, m in zip(message_keys, messages, strict=True):
                 split.setdefault(k, []).append(m)
@@ -326,7 +331,7 @@ def _batched(source: Observable[Message], cfg: _Settings) -> Observable[Outcome]
                 task = queue.submit(k, (k, part))
                 if task is not None:
                     starts.append(task)
-            return starts, cancel
+            return starts
 
         def send_terminal(error: BaseException | None) -> None:
             nonlocal stopped, timer
@@ -393,16 +398,38 @@ def _batched(source: Observable[Message], cfg: _Settings) -> Observable[Outcome]
                 else:
                     run(task)
 
-        def flush(expected: int) -> None:
-            """``max_wait`` passed: flush the group of generation ``expected`` if pending."""
+        def arm(delay: float) -> None:
+            """Schedule the timer (``armed`` was set under the lock)."""
+            nonlocal timer
+            scheduled = timers.schedule_relative(delay, lambda _s, _state: fire())
             with lock:
-                if stopped or generation != expected:
+                keep = not stopped
+                if keep:
+                    timer = scheduled  # may have fired already: disposing it is harmless
+            if not keep:
+                scheduled.dispose()
+
+        def fire() -> None:
+            """The timer: flush the pending group if its ``max_wait`` passed, else wait on."""
+            nonlocal armed, timer
+            again = 0.0
+            starts: list[_Task] = []
+            with lock:
+                armed, timer = False, None
+                if stopped or deadline is None:
                     return
-                starts, _timer = take_locked()  # this very timer: nothing to cancel
-            start(starts)
+                left = (deadline - timers.now).total_seconds()
+                if left > 0:
+                    armed, again = True, left
+                else:
+                    starts = take_locked()
+            if again:
+                arm(again)
+            if starts:
+                start(starts)
 
         def on_next(message: Message) -> None:
-            nonlocal timer
+            nonlocal deadline, armed
             if not isinstance(message, Message):
                 send_terminal(_not_a_message(message))
                 return
@@ -416,8 +443,8 @@ def _batched(source: Observable[Message], cfg: _Settings) -> Observable[Outcome]
                         if not stopped:
                             observer.on_next(Outcome(message, False, error=exc))
                     return
-            cancel: abc.DisposableBase | None = None
             starts: list[_Task] = []
+            schedule = False
             with lock:
                 if stopped:
                     return
@@ -425,23 +452,14 @@ def _batched(source: Observable[Message], cfg: _Settings) -> Observable[Outcome]
                 if key_fn is not None:
                     keys.append(k)
                 size = len(group)
-                first = size == 1
                 if size >= max_size or stall.add(message):
-                    starts, cancel = take_locked()
-                    first = False
-                expected = generation
-            if cancel is not None:
-                cancel.dispose()
-            if first:
-                scheduled: abc.DisposableBase | None = timers.schedule_relative(
-                    cfg.max_wait, lambda _s, _state: flush(expected)
-                )
-                with lock:
-                    if generation == expected and not stopped:
-                        timer = scheduled
-                        scheduled = None
-                if scheduled is not None:  # flushed meanwhile
-                    scheduled.dispose()
+                    starts = take_locked()
+                elif size == 1:
+                    deadline = timers.now + max_wait
+                    schedule = not armed
+                    armed = True
+            if schedule:
+                arm(cfg.max_wait)
             if starts:
                 start(starts)
 
@@ -449,10 +467,8 @@ def _batched(source: Observable[Message], cfg: _Settings) -> Observable[Outcome]
             nonlocal upstream_done
             with lock:
                 upstream_done = True
-                starts, cancel = take_locked()
+                starts = take_locked()
                 finished = not starts and queue.idle
-            if cancel is not None:
-                cancel.dispose()
             if finished:
                 send_terminal(None)
             else:
