@@ -14,6 +14,8 @@ from typing import Any, TypeVar
 
 import pytest
 from _support import WAIT, error_of, notification
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 from reactivex import abc, typing
 from reactivex.scheduler.scheduler import Scheduler
 from reactivex.subject import Subject
@@ -444,3 +446,42 @@ def test_one_slot_serializes_a_timer_flush_and_a_size_flush_on_other_threads() -
     assert completed.wait(WAIT)
     assert calls == [[1], [2, 3]] and most == 1
     assert [o.message.msg_id for o in outcomes] == [1, 2, 3]
+
+
+@settings(max_examples=300, deadline=None)
+@example(gaps=[0, 0, 1], max_size=2, half_waits=1)  # a reused timer firing for a new group
+@given(
+    gaps=st.lists(st.integers(0, 8), min_size=1, max_size=40),
+    max_size=st.integers(1, 6),
+    half_waits=st.integers(0, 12),
+)
+def test_random_arrivals_form_greedy_groups_within_max_size_and_max_wait(
+    gaps: list[int], max_size: int, half_waits: int
+) -> None:
+    """#17 item 1, any arrival pattern: every message is handled once, in order; a call holds
+    at most max_size messages and happens no later than max_wait after its first message;
+    a call flushed before max_wait is full; and a group that was not full took every
+    message that arrived before its flush."""
+    scheduler = TestScheduler()
+    max_wait = half_waits + 0.5  # deadlines never tie with an arrival (whole ticks)
+    arrivals = [201 + sum(gaps[: i + 1]) for i in range(len(gaps))]
+    ms = msgs(len(gaps))
+    at = {m.msg_id: t for m, t in zip(ms, arrivals, strict=True)}
+    log: list[tuple[float, list[int]]] = []
+    xs = scheduler.create_hot_observable(
+        *(on_next(t, m) for t, m in zip(arrivals, ms, strict=True)), on_completed(5000)
+    )
+    op = process_batch(
+        calls_of(log, scheduler), max_size=max_size, max_wait=max_wait, scheduler=scheduler
+    )
+    results = scheduler.start(lambda: xs.pipe(op), disposed=6000)
+    assert [i for _t, ids in log for i in ids] == [m.msg_id for m in ms]
+    assert len(results.messages) == len(ms) + 1
+    for n, (clock, ids) in enumerate(log):
+        assert len(ids) <= max_size
+        first, last = at[ids[0]], at[ids[-1]]
+        assert last <= clock <= first + max_wait
+        if clock < first + max_wait:
+            assert len(ids) == max_size
+        if len(ids) < max_size and n + 1 < len(log):
+            assert at[log[n + 1][1][0]] > clock  # nothing that could join was left out
