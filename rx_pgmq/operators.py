@@ -9,7 +9,8 @@ Example:
 
 from rx_pgmq._operators._ack import ack, ack_with, failures, successes
 from rx_pgmq._operators._backpressure import controlled, pausable, stop_and_wait, windowed
-from rx_pgmq._operators._batch import InvalidBatchResult, process_batch
+from rx_pgmq._operators._batch import process_batch
+from rx_pgmq._operators._batchresult import InvalidBatchResult
 from rx_pgmq._operators._process import process
 from rx_pgmq._outcome import NotAnOutcome
 from rx_pgmq._policy import Policy, PolicyError, backoff, max_attempts, resolve

@@ -24,6 +24,7 @@ from reactivex.testing import ReactiveTest, TestScheduler
 from rx_pgmq import Message, Outcome, failed, succeeded
 from rx_pgmq._demand import Demand
 from rx_pgmq._fakes import RecordingAcknowledger, make_message
+from rx_pgmq._operators._batchresult import outcomes_of
 from rx_pgmq.actions import Archive, SetVisibilityTimeout
 from rx_pgmq.errors import InvalidArgument
 from rx_pgmq.operators import InvalidBatchResult, NotAnOutcome, process_batch
@@ -189,8 +190,6 @@ def test_results_per_message_list_mapping_and_outcomes() -> None:
     m1, m2, m3 = msgs(3)
     bad = KeyError("no such customer")
     archived = succeeded(m3).with_ack(Archive())
-    from rx_pgmq._operators._batch import outcomes_of
-
     assert outcomes_of([m1, m2, m3], [10, bad, archived]) == [
         succeeded(m1, 10),
         failed(m2, bad),
@@ -208,8 +207,6 @@ def test_results_per_message_list_mapping_and_outcomes() -> None:
 def test_results_that_do_not_match_the_group_fail_with_a_clear_reason() -> None:
     """#17 item 1: a msg_id missing from the mapping fails that message; unknown ids, a list
     of another length or an Outcome of another message fail with InvalidBatchResult."""
-    from rx_pgmq._operators._batch import outcomes_of
-
     m1, m2 = msgs(2)
     missing = outcomes_of([m1, m2], {1: None})
     assert missing[0] == succeeded(m1)

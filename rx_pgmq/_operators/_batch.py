@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 import logging
 import threading
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -15,13 +15,14 @@ from reactivex.disposable import CompositeDisposable, Disposable
 from reactivex.scheduler import TimeoutScheduler
 
 from rx_pgmq._demand import Demand
+from rx_pgmq._operators._batchresult import outcomes_of
 from rx_pgmq._operators._keyed import UNKEYED, KeyedQueue
-from rx_pgmq._outcome import NotAnOutcome, Outcome, success_of
+from rx_pgmq._outcome import NotAnOutcome, Outcome
 from rx_pgmq._validate import check_positive_int, seconds
-from rx_pgmq.errors import InvalidArgument, RxPgmqError
+from rx_pgmq.errors import InvalidArgument
 from rx_pgmq.message import Message
 
-__all__ = ["InvalidBatchResult", "process_batch"]
+__all__ = ["process_batch"]
 
 _log = logging.getLogger("rx_pgmq")
 
@@ -30,15 +31,6 @@ BatchHandler = Callable[[list[Message]], Any]
 
 _Task = tuple[Hashable, list[Message]]
 """One call of the handler: its key (``UNKEYED`` without a key function) and its messages."""
-
-
-class InvalidBatchResult(RxPgmqError, ValueError):
-    """A ``process_batch`` handler returned results that do not match its group.
-
-    It is the error of every failed outcome of that group: the stream goes on.
-    """
-
-    __module__ = "rx_pgmq.operators"
 
 
 def process_batch(
@@ -173,62 +165,6 @@ class _Settings:
         self.limit = limit
         self.key = key
         self.scheduler = scheduler
-
-
-def outcomes_of(messages: list[Message], result: Any) -> list[Outcome]:
-    """The outcomes of ``messages`` from what a batch handler returned (see process_batch).
-
-    Never raises: a result that does not match the group fails its messages with
-    :class:`InvalidBatchResult`.
-    """
-    if isinstance(result, Mapping):
-        return _from_mapping(messages, result)
-    if isinstance(result, list):
-        if len(result) != len(messages):
-            error = InvalidBatchResult(
-                f"process_batch: fn returned a list of {len(result)} results for a group of "
-                f"{len(messages)} messages; return one result per message in order, a "
-                "mapping of msg_id to result or exception, or a non-list value for all"
-            )
-            return [Outcome(m, False, error=error) for m in messages]
-        return [_one(m, r) for m, r in zip(messages, result, strict=True)]
-    return [success_of(m, result) for m in messages]
-
-
-def _from_mapping(messages: list[Message], result: Mapping[Any, Any]) -> list[Outcome]:
-    ids = {m.msg_id for m in messages}
-    unknown = [k for k in result if k not in ids]
-    if unknown:
-        error = InvalidBatchResult(
-            f"process_batch: fn's mapping names {len(unknown)} key(s) that are not msg_ids "
-            f"of its group: {unknown[:5]!r:.200}; key the mapping by message.msg_id"
-        )
-        return [Outcome(m, False, error=error) for m in messages]
-    outcomes = []
-    for m in messages:
-        if m.msg_id in result:
-            outcomes.append(_one(m, result[m.msg_id]))
-        else:
-            error = InvalidBatchResult(
-                f"process_batch: fn's mapping has no entry for msg_id {m.msg_id}; give "
-                "every message of the group a result or an exception"
-            )
-            outcomes.append(Outcome(m, False, error=error))
-    return outcomes
-
-
-def _one(message: Message, result: Any) -> Outcome:
-    if isinstance(result, BaseException):
-        return Outcome(message, False, error=result)
-    if isinstance(result, Outcome):
-        if result.message.msg_id == message.msg_id:
-            return result
-        error = InvalidBatchResult(
-            f"process_batch: fn returned an Outcome of msg_id {result.message.msg_id} as "
-            f"the result of msg_id {message.msg_id}"
-        )
-        return Outcome(message, False, error=error)
-    return success_of(message, result)
 
 
 def _not_a_message(value: object) -> NotAnOutcome:
