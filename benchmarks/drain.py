@@ -1,10 +1,12 @@
-"""Drain throughput: one consumer reading and deleting N queued messages, four ways.
+"""Drain throughput: one consumer reading and deleting N queued messages, five ways.
 
 Rows, measured in the same run and alternating (the order rotates every round), median of
 ``--rounds`` runs, each run on a fresh queue of N messages (~120-byte JSON bodies):
 
 - ``rx_pgmq``: ``read_queue(batch_size=b, max_in_flight=window) -> process(no-op) ->
   ack(on_success=Delete())``, timed until the N-th ``Settled`` arrives (its delete committed).
+- ``rx_pgmq batch``: the same with ``process_batch(no-op, max_size=b)`` in place of
+  ``process``: one handler call per group of b messages, still one ``Outcome`` per message.
 - ``raw psycopg``: one autocommit connection, prepared statements, ``pgmq.read(q, vt, b)``
   then ``pgmq.delete(q, ids[])``, repeat.
 - ``pgmq-py``: the official client (``PGMQueue.read_batch`` then ``delete_batch``) on a
@@ -55,6 +57,7 @@ from rx_pgmq.actions import Delete
 
 IMPLS = (
     "rx_pgmq",
+    "rx_pgmq batch",
     "raw psycopg",
     "pgmq-py",
     "server loop",
@@ -103,11 +106,19 @@ async def _async_noop(_message: rx_pgmq.Message) -> None:
 
 
 def drain_rx_pgmq(
-    dsn: str, queue: str, n: int, batch: int, window: int, *, handler: Any = None
+    dsn: str,
+    queue: str,
+    n: int,
+    batch: int,
+    window: int,
+    *,
+    handler: Any = None,
+    batched: bool = False,
 ) -> float:
     """Drain with ``read_queue -> process(no-op) -> ack(Delete)``; return seconds.
 
-    With ``handler`` (an async no-op) the handler runs as up to 16 tasks on an event loop.
+    With ``handler`` (an async no-op) the handler runs as up to 16 tasks on an event loop;
+    ``batched``: ``process_batch(no-op, max_size=batch)`` instead of ``process``.
     """
     pool = ConnectionPool(
         dsn, min_size=2, max_size=2, kwargs={"autocommit": True}, open=True, name="bench"
@@ -140,11 +151,12 @@ def drain_rx_pgmq(
             bad.append(repr(exc))
             done.set()
 
-        operator = (
-            pgops.process(lambda _m: None)
-            if handler is None
-            else pgops.process(handler, max_concurrency=16)
-        )
+        if batched:
+            operator = pgops.process_batch(lambda _ms: None, max_size=batch)
+        elif handler is None:
+            operator = pgops.process(lambda _m: None)
+        else:
+            operator = pgops.process(handler, max_concurrency=16)
         start = time.perf_counter()
         subscription = source.pipe(operator, pgops.ack(on_success=Delete())).subscribe(
             on_next, on_error
@@ -299,8 +311,8 @@ def drain_server(dsn: str, queue: str, n: int, batch: int) -> float:
 
 def drain_once(impl: str, dsn: str, queue: str, n: int, batch: int, window: int) -> float:
     """Drain ``queue`` (holding ``n`` messages) with ``impl``; return seconds."""
-    if impl == "rx_pgmq":
-        return drain_rx_pgmq(dsn, queue, n, batch, window)
+    if impl in ("rx_pgmq", "rx_pgmq batch"):
+        return drain_rx_pgmq(dsn, queue, n, batch, window, batched=impl == "rx_pgmq batch")
     if impl == "rx_pgmq async":
         return drain_rx_pgmq(dsn, queue, n, batch, window, handler=_async_noop)
     if impl == "async for":
@@ -398,6 +410,7 @@ def _targets(samples: dict[tuple[str, int], list[float]], batches: list[int]) ->
         (100, "rx_pgmq", "raw psycopg", 1.2),
         (100, "rx_pgmq", "pgmq-py", 2.0),
         (10, "rx_pgmq", "raw psycopg", 1.5),
+        (1000, "rx_pgmq batch", "raw psycopg", 1.5),  # issue #17 item 3
         (100, "rx_pgmq async", "rx_pgmq", 0.8),
         (100, "rx_pgmq async", "pgmq-py async", 2.0),
         (100, "async for", "pgmq-py async", 1.5),

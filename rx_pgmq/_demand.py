@@ -167,6 +167,21 @@ class Demand:
         """Allow reads again after :meth:`pause` (idempotent)."""
         self.paused = False
 
+    def stalled_by(self, held: int) -> bool:
+        """Whether no read can happen until one of ``held`` in-flight messages settles.
+
+        True when reads are paused or the window (or, in controlled mode, the credit) is
+        used up, and those ``held`` messages are everything in flight. An operator that
+        holds messages back waiting for more (``operators.process_batch``) must then let
+        them go: nothing more will arrive until it does.
+
+        Args:
+            held: Messages of this consumer that are emitted and held by the caller.
+        """
+        if held < self.in_flight:
+            return False
+        return self.paused or self.room() == 0 or self.requested == 0
+
     @property
     def starved(self) -> bool:
         """Whether the window is full (``room() == 0``): pending acks should flush now."""

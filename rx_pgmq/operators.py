@@ -9,11 +9,14 @@ Example:
 
 from rx_pgmq._operators._ack import ack, ack_with, failures, successes
 from rx_pgmq._operators._backpressure import controlled, pausable, stop_and_wait, windowed
+from rx_pgmq._operators._batch import process_batch
+from rx_pgmq._operators._batchresult import InvalidBatchResult
 from rx_pgmq._operators._process import process
 from rx_pgmq._outcome import NotAnOutcome
 from rx_pgmq._policy import Policy, PolicyError, backoff, max_attempts, resolve
 
 __all__ = [
+    "InvalidBatchResult",
     "NotAnOutcome",
     "Policy",
     "PolicyError",
@@ -25,6 +28,7 @@ __all__ = [
     "max_attempts",
     "pausable",
     "process",
+    "process_batch",
     "resolve",
     "stop_and_wait",
     "successes",

@@ -135,6 +135,23 @@ def test_a_read_already_running_when_paused_is_accepted() -> None:
         demand.on_emitted(1)  # no read was granted since: paused
 
 
+def test_stalled_by_only_when_nothing_more_can_be_read_and_the_holder_has_it_all() -> None:
+    """#17 item 1: stalled_by(held) is True when the window (credit, pause) admits no read
+    and the caller holds every message in flight; a partial hold or free room is not."""
+    d = Demand(window=3, batch_size=3)
+    d.on_emitted(d.read_size())  # 3 in flight: the window is full
+    assert not d.stalled_by(2)  # one of the read is still elsewhere (e.g. not yet emitted)
+    assert d.stalled_by(3)
+    d.on_settled(1)
+    assert not d.stalled_by(2)  # room for one more: a read can come
+    d.pause()
+    assert d.stalled_by(2)  # paused: nothing comes until resume
+    c = Demand(window=10, batch_size=10, controlled=True)
+    c.request(2)
+    c.on_emitted(c.read_size())
+    assert c.stalled_by(2) and not c.stalled_by(1)  # the credit is used up
+
+
 def test_controlled_reads_nothing_before_request() -> None:
     """controlled: no credit, no read; request(3) reads 3; credit is used up by emits."""
     demand = Demand(100, 10, controlled=True)

@@ -21,6 +21,18 @@ def _example(name: str = "") -> str:
     return match.group(1)
 
 
+def _run(code: str, dsn: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "RX_PGMQ_DSN": dsn}
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+
+
 def test_readme_commands_come_first() -> None:
     """The README starts with the demo command and the test command CI runs."""
     blocks = re.findall(r"```bash\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
@@ -32,15 +44,7 @@ def test_readme_commands_come_first() -> None:
 
 def test_readme_tour_runs(pgmq_dsn: str) -> None:
     """The tour's pipeline deletes 9 successes, archives the failure and exits cleanly."""
-    env = {**os.environ, "RX_PGMQ_DSN": pgmq_dsn}
-    proc = subprocess.run(
-        [sys.executable, "-c", _example()],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=90,
-        check=False,
-    )
+    proc = _run(_example(), pgmq_dsn)
     assert proc.returncode == 0, proc.stderr
     assert "(3, 'archive')" in proc.stdout
     assert proc.stdout.count("'delete')") == 9
@@ -91,3 +95,12 @@ def test_readme_marble_test_of_a_user_pipeline_runs() -> None:
     acker = namespace["acker"]
     assert isinstance(acker, RecordingAcknowledger)
     assert len(acker.requests) == 2
+
+
+def test_readme_batches_example_runs(pgmq_dsn: str) -> None:
+    """#17: the "Batches and per-key order" block keeps each account in read order and
+    archives the one message its mapping failed."""
+    proc = _run(_example("batches"), pgmq_dsn)
+    assert proc.returncode == 0, proc.stderr
+    assert "{'a0': True, 'a1': True, 'a2': True}" in proc.stdout
+    assert "[13]" in proc.stdout
