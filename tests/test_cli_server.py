@@ -16,8 +16,8 @@ import pytest
 from click.testing import CliRunner, Result
 
 from rx_pgmq import embedded
-from rx_pgmq._cli_server import _duration
 from rx_pgmq.cli import cli
+from rx_pgmq.cli._server import _duration
 
 
 def run(*args: str) -> Result:

@@ -1,0 +1,110 @@
+"""``rx-pgmq bench``: drain throughput (read + delete) on a scratch queue."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+
+import click
+
+from rx_pgmq import operators as pgops
+from rx_pgmq._outcome import Settled
+from rx_pgmq._source import read_queue
+from rx_pgmq.actions import Delete
+from rx_pgmq.cli._common import (
+    conninfo_of,
+    dsn_option,
+    stop_on_signals,
+)
+from rx_pgmq.cli._runs import run_until, send_numbered
+from rx_pgmq.client import PGMQ
+from rx_pgmq.errors import RxPgmqError
+
+__all__ = ["BenchResult", "bench", "run_bench"]
+
+
+@dataclass
+class BenchResult:
+    """What ``rx-pgmq bench`` measured."""
+
+    messages: int
+    send_seconds: float
+    drain_seconds: float
+
+    @property
+    def drain_rate(self) -> float:
+        """Messages drained (read + deleted) per second."""
+        return self.messages / self.drain_seconds if self.drain_seconds > 0 else 0.0
+
+    @property
+    def send_rate(self) -> float:
+        """Messages sent per second (``send_batch``)."""
+        return self.messages / self.send_seconds if self.send_seconds > 0 else 0.0
+
+
+def run_bench(
+    conninfo: str, *, messages: int = 10_000, batch_size: int = 100, window: int = 1000
+) -> BenchResult:
+    """Send ``messages`` to a scratch queue, then time draining it (read + delete).
+
+    Args:
+        conninfo: Where to run.
+        messages: How many messages.
+        batch_size: Messages per read.
+        window: Messages in flight at most.
+
+    Returns:
+        The timings.
+    """
+    queue = f"rx_pgmq_bench_{uuid.uuid4().hex[:8]}"
+    with PGMQ(conninfo) as client:
+        client.create_queue(queue)
+        try:
+            t0 = time.monotonic()
+            send_numbered(client, queue, range(messages))
+            sent = time.monotonic() - t0
+            count = [0]
+
+            def on_settled(_record: Settled) -> bool:
+                count[0] += 1
+                return count[0] >= messages
+
+            source = read_queue(
+                conninfo,
+                queue,
+                visibility_timeout=60,
+                read_interval=0.05,
+                batch_size=batch_size,
+                max_in_flight=window,
+                ack_batch_size=batch_size,
+            )
+            pipeline = source.pipe(pgops.ack_with(Delete()))
+            t1 = time.monotonic()
+            if not run_until(pipeline, on_settled, max(60.0, messages / 100)):
+                raise RxPgmqError(f"bench: the queue did not drain ({count[0]}/{messages})")
+            drained = time.monotonic() - t1
+        finally:
+            client.drop_queue(queue)
+    return BenchResult(messages, sent, drained)
+
+
+@click.command()
+@click.option("--messages", type=click.IntRange(1, 1_000_000), default=10_000, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1, 10_000), default=100, show_default=True)
+@click.option("--window", type=click.IntRange(min=1), default=1000, show_default=True)
+@dsn_option
+@click.pass_context
+def bench(ctx: click.Context, messages: int, batch_size: int, window: int, dsn: str | None) -> None:
+    """Measure drain throughput (read + delete) on a scratch queue; prints msg/s."""
+    conninfo = conninfo_of(ctx, dsn)
+    with stop_on_signals():
+        result = run_bench(conninfo, messages=messages, batch_size=batch_size, window=window)
+    click.echo(
+        f"sent    {result.messages} messages in {result.send_seconds:.2f} s: "
+        f"{result.send_rate:.0f} msg/s"
+    )
+    click.echo(
+        f"drained {result.messages} messages in {result.drain_seconds:.2f} s: "
+        f"{result.drain_rate:.0f} msg/s (batch_size={batch_size}, window={window})"
+    )
