@@ -74,7 +74,7 @@ LAYERS: dict[str, int] = {
     **dict.fromkeys(["_operators/_batch", "_operators/_batchresult", "_operators/_keyed"], 4),
     **dict.fromkeys(["_policy", "aio"], 4),
     **dict.fromkeys(["jupyter", "_live", "_tally", "_tables", "_html"], 5),
-    **dict.fromkeys(["embedded", "testing", "_fakes"], 5),
+    **dict.fromkeys(["embedded", "_embedded", "testing", "_fakes"], 5),
     **dict.fromkeys(["cli/__main__", "cli/_errors", "cli/_common", "cli/_runs", "cli/_server"], 5),
     **dict.fromkeys(["cli/_admin", "cli/_send", "cli/_peek", "cli/_topics", "cli/_tail"], 5),
     **dict.fromkeys(["cli/_demo", "cli/_bench"], 5),
