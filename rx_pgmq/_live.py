@@ -151,13 +151,7 @@ class LiveView:
         Raises:
             InvalidArgument: If the view has no pauser.
         """
-        if self.pauser is None:
-            raise InvalidArgument("pauser", "live(..., pauser=...) was not given; cannot pause")
-        self.pauser.on_next(False)
-        with self._lock:
-            if self._ended is None:
-                self._status = "paused"
-        self._wake.set()
+        self._gate(False)
 
     def resume(self) -> None:
         """Read again (sends ``True`` to the pauser).
@@ -165,12 +159,17 @@ class LiveView:
         Raises:
             InvalidArgument: If the view has no pauser.
         """
+        self._gate(True)
+
+    def _gate(self, running: bool) -> None:
+        """Send ``running`` to the pauser and show the view as running or paused."""
         if self.pauser is None:
-            raise InvalidArgument("pauser", "live(..., pauser=...) was not given; cannot resume")
-        self.pauser.on_next(True)
+            verb = "resume" if running else "pause"
+            raise InvalidArgument("pauser", f"live(..., pauser=...) was not given; cannot {verb}")
+        self.pauser.on_next(running)
         with self._lock:
             if self._ended is None:
-                self._status = "running"
+                self._status = "running" if running else "paused"
         self._wake.set()
 
     def step(self, n: int = 1) -> None:

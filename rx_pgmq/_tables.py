@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg
@@ -103,9 +104,7 @@ def peek_messages(
         InvalidArgument: On a bad queue name, ``n`` or ``archive``.
         QueueNotFound: If the queue does not exist.
     """
-    if isinstance(conninfo, PGMQ):
-        return conninfo.peek(queue, n, archive=archive)
-    with PGMQ(conninfo) as client:
+    with _client(conninfo) as client:
         return client.peek(queue, n, archive=archive)
 
 
@@ -142,7 +141,15 @@ def metrics_table(conninfo: Conninfo) -> MetricsTable:
     Returns:
         A :class:`MetricsTable`.
     """
-    if isinstance(conninfo, PGMQ):
-        return MetricsTable(conninfo.metrics_all())
-    with PGMQ(conninfo) as client:
+    with _client(conninfo) as client:
         return MetricsTable(client.metrics_all())
+
+
+@contextmanager
+def _client(conninfo: Conninfo) -> Iterator[PGMQ]:
+    """The client given, or one made for the block and closed after it."""
+    if isinstance(conninfo, PGMQ):
+        yield conninfo
+        return
+    with PGMQ(conninfo) as client:
+        yield client
