@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from reactivex import abc
 
 from rx_pgmq import _sql
 from rx_pgmq._backoff import Backoff
+from rx_pgmq._bodytype import text_decoder
 from rx_pgmq._channels import ListenerEvent, channel_name
 from rx_pgmq._consumer_sql import read_statement
 from rx_pgmq._dberrors import first_line, is_transient, translate
@@ -68,6 +70,8 @@ class Reader:
         self.reading = False  # a read runs (its long poll may be cancelled)
         self.statement = read_statement(cfg.queue, cfg.vt, c.demand.batch_size, cfg.options)
         self._fifo = cfg.options.fifo is not None
+        self._body_type = cfg.body_type
+        self._typed: tuple[Callable[[str], Any], Callable[[str], Any]] | None = None
 
     # -- events (any thread, lock held or taken) -----------------------------------------
 
@@ -213,13 +217,21 @@ class Reader:
     def _read(self, n: int) -> list[Message]:
         conn = self.link.get()
         rows = self.statement.rows(conn, n)
+        loads = _sql.json_loads(conn)
         return _sql.messages_from_rows(
             rows,
             self._queue,
             self._consumer,
-            _sql.json_loads(conn),
+            loads,
             in_order=self._fifo,  # FIFO reads: the server's order across groups
+            body_loads=None if self._body_type is None else self._body_loads(loads),
         )
+
+    def _body_loads(self, loads: Callable[[str], Any]) -> Callable[[str], Any]:
+        """The decoder of bodies into ``body_type`` (built once per ``loads``)."""
+        if self._typed is None or self._typed[0] is not loads:
+            self._typed = (loads, text_decoder(self._body_type, loads))
+        return self._typed[1]
 
     def _retry_wait(self, backoff: Backoff, exc: BaseException) -> bool:
         """Log, drop the connection and wait out the backoff; False if closing meanwhile."""
