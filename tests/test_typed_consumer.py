@@ -16,7 +16,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any, TypedDict, assert_type
 
 import msgspec
 import pydantic
@@ -28,6 +28,7 @@ from rx_pgmq import PGMQ, Message, ReadOptions, read_queue
 from rx_pgmq import operators as pgops
 from rx_pgmq._bodytype import decoder
 from rx_pgmq.actions import Archive, Delete, MoveTo
+from rx_pgmq.aio import AsyncPGMQ
 from rx_pgmq.errors import BodyMismatch, DecodeError, InvalidArgument
 from rx_pgmq.headers import MOVED
 
@@ -158,6 +159,37 @@ def test_a_typed_pop_consumer_emits_a_mismatch_as_a_failure(
     outcomes = {o.message.msg_id: o for o in sink.collect(2)}
     assert outcomes[good].ok and outcomes[good].value == "tea"
     assert isinstance(outcomes[bad].error, BodyMismatch)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """asyncio only: rx_pgmq bridges to asyncio."""
+    return "asyncio"
+
+
+@pytest.mark.anyio
+async def test_async_client_reads_decode_bodies_into_the_body_type(
+    apgmq: AsyncPGMQ, pgmq_queue: str, db: Conn
+) -> None:
+    """#18 item 4: AsyncPGMQ.read and pop take body_type like PGMQ's (send encodes an
+    instance); a body that does not fit raises BodyMismatch and the read is rolled back."""
+    first = await apgmq.send(pgmq_queue, OrderStruct(1, "tea"))
+    await apgmq.send_batch(pgmq_queue, [OrderDC(2, "jam")])
+    read = await apgmq.read(pgmq_queue, 30, body_type=OrderStruct)
+    assert_type(read, list[Message[OrderStruct]])
+    assert [(m.msg_id, m.body) for m in read] == [(first, OrderStruct(1, "tea"))]
+    (popped,) = await apgmq.pop(pgmq_queue, body_type=OrderModel)
+    assert popped.body == OrderModel(id=2, item="jam")
+    bad = await apgmq.send(pgmq_queue, {"id": "x", "item": "tea"})
+    with pytest.raises(BodyMismatch) as info:
+        await apgmq.read(pgmq_queue, 30, qty=5, body_type=OrderDC)
+    assert (info.value.msg_id, info.value.queue) == (bad, pgmq_queue)
+    read_ct = db.execute(
+        sql.SQL("SELECT read_ct FROM {} WHERE msg_id = %s").format(table(pgmq_queue)), (bad,)
+    ).fetchone()
+    assert read_ct == (0,)
+    with pytest.raises(InvalidArgument, match="body_type"):
+        await apgmq.pop(pgmq_queue, body_type=int)
 
 
 @pytest.mark.parametrize("bad", [int, dict, "Order", OrderDC(1, "x")])
