@@ -1,9 +1,7 @@
-"""Typed bodies, the part that is done (#18 item 4): decoders for the four kinds of body
-type, encoding typed bodies on send, and ``Message`` generic in its body's type.
-
-The client's reads take ``body_type=T``. ``read_queue(..., body_type=T)``, the consumer's
-per-message decode failure and ``Outcome[T]`` are not wired yet (they need #9's
-DecodeError path, which another branch adds).
+"""Typed bodies (#18 item 4): decoders for the four kinds of body type, encoding typed
+bodies on send, ``Message`` generic in its body's type, and the client's reads with
+``body_type=T``. The typed consumer (``read_queue(..., body_type=T)``) is tested in
+``test_typed_consumer.py``.
 """
 
 from __future__ import annotations
