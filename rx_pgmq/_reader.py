@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import psycopg
 from reactivex import abc
@@ -70,8 +69,8 @@ class Reader:
         self.reading = False  # a read runs (its long poll may be cancelled)
         self.statement = read_statement(cfg.queue, cfg.vt, c.demand.batch_size, cfg.options)
         self._fifo = cfg.options.fifo is not None
-        self._body_type = cfg.body_type
-        self._typed: tuple[Callable[[str], Any], Callable[[str], Any]] | None = None
+        # body_type: bodies decoded straight from their JSON text (read_queue checked it)
+        self._body_loads = None if cfg.body_type is None else text_decoder(cfg.body_type)
 
     # -- events (any thread, lock held or taken) -----------------------------------------
 
@@ -217,21 +216,14 @@ class Reader:
     def _read(self, n: int) -> list[Message]:
         conn = self.link.get()
         rows = self.statement.rows(conn, n)
-        loads = _sql.json_loads(conn)
         return _sql.messages_from_rows(
             rows,
             self._queue,
             self._consumer,
-            loads,
+            _sql.json_loads(conn),
             in_order=self._fifo,  # FIFO reads: the server's order across groups
-            body_loads=None if self._body_type is None else self._body_loads(loads),
+            body_loads=self._body_loads,
         )
-
-    def _body_loads(self, loads: Callable[[str], Any]) -> Callable[[str], Any]:
-        """The decoder of bodies into ``body_type`` (built once per ``loads``)."""
-        if self._typed is None or self._typed[0] is not loads:
-            self._typed = (loads, text_decoder(self._body_type, loads))
-        return self._typed[1]
 
     def _retry_wait(self, backoff: Backoff, exc: BaseException) -> bool:
         """Log, drop the connection and wait out the backoff; False if closing meanwhile."""

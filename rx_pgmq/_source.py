@@ -19,7 +19,6 @@ from rx_pgmq._iterate import iterate
 from rx_pgmq._listener import Listener
 from rx_pgmq._loop import check_scheduler
 from rx_pgmq._options import ReadOptions
-from rx_pgmq._slots import decode_json_text
 from rx_pgmq._stats import ConsumerStats, StatsRecorder
 from rx_pgmq._validate import (
     check_positive_int,
@@ -149,7 +148,7 @@ def read_queue(
             raise InvalidArgument(name, f"must be a bool, got {flag!r}")
     check_scheduler(scheduler)
     if body_type is not None:
-        text_decoder(body_type, decode_json_text)  # InvalidArgument now, not on subscribe
+        text_decoder(body_type)  # InvalidArgument now, not on subscribe
     config = Config(
         conninfo=conninfo_or_pool,
         queue=queue,
