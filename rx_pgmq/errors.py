@@ -261,7 +261,8 @@ class DecodeError(RxPgmqError, ValueError):
     ``Archive()``). :meth:`rx_pgmq.PGMQ.read` and the client's other calls returning
     messages raise it and roll their statement back (nothing is claimed, popped or
     changed): settle that message by id (e.g. ``PGMQ.archive(queue, error.msg_id)``) and
-    call again.
+    call again. A body that does not fit the ``body_type`` it was read with is a
+    :class:`BodyMismatch`, a subclass taking the same paths.
 
     Attributes:
         msg_id: The message's id.
