@@ -10,11 +10,13 @@ mypy on ``tests/typecheck/typed_pipeline.py``, a user's typed pipeline.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypedDict, assert_type
 
@@ -26,7 +28,8 @@ from psycopg import sql
 
 from rx_pgmq import PGMQ, Message, ReadOptions, read_queue
 from rx_pgmq import operators as pgops
-from rx_pgmq._bodytype import decoder
+from rx_pgmq._bodytype import decoder, text_decoder
+from rx_pgmq._sql import messages_from_rows
 from rx_pgmq.actions import Archive, Delete, MoveTo
 from rx_pgmq.aio import AsyncPGMQ
 from rx_pgmq.errors import BodyMismatch, DecodeError, InvalidArgument
@@ -159,6 +162,33 @@ def test_a_typed_pop_consumer_emits_a_mismatch_as_a_failure(
     outcomes = {o.message.msg_id: o for o in sink.collect(2)}
     assert outcomes[good].ok and outcomes[good].value == "tea"
     assert isinstance(outcomes[bad].error, BodyMismatch)
+
+
+def test_rows_decode_into_the_body_type_one_message_at_a_time() -> None:
+    """#18 item 4 (pure, no I/O): messages_from_rows(..., body_loads=text_decoder(T))
+    decodes bodies into T and headers with loads; a body that does not fit gets a
+    BodyMismatch with the message's id, queue and stored texts, headers that are not an
+    object a plain DecodeError, and the other messages are unaffected."""
+    now = datetime.now(UTC)
+    rows = [
+        (1, 1, now, None, now, '{"id":1,"item":"tea"}', '{"h":1}'),
+        (2, 1, now, None, now, '{"id":"two"}', '{"h":2}'),
+        (3, 1, now, None, now, '{"id":3,"item":"jam"}', "[1]"),
+        (4, 1, now, None, now, '{"id":4,"item":"cake"}', None),
+    ]
+    one, two, three, four = messages_from_rows(
+        rows, "q", None, json.loads, body_loads=text_decoder(OrderStruct)
+    )
+    assert (one.body, one.headers, one.decode_error) == (OrderStruct(1, "tea"), {"h": 1}, None)
+    assert (four.body, four.headers, four.decode_error) == (OrderStruct(4, "cake"), None, None)
+    error = two.decode_error
+    assert isinstance(error, BodyMismatch) and (two.body, two.headers) == (None, None)
+    assert (error.msg_id, error.queue, error.part) == (2, "q", "body")
+    assert (error.body_text, error.headers_text) == ('{"id":"two"}', '{"h":2}')
+    assert "OrderStruct" in str(error) and "message 2 of 'q'" in str(error)
+    bad_headers = three.decode_error
+    assert isinstance(bad_headers, DecodeError) and not isinstance(bad_headers, BodyMismatch)
+    assert bad_headers.part == "headers" and three.body is None
 
 
 @pytest.fixture
