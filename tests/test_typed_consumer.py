@@ -235,9 +235,9 @@ def test_read_queue_refuses_a_bad_body_type_at_once(pgmq_dsn: str, bad: Any) -> 
 def test_types_survive_the_pipeline() -> None:
     """#18 item 4: `mypy --strict` on a user's pipeline (tests/typecheck/typed_pipeline.py)
     knows message.body is an Order in a handler taking Message[Order], and that
-    read_queue(..., body_type=Order), process, windowed, failures, ack and ack_with keep
-    Order down to Settled.message.body; its deliberately wrong lines are errors (an
-    unused `type: ignore` fails the run when a type is lost to Any)."""
+    read_queue(..., body_type=Order), async for, process, windowed, failures, ack and
+    ack_with keep Order down to Settled.message.body; its deliberately wrong lines are
+    errors (an unused `type: ignore` fails the run when a type is lost to Any)."""
     root = Path(__file__).resolve().parent.parent
     env = {**os.environ, "MYPYPATH": str(root)}
     result = subprocess.run(

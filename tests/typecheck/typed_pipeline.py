@@ -63,6 +63,16 @@ def typed_pipeline(dsn: str) -> None:
     print(not_invoices, messages, on_outcome, on_settled)
 
 
+async def typed_async_for(dsn: str) -> None:
+    """``async for`` over a typed source yields Message[Order]."""
+    source = rx_pgmq.read_queue(dsn, "orders", visibility_timeout=30, body_type=Order)
+    async for message in source:
+        item: str = message.body.item
+        wrong: int = message.body.item  # type: ignore[assignment]
+        print(item, wrong)
+        await message.asettle()
+
+
 def untyped_pipeline(dsn: str) -> None:
     """Without body_type, bodies stay Any: a lambda handler indexes them freely."""
     source = rx_pgmq.read_queue(dsn, "orders", visibility_timeout=30)
