@@ -5,6 +5,8 @@ Rows, measured in the same run and alternating (the order rotates every round), 
 
 - ``rx_pgmq``: ``read_queue(batch_size=b, max_in_flight=window) -> process(no-op) ->
   ack(on_success=Delete())``, timed until the N-th ``Settled`` arrives (its delete committed).
+- ``rx_pgmq typed``: the ``rx_pgmq`` row with ``read_queue(..., body_type=BenchOrder)``, a
+  ``msgspec.Struct`` of the body's fields: each body is decoded into it (issue #18 item 4).
 - ``rx_pgmq batch``: the same with ``process_batch(no-op, max_size=b)`` in place of
   ``process``: one handler call per group of b messages, still one ``Outcome`` per message.
 - ``raw psycopg``: one autocommit connection, prepared statements, ``pgmq.read(q, vt, b)``
@@ -44,6 +46,7 @@ from typing import Any
 
 import _common as bench
 import asyncpg  # type: ignore[import-untyped]
+import msgspec
 import psycopg
 from pgmq import PGMQueue
 from pgmq.async_queue import PGMQueue as AsyncPGMQueue
@@ -57,6 +60,7 @@ from rx_pgmq.actions import Delete
 
 IMPLS = (
     "rx_pgmq",
+    "rx_pgmq typed",
     "rx_pgmq batch",
     "raw psycopg",
     "pgmq-py",
@@ -97,6 +101,17 @@ DROP_PROCEDURE = sql.SQL("DROP PROCEDURE IF EXISTS {}(text, integer, integer, bi
 VT = 60
 
 
+class BenchOrder(msgspec.Struct):
+    """The fields of a benchmark body (:func:`_common.body`), for the typed row."""
+
+    order_id: int
+    customer: str
+    sku: str
+    qty: int
+    price_cents: int
+    note: str
+
+
 class DrainError(RuntimeError):
     """A drain did not end with every message read and deleted exactly once."""
 
@@ -114,11 +129,13 @@ def drain_rx_pgmq(
     *,
     handler: Any = None,
     batched: bool = False,
+    body_type: type[Any] | None = None,
 ) -> float:
     """Drain with ``read_queue -> process(no-op) -> ack(Delete)``; return seconds.
 
     With ``handler`` (an async no-op) the handler runs as up to 16 tasks on an event loop;
-    ``batched``: ``process_batch(no-op, max_size=batch)`` instead of ``process``.
+    ``batched``: ``process_batch(no-op, max_size=batch)`` instead of ``process``;
+    ``body_type``: bodies decoded into it.
     """
     pool = ConnectionPool(
         dsn, min_size=2, max_size=2, kwargs={"autocommit": True}, open=True, name="bench"
@@ -132,6 +149,7 @@ def drain_rx_pgmq(
             batch_size=batch,
             max_in_flight=window,
             read_interval=5.0,
+            body_type=body_type,
         )
         done = threading.Event()
         count = 0
@@ -140,8 +158,8 @@ def drain_rx_pgmq(
 
         def on_next(settled: rx_pgmq.Settled) -> None:
             nonlocal count, end
-            if settled.status != "acked":
-                bad.append(settled.status)
+            if settled.status != "acked" or not settled.outcome.ok:
+                bad.append(settled.status if settled.outcome.ok else f"failed: {settled.reason}")
             count += 1
             if count == n:
                 end = time.perf_counter()
@@ -313,6 +331,8 @@ def drain_once(impl: str, dsn: str, queue: str, n: int, batch: int, window: int)
     """Drain ``queue`` (holding ``n`` messages) with ``impl``; return seconds."""
     if impl in ("rx_pgmq", "rx_pgmq batch"):
         return drain_rx_pgmq(dsn, queue, n, batch, window, batched=impl == "rx_pgmq batch")
+    if impl == "rx_pgmq typed":
+        return drain_rx_pgmq(dsn, queue, n, batch, window, body_type=BenchOrder)
     if impl == "rx_pgmq async":
         return drain_rx_pgmq(dsn, queue, n, batch, window, handler=_async_noop)
     if impl == "async for":
@@ -409,6 +429,7 @@ def _targets(samples: dict[tuple[str, int], list[float]], batches: list[int]) ->
     checks = (
         (100, "rx_pgmq", "raw psycopg", 1.2),
         (100, "rx_pgmq", "pgmq-py", 2.0),
+        (100, "rx_pgmq typed", "rx_pgmq", 0.9),  # issue #18 item 4: within 10%
         (10, "rx_pgmq", "raw psycopg", 1.5),
         (1000, "rx_pgmq batch", "raw psycopg", 1.5),  # issue #17 item 3
         (100, "rx_pgmq async", "rx_pgmq", 0.8),

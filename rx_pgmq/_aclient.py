@@ -7,7 +7,7 @@ Same SQL (:mod:`rx_pgmq._sql`), validation (:mod:`rx_pgmq._validate`) and named 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from types import TracebackType
@@ -17,6 +17,7 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from rx_pgmq import _sql
+from rx_pgmq._bodytype import body_decoder, decode_messages, encode_body
 from rx_pgmq._conn import _first_connect_timeout
 from rx_pgmq._dberrors import translate
 from rx_pgmq._validate import (
@@ -32,7 +33,7 @@ from rx_pgmq._validate import (
     whole_seconds,
 )
 from rx_pgmq.errors import InvalidArgument, QueueNotFound
-from rx_pgmq.message import Message, QueueInfo, QueueMetrics
+from rx_pgmq.message import BodyT, Message, QueueInfo, QueueMetrics
 
 __all__ = ["AsyncConninfo", "AsyncPGMQ"]
 
@@ -171,17 +172,24 @@ class AsyncPGMQ:
         async with self._cursor(queue) as cur:
             return await (await cur.execute(statement, params)).fetchall()
 
-    async def _messages(self, queue: str, statement: str, params: tuple[Any, ...]) -> list[Message]:
+    async def _messages(
+        self,
+        queue: str,
+        statement: str,
+        params: tuple[Any, ...],
+        decode: Callable[[Any], BodyT] | None = None,
+    ) -> list[Message[BodyT]]:
         """The messages a statement returns (JSON text columns, decoded with the connection's
-        loads); the first one's ``DecodeError`` is raised inside the call's transaction, so
-        the statement is rolled back (nothing claimed, popped or changed)."""
+        loads, then each body with ``decode``); the first one's ``DecodeError`` (or
+        ``BodyMismatch``) is raised inside the call's transaction, so the statement is
+        rolled back (nothing claimed, popped or changed)."""
         async with self._cursor(queue) as cur:
             rows = await (await cur.execute(statement, params)).fetchall()
             msgs = _sql.messages_from_rows(rows, queue, loads=_sql.json_loads(cur.connection))
             for m in msgs:
                 if m.decode_error is not None:
                     raise m.decode_error
-            return msgs
+            return decode_messages(msgs, decode)
 
     async def _existing(self, cur: psycopg.AsyncCursor[Any], queue: str) -> None:
         row = await (await cur.execute(_sql.QUEUE_EXISTS, (queue,))).fetchone()
@@ -264,14 +272,16 @@ class AsyncPGMQ:
     async def send(
         self, name: str, body: Any, headers: Mapping[str, Any] | None = None, delay: Duration = 0
     ) -> int:
-        """Send one message; its ``msg_id``.
+        """Send one message; its ``msg_id``. ``body`` may be a dataclass, msgspec.Struct or
+        pydantic model instance (its JSON form is stored), as with ``PGMQ.send``.
 
         Raises:
             InvalidArgument: On a bad name, body, headers or delay (before any SQL).
             QueueNotFound: If the queue does not exist.
         """
         check_queue_name(name, "name")
-        params = (name, check_body(body), check_headers(headers), whole_seconds(delay, "delay"))
+        text = check_body(encode_body(body))
+        params = (name, text, check_headers(headers), whole_seconds(delay, "delay"))
         return int(await self._one(name, _sql.SEND, params))
 
     async def send_batch(
@@ -288,7 +298,7 @@ class AsyncPGMQ:
             QueueNotFound: If the queue does not exist.
         """
         check_queue_name(name, "name")
-        texts, heads = check_batch(bodies, headers)
+        texts, heads = check_batch([encode_body(b) for b in bodies], headers)
         params = (name, texts, heads, whole_seconds(delay, "delay"))
         return [int(r[0]) for r in await self._rows(name, _sql.SEND_BATCH, params)]
 
@@ -300,12 +310,18 @@ class AsyncPGMQ:
         vt: Duration,
         qty: int = 1,
         conditional: Mapping[str, Any] | None = None,
-    ) -> list[Message]:
+        *,
+        body_type: type[BodyT] | None = None,
+    ) -> list[Message[BodyT]]:
         """Claim up to ``qty`` visible messages, hiding them for ``vt`` seconds.
 
+        ``body_type``: decode each body into this dataclass, TypedDict, msgspec.Struct or
+        pydantic model class, as ``PGMQ.read`` does.
+
         Raises:
-            InvalidArgument: On a bad name, vt, qty or conditional.
+            InvalidArgument: On a bad name, vt, qty, conditional or body_type.
             QueueNotFound: If the queue does not exist.
+            BodyMismatch: If a body does not fit ``body_type`` (nothing claimed).
             DecodeError: If a message's body or headers cannot be decoded (nothing claimed).
         """
         check_queue_name(name, "name")
@@ -315,19 +331,23 @@ class AsyncPGMQ:
             check_positive_int(qty, "qty"),
             check_conditional(conditional),
         )
-        return await self._messages(name, _sql.READ, params)
+        return await self._messages(name, _sql.READ, params, body_decoder(body_type))
 
-    async def pop(self, name: str, qty: int = 1) -> list[Message]:
-        """Read and delete up to ``qty`` messages (at-most-once).
+    async def pop(
+        self, name: str, qty: int = 1, *, body_type: type[BodyT] | None = None
+    ) -> list[Message[BodyT]]:
+        """Read and delete up to ``qty`` messages (at-most-once); ``body_type`` as in
+        :meth:`read`.
 
         Raises:
-            InvalidArgument: On a bad name or qty.
+            InvalidArgument: On a bad name, qty or body_type.
             QueueNotFound: If the queue does not exist.
+            BodyMismatch: If a body does not fit ``body_type`` (nothing popped).
             DecodeError: If a message's body or headers cannot be decoded (nothing popped).
         """
         check_queue_name(name, "name")
         params = (name, check_positive_int(qty, "qty"))
-        return await self._messages(name, _sql.POP, params)
+        return await self._messages(name, _sql.POP, params, body_decoder(body_type))
 
     # -- low-level acks ------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import psycopg
 from psycopg_pool import ConnectionPool
@@ -66,6 +66,7 @@ class Config:
     window: int | None = None
     controlled: bool = False
     connect_timeout: float = 30.0
+    body_type: Any = None  # decode bodies into this type (read_queue checked it)
 
 
 class Consumer:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any, Generic
+from typing import Any, Generic, Protocol, TypeVar
+
+from reactivex import Observable
 
 from rx_pgmq._markup import body_preview, escape, reason_text, wrap
 from rx_pgmq._slots import slot_setters
@@ -30,6 +32,7 @@ __all__ = [
     "ACTION_TYPES",
     "NotAnOutcome",
     "Outcome",
+    "ProcessOperator",
     "Settled",
     "as_outcome",
     "check_action",
@@ -214,9 +217,28 @@ def as_outcome(value: object) -> Outcome:
     )
 
 
+_T = TypeVar("_T")
+
+
+class ProcessOperator(Protocol):
+    """What ``operators.process`` and ``process_batch`` return: an operator from
+    ``Observable[Message[T]]`` to ``Observable[Outcome[T]]``, for the source's ``T``.
+
+    Generic in its call rather than in the handler's type, so a lambda handler (whose
+    parameter mypy cannot type from a ``.pipe(...)``) stays ``Message[Any]`` while the
+    pipeline keeps the body type.
+    """
+
+    def __call__(self, source: Observable[Message[_T]], /) -> Observable[Outcome[_T]]:
+        """Apply the operator to ``source``."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
-class Settled:
+class Settled(Generic[BodyT]):
     """What an ack operator emits for each message once its acknowledgement finished.
+
+    Generic in its message's body type, like :class:`Outcome` (``Settled[T]``).
 
     Attributes:
         outcome: The outcome that was acknowledged.
@@ -227,12 +249,12 @@ class Settled:
             e.g. a delete-on-read consumer).
     """
 
-    outcome: Outcome
+    outcome: Outcome[BodyT]
     action: Action
     status: AckStatus
 
     @property
-    def message(self) -> Message:
+    def message(self) -> Message[BodyT]:
         """The message settled."""
         return self.outcome.message
 

@@ -19,6 +19,7 @@ from reactivex import abc
 
 from rx_pgmq import _sql
 from rx_pgmq._backoff import Backoff
+from rx_pgmq._bodytype import text_decoder
 from rx_pgmq._channels import ListenerEvent, channel_name
 from rx_pgmq._consumer_sql import read_statement
 from rx_pgmq._dberrors import first_line, is_transient, translate
@@ -68,6 +69,8 @@ class Reader:
         self.reading = False  # a read runs (its long poll may be cancelled)
         self.statement = read_statement(cfg.queue, cfg.vt, c.demand.batch_size, cfg.options)
         self._fifo = cfg.options.fifo is not None
+        # body_type: bodies decoded straight from their JSON text (read_queue checked it)
+        self._body_loads = None if cfg.body_type is None else text_decoder(cfg.body_type)
 
     # -- events (any thread, lock held or taken) -----------------------------------------
 
@@ -219,6 +222,7 @@ class Reader:
             self._consumer,
             _sql.json_loads(conn),
             in_order=self._fifo,  # FIFO reads: the server's order across groups
+            body_loads=self._body_loads,
         )
 
     def _retry_wait(self, backoff: Backoff, exc: BaseException) -> bool:

@@ -13,6 +13,7 @@ from reactivex import Observable, abc
 from reactivex import operators as ops
 from reactivex.disposable import CompositeDisposable, Disposable
 
+from rx_pgmq._bodytype import text_decoder
 from rx_pgmq._consumer import Config, Consumer
 from rx_pgmq._iterate import iterate
 from rx_pgmq._listener import Listener
@@ -26,7 +27,7 @@ from rx_pgmq._validate import (
     whole_seconds,
 )
 from rx_pgmq.errors import InvalidArgument
-from rx_pgmq.message import Message
+from rx_pgmq.message import BodyT, Message
 
 __all__ = ["ControlledSource", "QueueSource", "read_queue"]
 
@@ -49,7 +50,8 @@ def read_queue(
     ack_max_age: float | timedelta = 0.005,
     close_timeout: float | timedelta = 5.0,
     connect_timeout: float | timedelta = 30.0,
-) -> QueueSource:
+    body_type: type[BodyT] | None = None,
+) -> QueueSource[BodyT]:
     """A PGMQ queue as an ``Observable[Message]``; each subscription is a consumer.
 
     Subscribing starts a competing consumer that reads only as many messages as it has
@@ -103,13 +105,21 @@ def read_queue(
             (``AuthenticationFailed``, ``RoleNotFound``, ``DatabaseNotFound``,
             ``InvalidConninfo``) are reported at once. Once connected, outages are retried
             without end (capped backoff; ``stats.reconnects`` counts them).
+        body_type: Decode each body into this dataclass, TypedDict, msgspec.Struct or
+            pydantic model class: the source emits ``Message[body_type]`` (msgspec, when
+            installed, decodes the JSON text straight into it). A body that does not fit
+            is a per-message failure, not a stream error: the message arrives with
+            ``body`` ``None`` and ``decode_error`` a :class:`~rx_pgmq.errors.BodyMismatch`,
+            and ``operators.process`` fails it without calling the handler (default
+            ``Archive()``). None keeps parsed JSON.
 
     Returns:
         A :class:`QueueSource` (an ``Observable[Message]`` with ``stats``).
 
     Raises:
-        InvalidArgument: For a bad queue name, duration, size or combination, or a
-            scheduler that is not thread-safe (RxPY's plain ``AsyncIOScheduler``).
+        InvalidArgument: For a bad queue name, duration, size or combination, a
+            scheduler that is not thread-safe (RxPY's plain ``AsyncIOScheduler``), or a
+            ``body_type`` that is none of the four kinds or whose library is missing.
 
     Example:
         >>> source = read_queue(dsn, "orders", visibility_timeout=30)  # doctest: +SKIP
@@ -137,6 +147,8 @@ def read_queue(
         if not isinstance(flag, bool):
             raise InvalidArgument(name, f"must be a bool, got {flag!r}")
     check_scheduler(scheduler)
+    if body_type is not None:
+        text_decoder(body_type)  # InvalidArgument now, not on subscribe
     config = Config(
         conninfo=conninfo_or_pool,
         queue=queue,
@@ -155,6 +167,7 @@ def read_queue(
         ack_max_age=seconds(ack_max_age, "ack_max_age"),
         close_timeout=seconds(close_timeout, "close_timeout"),
         connect_timeout=seconds(connect_timeout, "connect_timeout", allow_zero=False),
+        body_type=body_type,
     )
     return QueueSource(config, scheduler)
 
@@ -191,8 +204,11 @@ def _check_options(read_options: object) -> ReadOptions:
     return options
 
 
-class QueueSource(Observable[Message]):
+class QueueSource(Observable[Message[BodyT]]):
     """The Observable ``read_queue`` returns: each subscription is one consumer.
+
+    Generic in its messages' body type: ``read_queue(..., body_type=T)`` returns a
+    ``QueueSource[T]`` (an ``Observable[Message[T]]``).
 
     Backpressure operators (``rx_pgmq.operators.windowed``, ``stop_and_wait``,
     ``pausable``, ``controlled``) apply only to a ``QueueSource`` and return a new one.
@@ -237,14 +253,14 @@ class QueueSource(Observable[Message]):
         with self._lock:
             return list(self._consumers)
 
-    def derive(self, **changes: Any) -> QueueSource:
+    def derive(self, **changes: Any) -> QueueSource[BodyT]:
         """A copy with other consumer settings (used by the backpressure operators)."""
         pauser = changes.pop("pauser", self._pauser)
         start_paused = changes.pop("start_paused", self._start_paused)
         cls = ControlledSource if changes.get("controlled") else type(self)
         return cls(replace(self._config, **changes), self._scheduler, pauser, start_paused)
 
-    def __aiter__(self) -> AsyncGenerator[Message, None]:
+    def __aiter__(self) -> AsyncGenerator[Message[BodyT], None]:
         """``async for message in source``: see :func:`rx_pgmq.aio.iterate`."""
         return iterate(self)
 
@@ -292,7 +308,7 @@ class QueueSource(Observable[Message]):
         """Hook for subclasses (``ControlledSource`` hands out stored credit)."""
 
 
-class ControlledSource(QueueSource):
+class ControlledSource(QueueSource[BodyT]):
     """A source that reads only what :meth:`request` asks for (``operators.controlled``)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

@@ -15,7 +15,7 @@ from psycopg import pq, sql
 
 from rx_pgmq._options import FifoMode
 from rx_pgmq._slots import decode_json_text, slot_setters
-from rx_pgmq.errors import DecodeError
+from rx_pgmq.errors import BodyMismatch, DecodeError
 from rx_pgmq.message import Acknowledger, Message, QueueInfo, QueueMetrics
 
 __all__ = [
@@ -289,6 +289,7 @@ def messages_from_rows(
     loads: Callable[[str], Any] | None = None,
     *,
     in_order: bool = False,
+    body_loads: Callable[[str], Any] | None = None,
 ) -> list[Message]:
     """Build messages from rows, in ``msg_id`` order (or the rows' order if ``in_order``).
 
@@ -306,7 +307,13 @@ def messages_from_rows(
     headers are not a JSON object) gets ``decode_error`` set and ``body`` and ``headers``
     ``None``; the others are unaffected. Good messages pay only the ``try`` and a type
     check of their headers, if any: the failure is diagnosed by :func:`_decode_error`.
+
+    ``body_loads`` (with ``loads``) decodes the bodies instead, e.g. straight into a body
+    type (:func:`rx_pgmq._bodytype.text_decoder`); a body it refuses with
+    :class:`~rx_pgmq.errors.BodyMismatch` gets that error, with the message's id, queue
+    and stored text, as its ``decode_error``.
     """
+    load_body = body_loads or loads
     s_id, s_rc, s_enq, s_last, s_vt, s_body, s_head, s_queue, s_ack, s_err = _SETTERS
     new = object.__new__
     msgs = []
@@ -323,7 +330,7 @@ def messages_from_rows(
             s_err(m, None)
         else:
             try:
-                s_body(m, loads(r[5]))
+                s_body(m, load_body(r[5]))  # type: ignore[misc]  # set when loads is
                 head = r[6]
                 if head is not None:
                     head = loads(head)
@@ -334,7 +341,7 @@ def messages_from_rows(
             except Exception:  # RecursionError, ValueError or a custom loads' own error
                 s_body(m, None)
                 s_head(m, None)
-                s_err(m, _decode_error(r, queue, loads))
+                s_err(m, _decode_error(r, queue, loads, body_loads))
         s_queue(m, queue)
         s_ack(m, acknowledger)
         msgs.append(m)
@@ -343,15 +350,23 @@ def messages_from_rows(
     return msgs
 
 
-def _decode_error(row: Sequence[Any], queue: str, loads: Callable[[str], Any]) -> DecodeError:
+def _decode_error(
+    row: Sequence[Any],
+    queue: str,
+    loads: Callable[[str], Any],
+    body_loads: Callable[[str], Any] | None = None,
+) -> DecodeError:
     """The :class:`DecodeError` of a row that :func:`messages_from_rows` could not decode.
 
-    Decodes again to tell which part failed and why (only bad rows come here).
+    Decodes again to tell which part failed and why (only bad rows come here): a body
+    ``body_loads`` refuses with :class:`BodyMismatch` gives that error, completed.
     """
     body, head = row[5], row[6]
     part, detail = "body", ""
     try:
-        loads(body)
+        (loads if body_loads is None else body_loads)(body)
+    except BodyMismatch as exc:
+        return BodyMismatch(exc.body_type, exc.detail, row[0], queue, body, head)
     except Exception as exc:
         detail = f"{type(exc).__name__}: {exc}"
     if not detail and head is not None:

@@ -248,35 +248,6 @@ class NotAcknowledgeable(RxPgmqError):
     __module__ = "rx_pgmq.errors"
 
 
-class BodyMismatch(RxPgmqError, ValueError):
-    """A message body does not fit the body type it was read with.
-
-    Attributes:
-        body_type: The expected type's name.
-        detail: What does not fit.
-        msg_id: The message's id, when known.
-        queue: Its queue, when known.
-    """
-
-    __module__ = "rx_pgmq.errors"
-
-    def __init__(
-        self, body_type: str, detail: str, msg_id: int | None = None, queue: str | None = None
-    ) -> None:
-        which = "the body" if msg_id is None else f"the body of message {msg_id} of {queue!r}"
-        super().__init__(
-            f"{which} does not fit {body_type}: {detail}; fix the sender, or read without "
-            "body_type to see the raw JSON"
-        )
-        self.body_type = body_type
-        self.detail = detail
-        self.msg_id = msg_id
-        self.queue = queue
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.body_type, self.detail, self.msg_id, self.queue))
-
-
 class DecodeError(RxPgmqError, ValueError):
     """A message's body or headers, valid jsonb in PostgreSQL, cannot be decoded in Python.
 
@@ -290,7 +261,8 @@ class DecodeError(RxPgmqError, ValueError):
     ``Archive()``). :meth:`rx_pgmq.PGMQ.read` and the client's other calls returning
     messages raise it and roll their statement back (nothing is claimed, popped or
     changed): settle that message by id (e.g. ``PGMQ.archive(queue, error.msg_id)``) and
-    call again.
+    call again. A body that does not fit the ``body_type`` it was read with is a
+    :class:`BodyMismatch`, a subclass taking the same paths.
 
     Attributes:
         msg_id: The message's id.
@@ -327,3 +299,50 @@ class DecodeError(RxPgmqError, ValueError):
     def __reduce__(self) -> tuple[Any, ...]:
         args = (self.msg_id, self.queue, self.part, self.detail, self.body_text, self.headers_text)
         return (type(self), args)
+
+
+class BodyMismatch(DecodeError):
+    """A message body does not fit the body type it was read with.
+
+    A :class:`DecodeError` whose ``part`` is ``"body"``: a ``read_queue(..., body_type=T)``
+    consumer emits the message with ``decode_error`` set to it and ``body`` ``None``
+    (``operators.process`` fails it without calling the handler; default ``Archive()``);
+    :meth:`rx_pgmq.PGMQ.read` and the other client reads raise it and roll back.
+
+    Attributes:
+        body_type: The expected type's name.
+        detail: What does not fit.
+        msg_id: The message's id, when known (``None`` from a bare decoder).
+        queue: Its queue, when known.
+        body_text: The body as stored (JSON text), when known.
+        headers_text: The headers as stored (JSON text), when known.
+    """
+
+    __module__ = "rx_pgmq.errors"
+
+    def __init__(
+        self,
+        body_type: str,
+        detail: str,
+        msg_id: int | None = None,
+        queue: str | None = None,
+        body_text: str | None = None,
+        headers_text: str | None = None,
+    ) -> None:
+        which = "the body" if msg_id is None else f"the body of message {msg_id} of {queue!r}"
+        ValueError.__init__(
+            self,
+            f"{which} does not fit {body_type}: {detail}; fix the sender, or read without "
+            "body_type to see the raw JSON",
+        )
+        self.body_type = body_type
+        self.detail = detail
+        self.msg_id = msg_id  # type: ignore[assignment]  # None before a message is known
+        self.queue = queue  # type: ignore[assignment]
+        self.part = "body"
+        self.body_text = body_text
+        self.headers_text = headers_text
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        args = (self.body_type, self.detail, self.msg_id, self.queue)
+        return (type(self), (*args, self.body_text, self.headers_text))

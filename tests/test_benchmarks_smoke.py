@@ -50,8 +50,8 @@ def test_every_benchmark_explains_itself_with_help(script: str) -> None:
 def test_drain_prints_a_row_per_implementation_and_writes_json(
     pgmq_dsn: str, tmp_path: Path
 ) -> None:
-    """A tiny drain measures all nine implementations (#16: four asyncio rows; #17:
-    process_batch) and reports ratios, table and JSON."""
+    """A tiny drain measures all ten implementations (#16: four asyncio rows; #17:
+    process_batch; #18 item 4: typed bodies) and reports ratios, table and JSON."""
     out = tmp_path / "drain.json"
     proc = run_script(
         "drain.py",
@@ -70,6 +70,7 @@ def test_drain_prints_a_row_per_implementation_and_writes_json(
     rows = table_rows(proc.stdout)
     assert {r[1] for r in rows} == {
         "rx_pgmq",
+        "rx_pgmq typed",
         "rx_pgmq batch",
         "raw psycopg",
         "pgmq-py",
@@ -83,7 +84,7 @@ def test_drain_prints_a_row_per_implementation_and_writes_json(
     assert "target batch 10" in proc.stdout
     figures = json.loads(out.read_text())
     assert figures["benchmark"] == "drain"
-    assert len(figures["results"]) == 9
+    assert len(figures["results"]) == 10
 
 
 def test_latency_prints_percentiles_for_every_mode(pgmq_dsn: str) -> None:

@@ -1,14 +1,11 @@
-"""Typed bodies, the part that is done (#18 item 4): decoders for the four kinds of body
-type, encoding typed bodies on send, and ``Message`` generic in its body's type.
-
-The client's reads take ``body_type=T``. ``read_queue(..., body_type=T)``, the consumer's
-per-message decode failure and ``Outcome[T]`` are not wired yet (they need #9's
-DecodeError path, which another branch adds).
+"""Typed bodies (#18 item 4): decoders for the four kinds of body type, encoding typed
+bodies on send, ``Message`` generic in its body's type, and the client's reads with
+``body_type=T``. The typed consumer (``read_queue(..., body_type=T)``) is tested in
+``test_typed_consumer.py``.
 """
 
 from __future__ import annotations
 
-import json
 import pickle
 import sys
 from dataclasses import dataclass
@@ -82,7 +79,7 @@ def test_text_decoder_goes_from_json_text_to_the_type(body_type: type[Any], kind
     """#18 item 4: the consumer's decoder takes the body's JSON text straight to the type
     (msgspec's typed decoder where msgspec handles it), with the same results and the same
     BodyMismatch as decoder(); text that is not JSON is an error, not a mismatch."""
-    decode = text_decoder(body_type, json.loads)
+    decode = text_decoder(body_type)
     assert decode('{"id":1,"item":"tea"}') == decoder(body_type)({"id": 1, "item": "tea"})
     with pytest.raises(BodyMismatch, match=body_type.__name__):
         decode('{"id":"one","item":"tea"}')
@@ -93,12 +90,16 @@ def test_text_decoder_goes_from_json_text_to_the_type(body_type: type[Any], kind
 
 def test_dataclasses_decode_with_pydantic_when_msgspec_is_not_preferred() -> None:
     """#18 item 4: without msgspec, pydantic decodes dataclasses (same result, same error
-    type); a typing.TypedDict it cannot take on Python < 3.12 is InvalidArgument saying to
-    install msgspec."""
+    type; from JSON text too, with validate_json); a typing.TypedDict it cannot take on
+    Python < 3.12 is InvalidArgument saying to install msgspec."""
     decode = decoder(OrderDC, prefer=("pydantic",))
     assert decode({"id": 2}) == OrderDC(2)
     with pytest.raises(BodyMismatch, match="id"):
         decode({"id": [1]})
+    from_text = text_decoder(OrderDC, prefer=())  # pydantic's validate_json
+    assert from_text('{"id":2}') == OrderDC(2)
+    with pytest.raises(BodyMismatch, match="id"):
+        from_text('{"id":[1]}')
     if sys.version_info < (3, 12):
         with pytest.raises(InvalidArgument, match=r"rx-pgmq\[msgspec\]"):
             decoder(OrderTD, prefer=("pydantic",))

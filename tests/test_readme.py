@@ -104,3 +104,17 @@ def test_readme_batches_example_runs(pgmq_dsn: str) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "{'a0': True, 'a1': True, 'a2': True}" in proc.stdout
     assert "[13]" in proc.stdout
+
+
+def test_readme_typed_example_runs(pgmq_dsn: str) -> None:
+    """#18 item 4: the "Typed bodies" block decodes bodies into an msgspec.Struct in the
+    consumer; the body that does not fit is archived as a BodyMismatch, the handler never
+    sees it, and the others are handled and deleted."""
+    proc = _run(_example("typed"), pgmq_dsn)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert [line.split(" ", 1)[1] for line in lines] == [
+        "TEA delete",
+        "BodyMismatch archive",
+        "CAKE delete",
+    ]

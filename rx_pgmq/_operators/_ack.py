@@ -16,7 +16,7 @@ from rx_pgmq._loop import user_loop
 from rx_pgmq._outcome import Outcome, Settled, as_outcome, settled_of
 from rx_pgmq._policy import Policy, check_policy, resolve
 from rx_pgmq.actions import AckStatus, Action, Archive, Delete
-from rx_pgmq.message import Message, SettleCallback
+from rx_pgmq.message import BodyT, Message, SettleCallback
 
 __all__ = ["ack", "ack_with", "failures", "successes"]
 
@@ -28,7 +28,7 @@ _ARCHIVE: Action = Archive()
 
 def ack(
     on_success: Policy = _DELETE, on_failure: Policy = _ARCHIVE
-) -> Callable[[Observable[Outcome | Message]], Observable[Settled]]:
+) -> Callable[[Observable[Outcome[BodyT] | Message[BodyT]]], Observable[Settled[BodyT]]]:
     """Acknowledge every message: successes with ``on_success``, failures with ``on_failure``.
 
     For each value (an ``Outcome``, or a plain ``Message``, which counts as a success) the
@@ -59,7 +59,8 @@ def ack(
         on_failure: Policy for failures (default ``Archive()``).
 
     Returns:
-        An operator from ``Observable[Outcome | Message]`` to ``Observable[Settled]``.
+        An operator from ``Observable[Outcome | Message]`` to ``Observable[Settled]``,
+        keeping the body type (``Outcome[T]`` in, ``Settled[T]`` out).
 
     Raises:
         InvalidArgument: If a policy is neither an action nor callable.
@@ -75,7 +76,9 @@ def ack(
     return _acknowledge(lambda outcome: resolve(success if outcome.ok else failure, outcome))
 
 
-def ack_with(policy: Policy) -> Callable[[Observable[Outcome | Message]], Observable[Settled]]:
+def ack_with(
+    policy: Policy,
+) -> Callable[[Observable[Outcome[BodyT] | Message[BodyT]]], Observable[Settled[BodyT]]]:
     """Acknowledge every message with one policy, whether it succeeded or failed.
 
     Same behaviour as :func:`ack` (overrides win, one ``Settled`` per message); use it after
@@ -99,7 +102,7 @@ def ack_with(policy: Policy) -> Callable[[Observable[Outcome | Message]], Observ
     return _acknowledge(lambda outcome: resolve(chosen, outcome))
 
 
-def successes() -> Callable[[Observable[Outcome]], Observable[Outcome]]:
+def successes() -> Callable[[Observable[Outcome[BodyT]]], Observable[Outcome[BodyT]]]:
     """Keep only successful outcomes (a plain ``Message`` counts as a success).
 
     Returns:
@@ -111,7 +114,7 @@ def successes() -> Callable[[Observable[Outcome]], Observable[Outcome]]:
     return _split(keep_ok=True)
 
 
-def failures() -> Callable[[Observable[Outcome]], Observable[Outcome]]:
+def failures() -> Callable[[Observable[Outcome[BodyT]]], Observable[Outcome[BodyT]]]:
     """Keep only failed outcomes.
 
     Returns:

@@ -8,7 +8,7 @@ from reactivex import Observable
 
 from rx_pgmq._source import ControlledSource, QueueSource
 from rx_pgmq._validate import check_bool, check_positive_int
-from rx_pgmq.message import Message
+from rx_pgmq.message import BodyT, Message
 
 __all__ = ["controlled", "pausable", "stop_and_wait", "windowed"]
 
@@ -23,7 +23,7 @@ def _source(value: Observable[Message], operator: str) -> QueueSource:
     return value
 
 
-def windowed(n: int) -> Callable[[Observable[Message]], QueueSource]:
+def windowed(n: int) -> Callable[[Observable[Message[BodyT]]], QueueSource[BodyT]]:
     """At most ``n`` messages in flight (emitted and not yet settled).
 
     The window is capped by the source's ``max_in_flight``.
@@ -50,7 +50,7 @@ def windowed(n: int) -> Callable[[Observable[Message]], QueueSource]:
     return apply
 
 
-def stop_and_wait() -> Callable[[Observable[Message]], QueueSource]:
+def stop_and_wait() -> Callable[[Observable[Message[BodyT]]], QueueSource[BodyT]]:
     """One message at a time: the next is read only once the previous one is settled.
 
     Returns:
@@ -70,7 +70,7 @@ def stop_and_wait() -> Callable[[Observable[Message]], QueueSource]:
 
 def pausable(
     pauser: Observable[bool], *, start_paused: bool = False
-) -> Callable[[Observable[Message]], QueueSource]:
+) -> Callable[[Observable[Message[BodyT]]], QueueSource[BodyT]]:
     """Read while ``pauser``'s latest value is True; no reads while it is False.
 
     Pausing stops reads; messages already in flight stay in flight (nothing is buffered
@@ -104,7 +104,7 @@ def pausable(
     return apply
 
 
-def controlled() -> Callable[[Observable[Message]], ControlledSource]:
+def controlled() -> Callable[[Observable[Message[BodyT]]], ControlledSource[BodyT]]:
     """A source that reads only what ``.request(n)`` asks for.
 
     Returns:

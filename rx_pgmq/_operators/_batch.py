@@ -17,7 +17,7 @@ from reactivex.scheduler import TimeoutScheduler
 from rx_pgmq._demand import Demand
 from rx_pgmq._operators._batchresult import outcomes_of
 from rx_pgmq._operators._keyed import UNKEYED, KeyedQueue
-from rx_pgmq._outcome import NotAnOutcome, Outcome
+from rx_pgmq._outcome import NotAnOutcome, Outcome, ProcessOperator
 from rx_pgmq._validate import check_positive_int, seconds
 from rx_pgmq.errors import InvalidArgument
 from rx_pgmq.message import Message
@@ -41,7 +41,7 @@ def process_batch(
     max_concurrency: int = 1,
     key: Callable[[Message], Hashable] | None = None,
     scheduler: abc.SchedulerBase | None = None,
-) -> Callable[[Observable[Message]], Observable[Outcome]]:
+) -> ProcessOperator:
     """Call ``fn`` once per group of messages and emit one :class:`~rx_pgmq.Outcome` each.
 
     A group starts with the first message after the previous group was flushed, and is

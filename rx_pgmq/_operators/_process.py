@@ -23,7 +23,7 @@ from reactivex.disposable import CompositeDisposable, Disposable
 
 from rx_pgmq._fatal import FATAL, propagate
 from rx_pgmq._loop import LoopThread, check_scheduler, loop_of
-from rx_pgmq._outcome import NotAnOutcome, Outcome, success_of
+from rx_pgmq._outcome import NotAnOutcome, Outcome, ProcessOperator, success_of
 from rx_pgmq._validate import check_positive_int
 from rx_pgmq.errors import InvalidArgument
 from rx_pgmq.message import Message
@@ -166,7 +166,7 @@ def process(
     *,
     max_concurrency: int = 1,
     scheduler: abc.SchedulerBase | None = None,
-) -> Callable[[Observable[Message]], Observable[Outcome]]:
+) -> ProcessOperator:
     """Turn each message into an :class:`~rx_pgmq.Outcome` by calling ``fn`` on it.
 
     ``fn`` returning normally gives ``succeeded(message, result)``; raising an exception
@@ -209,7 +209,10 @@ def process(
             for async handlers, an ``AsyncIOThreadSafeScheduler``.
 
     Returns:
-        An operator from ``Observable[Message]`` to ``Observable[Outcome]``.
+        An operator from ``Observable[Message]`` to ``Observable[Outcome]`` that keeps the
+        body type for mypy: ``Observable[Message[T]]`` to ``Observable[Outcome[T]]``
+        (annotate the handler's parameter ``Message[T]`` for ``message.body`` to be a
+        ``T`` in it; a lambda's is ``Message[Any]``).
 
     Raises:
         InvalidArgument: If ``fn`` is not callable, ``max_concurrency`` is not an int >= 1,
