@@ -140,12 +140,12 @@ def test_window_holds_and_no_backlogged_queue_starves(
     rounds = 50
     picks = [0] * n
     for i in range(rounds * sum(weights)):
-        got = share.grants()
-        assert sum(got) == window
+        given_out = share.grants()
+        assert sum(given_out) == window
         for q in range(n):
-            share.on_read(q, got[q], got[q])
-            share.on_settled(q, got[q])
-            picks[q] += got[q]
+            share.on_read(q, given_out[q], given_out[q])
+            share.on_settled(q, given_out[q])
+            picks[q] += given_out[q]
         if i == 2 * sum(weights) - 1:
             assert all(picks), picks  # nobody starves
     total = sum(picks)
