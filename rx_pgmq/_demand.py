@@ -138,8 +138,9 @@ class Demand:
         """
         if n < 0:
             raise ValueError(f"on_emitted: n must be >= 0, got {n}")
-        allowed = max(self._granted, self.read_size())
-        asked = self._granted or allowed
+        asked = self._granted  # what the read could ask for (before read_size() below)
+        allowed = max(asked, self.read_size())
+        asked = asked or allowed
         if n > allowed:
             raise ValueError(
                 f"on_emitted({n}): over-read, at most {allowed} messages were allowed "
