@@ -50,7 +50,9 @@ class Deliveries:
     (or holds them, with ``action=None``)."""
 
     def __init__(self, action: Delete | Archive | str | None = "delete") -> None:
-        self.action = Delete() if action == "delete" else action
+        self.action: Delete | Archive | None = (
+            Delete() if action == "delete" else None if isinstance(action, str) else action
+        )
         self.lock = threading.Lock()
         self.by_queue: Counter[str] = Counter()
         self.order: list[str] = []
