@@ -18,11 +18,12 @@ from _support import Conn, wait_until, watch
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from reactivex import abc
+from reactivex.scheduler import EventLoopScheduler
 
 import rx_pgmq
 from rx_pgmq.actions import Archive, Delete
 from rx_pgmq.client import PGMQ
-from rx_pgmq.errors import InvalidArgument
+from rx_pgmq.errors import InvalidArgument, QueueNotFound
 from rx_pgmq.message import Message
 
 
@@ -254,6 +255,66 @@ def test_each_message_keeps_its_queue_and_is_acked_on_it(
             sql.SQL("SELECT msg_id FROM {}").format(sql.Identifier("pgmq", f"a_{q}"))
         ).fetchall()
         assert {r[0] for r in rows} == set(ids[q])
+
+
+def test_an_error_on_one_queue_ends_the_stream_and_stops_every_consumer(
+    pgmq: PGMQ, pgmq_dsn: str, db: Conn, queues: Callable[[int], list[str]]
+) -> None:
+    """#19 item 3: a queue that does not exist reports QueueNotFound once to on_error,
+    and the other queue's consumer closes too (its reader connection goes away)."""
+    (real,) = queues(1)
+    missing = f"m_{uuid.uuid4().hex[:12]}"
+    sink = Deliveries()
+    source = rx_pgmq.read_queues({real: 1, missing: 1}, pgmq_dsn, visibility_timeout=60)
+
+    def readers() -> int:
+        row = db.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'rx_pgmq.reader'"
+        ).fetchone()
+        assert row is not None
+        return int(row[0])
+
+    before = readers()
+    sub = _subscribe(source, sink)
+    try:
+        assert wait_until(lambda: len(sink.errors) == 1)
+        assert isinstance(sink.errors[0], QueueNotFound)
+        assert wait_until(lambda: readers() == before)
+        watch()
+        assert len(sink.errors) == 1
+    finally:
+        sub.dispose()
+
+
+def test_messages_arrive_on_the_given_scheduler(
+    pgmq: PGMQ, pgmq_dsn: str, queues: Callable[[int], list[str]]
+) -> None:
+    """#19 item 3: scheduler= delivers the merged stream on that scheduler's thread."""
+    a, b = queues(2)
+    pgmq.send_batch(a, [{"i": 1}] * 3)
+    pgmq.send_batch(b, [{"i": 2}] * 3)
+    threads: set[str] = set()
+    sink = Deliveries()
+    original = sink.on_next
+
+    def on_next(message: Message) -> None:
+        threads.add(threading.current_thread().name)
+        original(message)
+
+    sink.on_next = on_next  # type: ignore[method-assign]
+    loop = EventLoopScheduler(
+        thread_factory=lambda target: threading.Thread(
+            target=target, name="the-scheduler", daemon=True
+        )
+    )
+    source = rx_pgmq.read_queues({a: 1, b: 1}, pgmq_dsn, visibility_timeout=60, scheduler=loop)
+    sub = _subscribe(source, sink)
+    try:
+        assert wait_until(lambda: sink.total() == 6)
+    finally:
+        sub.dispose()
+        loop.dispose()
+    assert threads == {"the-scheduler"}
 
 
 @pytest.fixture
