@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any, Literal
@@ -16,6 +16,7 @@ from reactivex.disposable import Disposable
 from rx_pgmq._consumer import Consumer
 from rx_pgmq._demand import Demand
 from rx_pgmq._fairshare import FairShare
+from rx_pgmq._iterate import iterate
 from rx_pgmq._listener import Listener
 from rx_pgmq._loop import check_scheduler
 from rx_pgmq._options import ReadOptions
@@ -224,6 +225,10 @@ class MultiQueueSource(Observable[Message]):
     def weights(self) -> list[int]:
         """Each queue's weight, in the order of :attr:`queues`."""
         return list(self._weights)
+
+    def __aiter__(self) -> AsyncGenerator[Message, None]:
+        """``async for message in source``: see :func:`rx_pgmq.aio.iterate`."""
+        return iterate(self)
 
     def _subscribe_core(
         self,

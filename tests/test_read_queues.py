@@ -11,6 +11,7 @@ import threading
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import aclosing
 
 import psycopg
 import pytest
@@ -61,6 +62,8 @@ class Deliveries:
         self.errors: list[Exception] = []
         self.stop_at: int | None = None
         self.stopped = threading.Event()
+        self.in_flight = 0  # delivered, settle not yet committed
+        self.peak = 0
 
     def on_next(self, message: Message) -> None:
         with self.lock:
@@ -69,13 +72,19 @@ class Deliveries:
                 return
             self.by_queue[message.queue] += 1
             self.order.append(message.queue)
+            self.in_flight += 1
+            self.peak = max(self.peak, self.in_flight)
             if self.stop_at is not None and len(self.order) >= self.stop_at:
                 self.stopped.set()
         if self.action is None:
             with self.lock:
                 self.held.append(message)
         else:
-            message.settle(self.action)
+            message.settle(self.action).add_done_callback(self._settled)
+
+    def _settled(self, _future: object) -> None:
+        with self.lock:
+            self.in_flight -= 1
 
     def on_error(self, error: Exception) -> None:
         self.errors.append(error)
@@ -119,6 +128,7 @@ def test_deliveries_follow_the_weights_within_10_percent_over_5000(
     finally:
         sub.dispose()
     assert not sink.errors
+    assert sink.peak <= 40  # one window over both queues
     ratio = sink.by_queue[high] / sink.by_queue[low]
     assert 2.7 <= ratio <= 3.3, sink.by_queue
     # Both stayed backlogged throughout, and every tenth of the run is fair too.
@@ -144,6 +154,7 @@ def test_an_idle_queue_gives_its_share_to_the_other_at_once(
         assert wait_until(lambda: sink.count(busy) == 7), sink.by_queue
         watch()
         assert sink.count(busy) == 7 and sink.count(idle) == 0
+        assert sink.peak == 7
         assert _length(db, busy) - (100 - 7) == 7  # 7 leased on the server, not more
         # A message sent now to the idle queue is read by its probe (the next poll is
         # 10 minutes away: the settle below makes its consumer read again at once).
@@ -222,6 +233,35 @@ def test_notification_mode_uses_one_listener_connection_for_all_queues(
         sub.dispose()
     assert wait_until(lambda: backends("rx_pgmq.listener") == before)  # closed on dispose
     assert not sink.errors
+
+
+def test_a_given_listener_serves_every_queue(
+    pgmq: PGMQ, pgmq_dsn: str, queues: Callable[[int], list[str]]
+) -> None:
+    """#19 item 3: an rx_pgmq.Listener passed in wakes every queue's consumer (no
+    polling), and stays open after dispose (the caller owns it)."""
+    names = queues(2)
+    for name in names:
+        pgmq.enable_notify(name, throttle_ms=0)
+    sink = Deliveries()
+    with rx_pgmq.Listener(pgmq_dsn) as listener:
+        source = rx_pgmq.read_queues(
+            dict.fromkeys(names, 1),
+            pgmq_dsn,
+            visibility_timeout=60,
+            listener=listener,
+            read_interval=None,
+        )
+        sub = _subscribe(source, sink)
+        try:
+            watch()
+            for name in names:
+                pgmq.send_batch(name, [{"i": 1}] * 2)
+            assert wait_until(lambda: sink.total() == 4), sink.by_queue
+        finally:
+            sub.dispose()
+        assert not listener.closed
+    assert [sink.count(n) for n in names] == [2, 2]
 
 
 def test_each_message_keeps_its_queue_and_is_acked_on_it(
@@ -410,3 +450,30 @@ def test_bad_arguments_name_the_argument(kwargs: dict[str, object], argument: st
         if listener is not None:
             listener.close()
     assert info.value.argument == argument or argument in str(info.value)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_async_for_over_read_queues_settles_on_each_queue(
+    pgmq: PGMQ,
+    pgmq_dsn: str,
+    db: Conn,
+    queues: Callable[[int], list[str]],
+    anyio_backend: str,
+) -> None:
+    """#19 item 3: `async for` over read_queues yields both queues' messages and
+    `asettle` deletes each from its own queue."""
+    a, b = queues(2)
+    pgmq.send_batch(a, [{"q": a}] * 3)
+    pgmq.send_batch(b, [{"q": b}] * 2)
+    seen: Counter[str] = Counter()
+    source = rx_pgmq.read_queues({a: 1, b: 1}, pgmq_dsn, visibility_timeout=60)
+    async with aclosing(aiter(source)) as messages:
+        async for message in messages:
+            assert message.body == {"q": message.queue}
+            assert await message.asettle() == "acked"
+            seen[message.queue] += 1
+            if seen.total() == 5:
+                break
+    assert seen == {a: 3, b: 2}
+    assert _length(db, a) == 0 and _length(db, b) == 0
