@@ -21,6 +21,7 @@ from rx_pgmq._listener import Listener
 from rx_pgmq._loop import check_scheduler
 from rx_pgmq._options import ReadOptions
 from rx_pgmq._source import ControlledSource, QueueSource, read_queue
+from rx_pgmq._stats import ConsumerStats, StatsRecorder
 from rx_pgmq._validate import check_positive_int
 from rx_pgmq.errors import InvalidArgument
 from rx_pgmq.message import Message
@@ -215,6 +216,36 @@ class MultiQueueSource(Observable[Message]):
         self._window = window
         self._listener = listener
         self._scheduler = scheduler
+        self._recorders = [StatsRecorder() for _ in sources]
+        self._lock = threading.Lock()
+        self._runs: list[_Run] = []
+
+    @property
+    def queue_stats(self) -> list[ConsumerStats]:
+        """Counters per queue, in the order of :attr:`queues`, over every subscription."""
+        with self._lock:
+            runs = list(self._runs)
+        return [
+            recorder.snapshot(sum(run.in_flight(i) for run in runs))
+            for i, recorder in enumerate(self._recorders)
+        ]
+
+    @property
+    def stats(self) -> ConsumerStats:
+        """Counters over every queue and subscription (``in_flight`` is current)."""
+        parts = self.queue_stats
+        settled: dict[str, int] = {}
+        for part in parts:
+            for action, n in part.settled.items():
+                settled[action] = settled.get(action, 0) + n
+        return ConsumerStats(
+            **{
+                name: sum(getattr(part, name) for part in parts)
+                for name in ConsumerStats.__dataclass_fields__
+                if name != "settled"
+            },
+            settled=settled,
+        )
 
     @property
     def queues(self) -> list[str]:
@@ -248,8 +279,18 @@ class MultiQueueSource(Observable[Message]):
         scheduler: abc.SchedulerBase | None = None,
     ) -> abc.DisposableBase:
         run = _Run(self._sources, self._weights, self._window, self._listener, observer)
+        run.recorders = self._recorders
+        with self._lock:
+            self._runs.append(run)
+
+        def dispose() -> None:
+            run.dispose()
+            with self._lock:
+                if run in self._runs:
+                    self._runs.remove(run)
+
         run.start()
-        return Disposable(run.dispose)
+        return Disposable(dispose)
 
 
 class _Watch:
@@ -273,6 +314,14 @@ class _FairSource(ControlledSource):
         super().__init__(replace(source.config, controlled=True), None)
         self._run = run
         self._index = index
+
+    def _subscribe_direct(
+        self,
+        observer: abc.ObserverBase[Message],
+        scheduler: abc.SchedulerBase | None = None,
+    ) -> abc.DisposableBase:
+        self._stats = self._run.recorders[self._index]  # the MultiQueueSource's counters
+        return super()._subscribe_direct(observer, scheduler)
 
     def _on_new_consumer(self, consumer: Consumer) -> None:
         self._run.attach(self._index, consumer)
@@ -304,6 +353,7 @@ class _Run:
         self._stopped = False
         self._done = False
         self._owned: list[Listener] = []
+        self.recorders: list[StatsRecorder] = [StatsRecorder() for _ in sources]
         self._subs: list[abc.DisposableBase] = []
         listeners: dict[object, Listener] = {}
         self._sources: list[_FairSource] = []
@@ -345,6 +395,11 @@ class _Run:
             t.join()
         for listener in self._owned:
             listener.close()
+
+    def in_flight(self, index: int) -> int:
+        """Messages of queue ``index`` emitted and not yet settled, now."""
+        consumer = self._consumers[index]
+        return 0 if consumer is None or consumer.closed else consumer.demand.in_flight
 
     def attach(self, index: int, consumer: Consumer) -> None:
         """A consumer of queue ``index`` is about to start (before its first read)."""

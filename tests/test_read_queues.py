@@ -268,7 +268,7 @@ def test_each_message_keeps_its_queue_and_is_acked_on_it(
     pgmq: PGMQ, pgmq_dsn: str, db: Conn, queues: Callable[[int], list[str]]
 ) -> None:
     """#19 item 3: archiving every delivery moves each message to its own queue's
-    archive, by its own id."""
+    archive, by its own id; the source counts per queue and in total."""
     a, b = queues(2)
     ids = {a: pgmq.send_batch(a, [{"q": "a"}] * 5), b: pgmq.send_batch(b, [{"q": "b"}] * 7)}
     seen: dict[str, set[int]] = {a: set(), b: set()}
@@ -283,11 +283,16 @@ def test_each_message_keeps_its_queue_and_is_acked_on_it(
         original(message)
 
     sink.on_next = on_next  # type: ignore[method-assign]
-    sub = _subscribe(rx_pgmq.read_queues({a: 1, b: 2}, pgmq_dsn, visibility_timeout=60), sink)
+    source = rx_pgmq.read_queues({a: 1, b: 2}, pgmq_dsn, visibility_timeout=60)
+    sub = _subscribe(source, sink)
     try:
         assert wait_until(lambda: _length(db, a, "a") == 5 and _length(db, b, "a") == 7)
+        assert wait_until(lambda: source.stats.settled.get("archive") == 12)
     finally:
         sub.dispose()
+    assert [s.messages for s in source.queue_stats] == [5, 7]
+    stats = source.stats
+    assert (stats.messages, stats.consumers, stats.in_flight) == (12, 2, 0)
     assert seen == {a: set(ids[a]), b: set(ids[b])}
     assert _length(db, a) == 0 and _length(db, b) == 0
     for q in (a, b):
