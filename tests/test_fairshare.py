@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from reactivex.testing import TestScheduler
 
 from rx_pgmq._fairshare import FairShare
 from rx_pgmq.errors import InvalidArgument
@@ -151,3 +152,80 @@ def test_window_holds_and_no_backlogged_queue_starves(
     total = sum(picks)
     for q in range(n):
         assert abs(picks[q] - total * weights[q] / sum(weights)) <= window + sum(weights)
+
+
+class _Simulation:
+    """Consumers of ``FairShare`` in virtual time: a read takes ``read_ticks`` and returns
+    what the queue has (``stock``), each message of queue ``q`` is processed for
+    ``work[q]`` ticks and then settles."""
+
+    def __init__(self, weights: list[int], window: int, work: list[int], stock: list[int]):
+        self.clock = TestScheduler()
+        self.share = FairShare(weights, window)
+        self.work = work
+        self.stock = stock
+        self.reading = [False] * len(weights)
+        self.delivered = [0] * len(weights)
+        self.peak_in_flight = 0
+
+    def start(self) -> None:
+        self._granted(self.share.grants())
+
+    def _granted(self, grants: list[int]) -> None:
+        for q, n in enumerate(grants):
+            if n and not self.reading[q]:  # new credit: read (an idle queue does not poll)
+                self.reading[q] = True
+                self.clock.schedule_relative(1, lambda *_, q=q: self._read(q))
+
+    def _read(self, q: int) -> None:
+        self.reading[q] = False
+        asked = min(10, self.share.credit[q])
+        if not asked:
+            return
+        got = min(asked, self.stock[q])
+        self.stock[q] -= got
+        self.share.withdrawn(q, self.share.on_read(q, asked, got))
+        self.delivered[q] += got
+        self.peak_in_flight = max(self.peak_in_flight, sum(self.share.in_flight))
+        for _ in range(got):
+            self.clock.schedule_relative(self.work[q], lambda *_, q=q: self._settle(q))
+        if got == asked and self.share.credit[q]:
+            self._granted([int(i == q) for i in range(len(self.reading))])  # read on
+        else:
+            self._granted(self.share.grants())
+
+    def _settle(self, q: int) -> None:
+        self.share.on_settled(q, 1)
+        self._granted(self.share.grants())
+
+
+def test_virtual_time_weights_hold_whatever_each_queue_costs_to_process() -> None:
+    """#19 item 3, virtual time: weights 3:1 with the weight-1 queue's messages 5 times
+    cheaper to process: deliveries still follow the weights (a freed place goes by
+    weight, not to the queue that freed it), and in flight never exceeds the window."""
+    sim = _Simulation([3, 1], window=20, work=[10, 2], stock=[10**9, 10**9])
+    sim.start()
+    sim.clock.advance_to(20_000)
+    high, low = sim.delivered
+    assert high + low > 5000
+    assert high / low == pytest.approx(3.0, rel=0.02)
+    assert sim.peak_in_flight <= 20
+
+
+def test_virtual_time_an_empty_queue_leaves_the_window_to_the_other_until_it_fills() -> None:
+    """#19 item 3, virtual time: the weight-3 queue is empty; the weight-1 queue runs
+    with the window less the probe place; once messages arrive on the empty queue, its
+    probe read picks them up and it gets its 3:1 share again."""
+    sim = _Simulation([3, 1], window=20, work=[10, 10], stock=[0, 10**9])
+    sim.start()
+    sim.clock.advance_to(1_000)
+    assert sim.share.in_flight[1] + sim.share.credit[1] == 19
+    assert sim.share.credit[0] == 1 and sim.delivered[0] == 0
+    # Messages arrive; the idle queue's next poll (here: one read) reads its probe.
+    sim.stock[0] = 10**9
+    sim.reading[0] = True
+    sim.clock.schedule_relative(1, lambda *_: sim._read(0))
+    before = list(sim.delivered)
+    sim.clock.advance_to(20_000)
+    high, low = (sim.delivered[0] - before[0], sim.delivered[1] - before[1])
+    assert high / low == pytest.approx(3.0, rel=0.05)
