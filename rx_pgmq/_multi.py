@@ -358,18 +358,15 @@ class _Run:
         listeners: dict[object, Listener] = {}
         self._sources: list[_FairSource] = []
         for i, src in enumerate(sources):
-            fair = _FairSource(src, self, i)
-            if listener is True:
+            if listener is True:  # one shared listener per database, for this subscription
                 conninfo = src.config.conninfo
                 key = _key(conninfo)
                 if key not in listeners:
                     dsn = conninfo if isinstance(conninfo, str) else str(conninfo.conninfo)
                     listeners[key] = Listener(dsn)
                     self._owned.append(listeners[key])
-                fair = _FairSource(
-                    QueueSource(replace(src.config, listener=listeners[key])), self, i
-                )
-            self._sources.append(fair)
+                src = QueueSource(replace(src.config, listener=listeners[key]))
+            self._sources.append(_FairSource(src, self, i))
         self._granter = threading.Thread(target=self._grant_loop, name="rx_pgmq-read_queues")
         self._granter.daemon = True
 

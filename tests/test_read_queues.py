@@ -18,6 +18,7 @@ import pytest
 from _support import Conn, wait_until, watch
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg_pool import ConnectionPool
 from reactivex import abc
 from reactivex.scheduler import EventLoopScheduler
 
@@ -262,6 +263,31 @@ def test_a_given_listener_serves_every_queue(
             sub.dispose()
         assert not listener.closed
     assert [sink.count(n) for n in names] == [2, 2]
+
+
+def test_queues_read_through_a_pool_with_a_shared_listener(
+    pgmq: PGMQ, pgmq_dsn: str, queues: Callable[[int], list[str]]
+) -> None:
+    """#19 item 3: a ConnectionPool serves every queue's reader and acknowledger, and
+    listener=True listens on the pool's database."""
+    names = queues(2)
+    for name in names:
+        pgmq.enable_notify(name, throttle_ms=0)
+    sink = Deliveries()
+    with ConnectionPool(pgmq_dsn, min_size=1, max_size=6, open=True) as pool:
+        source = rx_pgmq.read_queues(
+            dict.fromkeys(names, 1), pool, visibility_timeout=60, listener=True, read_interval=None
+        )
+        sub = _subscribe(source, sink)
+        try:
+            watch()
+            for name in names:
+                pgmq.send_batch(name, [{"i": 1}] * 3)
+            assert wait_until(lambda: sink.total() == 6), sink.by_queue
+            assert wait_until(lambda: all(pgmq.metrics(n).queue_length == 0 for n in names))
+        finally:
+            sub.dispose()
+    assert not sink.errors
 
 
 def test_each_message_keeps_its_queue_and_is_acked_on_it(
