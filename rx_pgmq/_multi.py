@@ -374,7 +374,13 @@ class _Run:
 
     def start(self) -> None:
         for src in self._sources:
-            self._subs.append(src.subscribe(on_next=self._on_next, on_error=self._on_error))
+            sub = src.subscribe(on_next=self._on_next, on_error=self._on_error)
+            with self._cond:
+                stopped = self._stopped  # an error of a queue started before disposed all
+                if not stopped:
+                    self._subs.append(sub)
+            if stopped:
+                sub.dispose()
         with self._cond:
             self._add(self._share.grants())
         self._granter.start()
@@ -385,7 +391,8 @@ class _Run:
                 return
             self._stopped = True
             self._cond.notify_all()
-        threads = [threading.Thread(target=sub.dispose, daemon=True) for sub in self._subs]
+            subs = list(self._subs)
+        threads = [threading.Thread(target=sub.dispose, daemon=True) for sub in subs]
         for t in threads:
             t.start()
         for t in threads:

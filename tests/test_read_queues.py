@@ -328,15 +328,21 @@ def test_each_message_keeps_its_queue_and_is_acked_on_it(
         assert {r[0] for r in rows} == set(ids[q])
 
 
+@pytest.mark.parametrize("missing_first", [True, False])
 def test_an_error_on_one_queue_ends_the_stream_and_stops_every_consumer(
-    pgmq: PGMQ, pgmq_dsn: str, db: Conn, queues: Callable[[int], list[str]]
+    pgmq: PGMQ,
+    pgmq_dsn: str,
+    db: Conn,
+    queues: Callable[[int], list[str]],
+    missing_first: bool,
 ) -> None:
     """#19 item 3: a queue that does not exist reports QueueNotFound once to on_error,
     and the other queue's consumer closes too (its reader connection goes away)."""
     (real,) = queues(1)
     missing = f"m_{uuid.uuid4().hex[:12]}"
     sink = Deliveries()
-    source = rx_pgmq.read_queues({real: 1, missing: 1}, pgmq_dsn, visibility_timeout=60)
+    order = [missing, real] if missing_first else [real, missing]
+    source = rx_pgmq.read_queues(dict.fromkeys(order, 1), pgmq_dsn, visibility_timeout=60)
 
     def readers() -> int:
         row = db.execute(
