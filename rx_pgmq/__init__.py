@@ -2,6 +2,7 @@
 
 from rx_pgmq._install import install_pgmq
 from rx_pgmq._listener import Listener, ListenerEvent
+from rx_pgmq._multi import MultiQueueSource, read_queues
 from rx_pgmq._options import LongPoll, ReadOptions
 from rx_pgmq._outcome import Outcome, Settled, failed, succeeded
 from rx_pgmq._records import (
@@ -27,6 +28,7 @@ __all__ = [
     "ListenerEvent",
     "LongPoll",
     "Message",
+    "MultiQueueSource",
     "NotifyThrottle",
     "Outcome",
     "Partitioning",
@@ -43,5 +45,6 @@ __all__ = [
     "failed",
     "install_pgmq",
     "read_queue",
+    "read_queues",
     "succeeded",
 ]

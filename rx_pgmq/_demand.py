@@ -18,10 +18,26 @@ since the previous ``on_emitted`` (or up to ``read_size()`` now, if larger).
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from rx_pgmq._validate import check_positive_int
 from rx_pgmq.errors import RxPgmqError
 
-__all__ = ["Demand", "NotControlled"]
+__all__ = ["Demand", "DemandWatcher", "NotControlled"]
+
+
+class DemandWatcher(Protocol):
+    """Told what a :class:`Demand` records (``read_queues`` shares one window this way).
+
+    Both methods run under the consumer's lock, after the change: keep them quick and
+    never take another consumer's lock in them.
+    """
+
+    def read_done(self, demand: Demand, asked: int, got: int) -> None:
+        """A read that could ask for up to ``asked`` messages emitted ``got``."""
+
+    def settled(self, demand: Demand, n: int) -> None:
+        """``n`` messages settled (their room is back)."""
 
 
 class NotControlled(RxPgmqError, TypeError):
@@ -55,7 +71,15 @@ class Demand:
         InvalidArgument: If ``window`` or ``batch_size`` is not an int >= 1.
     """
 
-    __slots__ = ("_granted", "batch_size", "in_flight", "paused", "requested", "window")
+    __slots__ = (
+        "_granted",
+        "batch_size",
+        "in_flight",
+        "paused",
+        "requested",
+        "watcher",
+        "window",
+    )
 
     def __init__(self, window: int, batch_size: int, *, controlled: bool = False) -> None:
         self.window: int = check_positive_int(window, "max_in_flight")
@@ -64,6 +88,7 @@ class Demand:
         self.paused: bool = False
         self.requested: int | None = 0 if controlled else None
         self._granted = 0
+        self.watcher: DemandWatcher | None = None
 
     def __repr__(self) -> str:
         return (
@@ -113,7 +138,9 @@ class Demand:
         """
         if n < 0:
             raise ValueError(f"on_emitted: n must be >= 0, got {n}")
-        allowed = max(self._granted, self.read_size())
+        asked = self._granted  # what the read could ask for (before read_size() below)
+        allowed = max(asked, self.read_size())
+        asked = asked or allowed
         if n > allowed:
             raise ValueError(
                 f"on_emitted({n}): over-read, at most {allowed} messages were allowed "
@@ -123,6 +150,8 @@ class Demand:
         self.in_flight += n
         if self.requested is not None:
             self.requested -= n  # never below 0: allowed <= requested
+        if self.watcher is not None:
+            self.watcher.read_done(self, asked, n)
 
     def on_settled(self, n: int) -> None:
         """Give back the room of ``n`` settled (acked or released) messages.
@@ -141,6 +170,8 @@ class Demand:
                 "each message must be settled once"
             )
         self.in_flight -= n
+        if self.watcher is not None:
+            self.watcher.settled(self, n)
 
     def request(self, n: int) -> None:
         """Grant credit for ``n`` more messages (controlled mode).
@@ -158,6 +189,24 @@ class Demand:
         if self.requested is None:
             raise NotControlled()
         self.requested += n
+
+    def withdraw(self, n: int) -> int:
+        """Take back up to ``n`` messages of credit no read was allowed yet (controlled mode).
+
+        Args:
+            n: Most credit to take back (>= 0).
+
+        Returns:
+            The credit taken back: ``min(n, requested - <the largest read_size() since the
+            last on_emitted>)``, never below 0 (0 when not controlled).
+        """
+        if n < 0:
+            raise ValueError(f"withdraw: n must be >= 0, got {n}")
+        if self.requested is None:
+            return 0
+        taken = max(0, min(n, self.requested - self._granted))
+        self.requested -= taken
+        return taken
 
     def pause(self) -> None:
         """Stop reading (idempotent); messages in flight are unaffected."""

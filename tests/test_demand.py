@@ -296,3 +296,44 @@ test_demand_state_machine.__doc__ = (
     "a shrink, and then no read happens), and read_size never exceeds batch_size, room or "
     "credit."
 )
+
+
+class _Recorder:
+    """A DemandWatcher that records what it is told."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, int, int]] = []
+
+    def read_done(self, demand: Demand, asked: int, got: int) -> None:
+        self.events.append(("read", asked, got))
+
+    def settled(self, demand: Demand, n: int) -> None:
+        self.events.append(("settled", n, 0))
+
+
+def test_watcher_hears_what_each_read_could_ask_and_what_it_got() -> None:
+    """#19 item 3: the watcher learns the read size, not credit granted during the read
+    (that would make a full read look short), and every settle."""
+    demand = Demand(10, 5, controlled=True)
+    watcher = _Recorder()
+    demand.watcher = watcher
+    demand.request(3)
+    assert demand.read_size() == 3
+    demand.request(4)  # granted while the read of 3 runs
+    demand.on_emitted(3)
+    demand.on_settled(2)
+    assert watcher.events == [("read", 3, 3), ("settled", 2, 0)]
+
+
+def test_withdraw_takes_back_only_credit_no_read_was_allowed() -> None:
+    """#19 item 3: withdraw leaves the credit a running read may use."""
+    demand = Demand(10, 5, controlled=True)
+    demand.request(8)
+    assert demand.read_size() == 5  # a read of up to 5 may be running
+    assert demand.withdraw(8) == 3
+    demand.on_emitted(5)
+    assert demand.requested == 0
+    assert demand.withdraw(1) == 0
+    assert Demand(10, 5).withdraw(3) == 0  # not controlled: no credit to take
+    with pytest.raises(ValueError, match="withdraw"):
+        demand.withdraw(-1)

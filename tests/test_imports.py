@@ -61,13 +61,14 @@ LAYERS: dict[str, int] = {
     **dict.fromkeys(
         ["_ledger", "_demand", "_planner", "_ackbatch", "_backoff", "_settle", "_stats"], 1
     ),
+    **dict.fromkeys(["_fairshare"], 1),
     **dict.fromkeys(
         ["client", "_consumer_sql", "_sql", "_queues", "_link", "_conn", "_listener"], 2
     ),
     **dict.fromkeys(["_wakeup", "_dberrors", "_install", "_listener_thread"], 2),
     **dict.fromkeys(["_api_base", "_api_fifo", "_api_queues", "_api_topics", "_sql_api"], 2),
     "_aclient": 2,
-    **dict.fromkeys(["_source", "_consumer", "_reader", "_acker", "_iterate"], 3),
+    **dict.fromkeys(["_source", "_consumer", "_reader", "_acker", "_iterate", "_multi"], 3),
     **dict.fromkeys(
         ["operators", "_operators/_process", "_operators/_ack", "_operators/_backpressure"], 4
     ),

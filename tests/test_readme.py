@@ -118,3 +118,11 @@ def test_readme_typed_example_runs(pgmq_dsn: str) -> None:
         "BodyMismatch archive",
         "CAKE delete",
     ]
+
+
+def test_readme_read_queues_example_runs(pgmq_dsn: str) -> None:
+    """#19 item 3: the "Several queues, one window" block reads two queues 3:1 and acks
+    every message on its own queue."""
+    proc = _run(_example("read_queues"), pgmq_dsn)
+    assert proc.returncode == 0, proc.stderr
+    assert "True [('readme_high', 40), ('readme_low', 40)]" in proc.stdout
