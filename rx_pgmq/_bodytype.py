@@ -184,14 +184,16 @@ def text_decoder(
     if kind != "pydantic" and _library(kind, (*prefer, "pydantic")) == "msgspec":
         msgspec = importlib.import_module("msgspec")
         decode_text = msgspec.json.Decoder(body_type).decode
-        invalid = msgspec.ValidationError
+        invalid, malformed = msgspec.ValidationError, msgspec.DecodeError
         name = getattr(body_type, "__name__", repr(body_type))
 
         def from_text(text: str) -> T:
             try:
                 return decode_text(text)  # type: ignore[no-any-return]
-            except invalid as exc:
+            except invalid as exc:  # a ValidationError is a DecodeError too: first
                 raise BodyMismatch(name, str(exc)) from None
+            except malformed as exc:  # a ValueError from msgspec 0.21 on, as json's
+                raise ValueError(str(exc)) from None
 
         return from_text
     name = getattr(body_type, "__name__", repr(body_type))
