@@ -103,3 +103,72 @@ def test_acks_pending_across_a_10s_outage_commit_after_the_restart_without_repro
     assert {rc for _i, rc in processed} == {1}
     assert queue_rows(dsn, queue) == {}
     assert 0 < acks[0] <= 1.0, f"first ack {acks[0]:.3f}s after the server started"
+
+
+@pytest.mark.parametrize("fenced", [False, True], ids=["unfenced", "fenced"])
+def test_acks_pending_past_their_lease_are_given_up_unless_fenced(
+    private_server: embedded.EmbeddedServer, run: Run, fenced: bool
+) -> None:
+    """#14 item 10: visibility_timeout 3 s, the server down for 6 s while 20 acks wait.
+    Unfenced, an ack is retried only while its message's lease can be valid: each is
+    reported unacked about when its lease ends (before the server is back), the messages
+    are read again after the restart (read_ct 2) and acked then. Fenced, the acks are
+    retried through the outage and the fence decides: each first delivery ends acked or
+    lost_lease (if read again first), and every message is acked exactly once."""
+    dsn = private_server.dsn
+    queue, n_messages, vt = "lease_outage_q", 20, 3
+    ids = numbered_queue(dsn, queue, n_messages)
+    processed: list[tuple[int, int]] = []
+    go, read_all = threading.Event(), threading.Event()
+
+    def handle(message: Message) -> None:
+        read_all.set()
+        assert go.wait(WAIT)
+        processed.append((message.msg_id, message.read_ct))
+
+    source = rx_pgmq.read_queue(
+        dsn,
+        queue,
+        visibility_timeout=vt,
+        batch_size=n_messages,
+        max_in_flight=50,
+        read_interval=0.2,
+        fenced=fenced,
+    )
+    records, _ = run(source.pipe(pgops.process(handle), pgops.ack()))
+    assert read_all.wait(WAIT)
+    read_at = time.monotonic()
+    went_down, back = restart(private_server, then=go.set, down=6.0)
+    started = float(query(dsn, "SELECT extract(epoch FROM pg_postmaster_start_time())")[0][0])
+    up = started - (time.time() - time.monotonic())  # the server's start, monotonic
+    assert records.wait(
+        lambda rs: (
+            sum(1 for r in rs if r.status in ("acked", "lost_lease")) >= n_messages
+            and sum(1 for r in rs if r.status == "acked") >= n_messages
+        ),
+        WAIT,
+    ), records.records()
+    with records.cond:
+        first = [(t, s) for t, s in records.settled if s.message.read_ct == 1]
+    first_statuses = Counter(s.status for _t, s in first)
+    acked = Counter(s.message.msg_id for s in records.records() if s.status == "acked")
+    given_up = [t - read_at for t, s in first if s.status == "unacked"]
+    figure(
+        "acks_past_their_lease",
+        fenced=fenced,
+        visibility_timeout=vt,
+        downtime=back - went_down,
+        first_delivery_statuses=dict(first_statuses),
+        unacked_after_read=f"{min(given_up):.2f}-{max(given_up):.2f}s" if given_up else None,
+        processed_twice=len(processed) - len({i for i, _rc in processed}),
+    )
+    assert len(first) == n_messages
+    assert set(acked) == set(ids) and set(acked.values()) == {1}
+    assert queue_rows(dsn, queue) == {}
+    if fenced:
+        assert set(first_statuses) <= {"acked", "lost_lease"}
+        assert all(t > up for t, _s in first)  # retried through the outage
+    else:
+        assert first_statuses == {"unacked": n_messages}
+        assert all(t < up for t, _s in first)  # given up while the server was down
+        assert all(vt - 0.5 <= g <= vt + 1.0 for g in given_up), given_up
