@@ -43,9 +43,12 @@ def ack(
 
     Records are emitted from the consumer's acknowledger thread (use ``observe_on`` to move
     slow subscribers elsewhere), or on the event loop that delivered the outcome (e.g. with
-    an ``AsyncIOThreadSafeScheduler``); emissions are serialized. A subscriber raising in
-    ``on_next`` ends the stream with ``on_error``, as at the source. ``on_completed`` is sent only
-    after every pending acknowledgement finished; ``on_error`` passes through at once.
+    an ``AsyncIOThreadSafeScheduler``); emissions are serialized without holding a lock while
+    the subscriber runs: a thread that finds it busy queues its record and returns, and the
+    busy thread delivers it next. A subscriber raising in ``on_next`` ends the stream with
+    ``on_error``, as at the source. ``on_completed`` is sent only after every pending
+    acknowledgement finished; ``on_error`` passes through at once (after the subscriber's
+    call in progress, if any; records still queued are dropped).
 
     Errors go to ``on_error`` (the stream ends; unsettled messages are released by their
     consumer): a message that cannot be acknowledged (:class:`~rx_pgmq.errors.

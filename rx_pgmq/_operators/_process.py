@@ -193,8 +193,9 @@ def process(
     Messages waiting for a free slot are held in order; the consumer's demand window
     (``max_in_flight``) bounds how many there can be, because a message's room returns only
     once it is settled. Outcomes are emitted one at a time (never concurrently), in
-    completion order; ``on_completed`` waits for the calls still running; ``on_error``
-    from upstream passes through at once.
+    completion order, with no lock held while the subscriber runs (issue 14 item 3);
+    ``on_completed`` waits for the calls still running; ``on_error`` from upstream passes
+    through at once.
 
     ``KeyboardInterrupt``, ``SystemExit`` and ``GeneratorExit`` raised by ``fn`` are not
     failures: the stream ends with ``on_error`` carrying that exception (the subscription
