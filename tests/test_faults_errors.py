@@ -89,27 +89,38 @@ def release_time(dsn: str, queue: str) -> tuple[int, float]:
     return int(count), float(latest or 0.0)
 
 
+def work_batch(messages: list[Message]) -> None:
+    time.sleep(0.02)
+
+
+ENGINES: dict[str, Any] = {
+    "process_pool": lambda: pgops.process(work, max_concurrency=4),
+    "batch_pool": lambda: pgops.process_batch(work_batch, max_size=3, max_concurrency=2),
+}
+
+
+@pytest.mark.parametrize("engine", list(ENGINES))
 def test_error_on_a_pool_thread_releases_unsettled_messages_at_once(
-    pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str
+    pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, engine: str
 ) -> None:
-    """#14 item 3: process(max_concurrency=4) -> ops.map(raises) -> ack(). The error reaches
-    ack on a pool thread and the subscriber's auto-detach disposes the chain from there.
-    No lock is held while on_error runs, so the acknowledger is not blocked and the
-    consumer releases its unsettled messages within 100 ms of the error (asserted: 1 s;
-    before the fix the release waited for close_timeout, 5 s, or twice that)."""
-    send_numbered(pgmq, pgmq_queue, 100)
+    """#14 item 3: process(max_concurrency=4) -> ops.map(raises) -> ack() (and the same
+    with process_batch on its pool). The error reaches ack on a pool thread and the
+    subscriber's auto-detach disposes the chain from there. No lock is held while
+    on_error runs, so the acknowledger is not blocked and the consumer releases its
+    unsettled messages within 100 ms of the error (asserted: 1 s; before the fix the
+    release waited for close_timeout, 5 s)."""
+    send_numbered(pgmq, pgmq_queue, 40)
     source = rx_pgmq.read_queue(
         pgmq_dsn,
         pgmq_queue,
         visibility_timeout=60,
-        max_in_flight=20,
-        ack_max_age=1.0,  # acks are pending when the error arrives
+        max_in_flight=100,  # never full: acks wait for ack_max_age ...
+        ack_batch_size=10_000,
+        ack_max_age=3.0,  # ... so they are pending when the error arrives
         close_timeout=CLOSE_TIMEOUT,
     )
     seen = ErrorTime()
-    sub = source.pipe(
-        pgops.process(work, max_concurrency=4), ops.map(raise_at(10)), pgops.ack()
-    ).subscribe(seen)
+    sub = source.pipe(ENGINES[engine](), ops.map(raise_at(10)), pgops.ack()).subscribe(seen)
     try:
         assert seen.event.wait(WAIT), "the error did not arrive"
         assert wait_until(lambda: hidden_rows(pgmq_dsn, pgmq_queue) == 0, WAIT)
@@ -117,11 +128,13 @@ def test_error_on_a_pool_thread_releases_unsettled_messages_at_once(
         delay = latest - seen.at
         figure(
             "error_on_pool_thread_release",
+            engine=engine,
             error_thread=seen.thread,
             released=released,
             release_after_error=delay,
         )
-        assert seen.thread.startswith("rx_pgmq-process")
+        assert seen.thread != threading.main_thread().name
+        assert not seen.thread.startswith("rx_pgmq-reader")  # a pool or timer thread
         assert isinstance(seen.error, RuntimeError)
         assert released >= 1
         assert delay <= 1.0, f"released {delay:.3f}s after the error"
@@ -140,7 +153,7 @@ def test_error_in_one_pipeline_does_not_stall_another_on_the_same_thread_pool_sc
     other = f"{pgmq_queue}_b"
     pgmq.create_queue(other)
     try:
-        send_numbered(pgmq, pgmq_queue, 200)
+        send_numbered(pgmq, pgmq_queue, 60)
         send_numbered(pgmq, other, 3000)
         pool = ThreadPoolScheduler(4)
 
@@ -149,7 +162,8 @@ def test_error_in_one_pipeline_does_not_stall_another_on_the_same_thread_pool_sc
                 pgmq_dsn,
                 queue,
                 visibility_timeout=60,
-                max_in_flight=20,
+                max_in_flight=100,  # never full: acks wait for ack_max_age
+                ack_batch_size=10_000,
                 ack_max_age=ack_max_age,
                 close_timeout=CLOSE_TIMEOUT,
             )
@@ -162,7 +176,7 @@ def test_error_in_one_pipeline_does_not_stall_another_on_the_same_thread_pool_sc
         assert flowing.wait_count(20, WAIT)
         seen = ErrorTime()
         sub = (
-            source(pgmq_queue, 1.0)  # acks are pending when the error arrives
+            source(pgmq_queue, 3.0)  # acks are pending when the error arrives
             .pipe(
                 pgops.process(work, max_concurrency=4, scheduler=pool),
                 ops.map(raise_at(30)),
