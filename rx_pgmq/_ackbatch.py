@@ -151,7 +151,15 @@ class AckBatcher:
         InvalidArgument: If an argument is out of range.
     """
 
-    __slots__ = ("_hold_until", "_oldest", "_pending", "_sql_count", "max_age", "max_batch")
+    __slots__ = (
+        "_hold_until",
+        "_oldest",
+        "_pending",
+        "_retrying",
+        "_sql_count",
+        "max_age",
+        "max_batch",
+    )
 
     def __init__(self, *, max_batch: int, max_age: float = 0.005) -> None:
         self.max_batch: int = check_positive_int(max_batch, "max_batch")
@@ -160,6 +168,7 @@ class AckBatcher:
         self._oldest: float | None = None
         self._sql_count = 0  # pending requests whose action needs SQL
         self._hold_until: float | None = None
+        self._retrying = False  # a failed batch waits for its retry time, not for max_age
 
     def __repr__(self) -> str:
         return (
@@ -199,7 +208,8 @@ class AckBatcher:
         if self._hold_until is not None and now < self._hold_until:
             return False
         return (
-            len(self._pending) >= self.max_batch
+            self._retrying
+            or len(self._pending) >= self.max_batch
             or now >= self._oldest + self.max_age  # same sum as deadline(): no float gap
             or starved
             or closing
@@ -214,7 +224,9 @@ class AckBatcher:
         """
         if not self._pending or self._oldest is None:
             return None
-        due = self._oldest if self._sql_count == 0 else self._oldest + self.max_age
+        due = (
+            self._oldest if self._sql_count == 0 or self._retrying else self._oldest + self.max_age
+        )
         if self._hold_until is not None:
             due = max(due, self._hold_until)
         return due
@@ -226,13 +238,16 @@ class AckBatcher:
         self._oldest = None
         self._sql_count = 0
         self._hold_until = None
+        self._retrying = False
         return Batch.of(pending)
 
     def requeue(self, batch: Batch, now: float, *, retry_at: float | None = None) -> None:
         """Put a batch whose flush failed back, ahead of newer requests.
 
         Its requests (winners first, then duplicates) count as added at ``now``, unless
-        newer requests are older still. With ``retry_at`` nothing is due before that time.
+        newer requests are older still. With ``retry_at`` nothing is due before that time,
+        and everything is due at that time: the batch was due when it failed, so waiting
+        ``max_age`` again would only delay the first ack after an outage (issue 14 item 10).
 
         Args:
             batch: The batch from :meth:`take` that failed.
@@ -247,6 +262,7 @@ class AckBatcher:
         if self._oldest is None or now < self._oldest:
             self._oldest = now
         if retry_at is not None:
+            self._retrying = True
             self._hold_until = (
                 retry_at if self._hold_until is None else max(self._hold_until, retry_at)
             )

@@ -43,6 +43,7 @@ class Acker:
         self._cond, self._stats, self._ledger, self._batcher = c.cond, c.stats, c.ledger, c.batcher
         self.link = Link(cfg.conninfo, "acker", cfg.connect_timeout)
         self._writer = BatchWriter(cfg.queue, fenced=cfg.fenced)
+        self._fenced = cfg.fenced
         self._heartbeat = cfg.vt / 2.0 if cfg.extend_visibility else None
         self.flushing = False  # a batch was taken and is not finished yet
 
@@ -79,7 +80,9 @@ class Acker:
         self._consumer.fail(exc)
 
     def _loop(self) -> None:
-        backoff = Backoff(initial=0.05, maximum=2.0, max_attempts=8)
+        # Retried while the leases last (see _retry): short steps, so that the first ack
+        # after an outage commits soon after the server is back (issue 14 item 10).
+        backoff = Backoff(initial=0.05, maximum=0.25)
         heartbeat = self._heartbeat
         next_beat = time.monotonic() + heartbeat if heartbeat else None
         while True:
@@ -128,21 +131,9 @@ class Acker:
         try:
             lost, skipped = self._apply(batch) if batch.sql_needed else (set(), set())
         except psycopg.Error as exc:
-            delay = backoff.next_delay() if is_transient(exc) else None
             self.link.drop()
-            if delay is not None and not self._ledger.stopped:
-                self._stats.add("reconnects")
-                _log.warning(
-                    "ack flush for queue %r failed (%s); retrying in %.2fs",
-                    self._queue,
-                    first_line(exc),
-                    delay,
-                )
-                with self._cond:
-                    now = time.monotonic()
-                    self._batcher.requeue(batch, now, retry_at=now + delay)
-                    self.flushing = False
-                    self._cond.notify_all()
+            if is_transient(exc) and not self._ledger.stopped:
+                self._retry(batch, backoff, exc)
                 return
             _log.error(
                 "could not acknowledge %d messages of queue %r (%s); they stay unsettled "
@@ -157,6 +148,50 @@ class Acker:
         backoff.reset()
         self._stats.add("ack_flushes")
         self._finish(batch, lost=lost, failed=skipped)
+
+    def _retry(self, batch: Batch, backoff: Backoff, exc: psycopg.Error) -> None:
+        """A flush failed for a reason that passes (an outage): retry it after a delay.
+
+        A request is retried while its message's lease can still be valid at the next
+        attempt (read, or last extended, less than ``visibility_timeout`` before it);
+        after that another reader may hold the message, so an unfenced ack is given up
+        and reported ``unacked``. A fenced ack is always retried: the fence decides when
+        it commits (``lost_lease`` if the message was read again meanwhile).
+        """
+        delay = backoff.next_delay()
+        assert delay is not None  # no max_attempts
+        self._stats.add("reconnects")
+        attempt = backoff.attempts  # log at 1, 2, 4, 8, ... failures in a row
+        (_log.warning if attempt & (attempt - 1) == 0 else _log.debug)(
+            "ack flush for queue %r failed (%s); retrying in %.2fs (attempt %d)",
+            self._queue,
+            first_line(exc),
+            delay,
+            attempt,
+        )
+        with self._cond:
+            now = time.monotonic()
+            retry_at = now + delay
+            requests = [*batch.items, *batch.duplicates]
+            expired = [] if self._fenced else self._ledger.outlived(requests, retry_at - self._vt)
+            if expired:
+                gone = {id(p) for p in expired}
+                batch = Batch.of([p for p in requests if id(p) not in gone])
+                self._ledger.settled(expired)  # no longer held by this consumer
+                self._stats.add("ack_failures", len(expired))
+                self._consumer.reader.on_demand()
+            self._batcher.requeue(batch, now, retry_at=retry_at)
+            self.flushing = False
+            self._cond.notify_all()
+        if expired:
+            _log.error(
+                "could not acknowledge %d messages of queue %r before their visibility "
+                "timeout ended (%s); they stay unsettled and reappear",
+                len(expired),
+                self._queue,
+                first_line(exc),
+            )
+            resolve([(p.token, "unacked") for p in expired])
 
     def _apply(self, batch: Batch) -> tuple[set[int], set[int]]:
         """Apply ``batch`` in one transaction; return (lost-lease ids, ids not applied)."""

@@ -189,6 +189,21 @@ class Ledger:
             {key[0] for key, t in self._held.items() if t <= read_before and key not in settling}
         )
 
+    def outlived(self, requests: Iterable[_M], read_before: float) -> list[_M]:
+        """Those of ``requests`` whose lease may have ended: their delivery was read (or its
+        lease last extended) at or before ``read_before``, or is no longer held.
+
+        A flush retried after an outage gives these up (issue 14 item 10): another reader
+        may hold the message by then, so an unfenced ack of it must not be applied.
+        """
+        held = self._held
+        out: list[_M] = []
+        for p in requests:
+            t = held.get((p.msg_id, p.read_ct))
+            if t is None or t <= read_before:
+                out.append(p)
+        return out
+
     def lease_extended(self, ids: Iterable[int], now: float) -> None:
         """The visibility timeout of every held delivery of ``ids`` was extended at ``now``."""
         extended = set(ids)

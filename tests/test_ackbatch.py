@@ -198,6 +198,24 @@ def test_requeue_puts_a_failed_batch_first_and_holds_it_until_retry_at() -> None
     assert [i.token for i in batch.duplicates] == ["a2", "late"]
 
 
+def test_a_requeued_batch_is_due_at_its_retry_time_not_max_age_after_the_failure() -> None:
+    """#14 item 10: a batch that failed was due already; its retry waits for retry_at only.
+    Before, it waited max_age again from the requeue (ack_max_age=3: the first ack after an
+    outage came up to 3 s after the server was back)."""
+    acks = AckBatcher(max_batch=10_000, max_age=3.0)
+    acks.add(p(1), 0.0)
+    assert not acks.due(1.0, starved=False)
+    failed = acks.take()
+    acks.requeue(failed, 3.0, retry_at=3.25)
+    acks.add(p(2), 3.1)  # a newer request rides along with the retry
+    assert not acks.due(3.2, starved=False)
+    assert acks.deadline() == 3.25
+    assert acks.due(3.25, starved=False)
+    assert [i.msg_id for i in acks.take().items] == [1, 2]
+    acks.add(p(3), 4.0)  # after the retry's take, the age rule applies again
+    assert acks.deadline() == 7.0
+
+
 def test_requeue_without_retry_at_follows_the_age_rule_from_the_requeue_time() -> None:
     """Without retry_at a requeued batch counts as added at the requeue time."""
     acks = AckBatcher(max_batch=10, max_age=0.5)

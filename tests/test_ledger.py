@@ -117,6 +117,19 @@ def test_heartbeat_picks_old_leases_not_settling_and_extension_renews_them() -> 
     assert ledger.lease_expiring(12.0) == [1, 3]
 
 
+def test_outlived_names_requests_whose_lease_may_have_ended() -> None:
+    """#14 item 10: a retried flush gives up the requests of deliveries read (or extended)
+    at or before a time, or no longer held; the others are retried."""
+    ledger = _ledger()
+    ledger.emitted([Row(1, 1), Row(2, 1)], 0.0)
+    ledger.emitted([Row(3, 1)], 10.0)
+    ledger.lease_extended([2], 8.0)
+    requests = [Row(1, 1), Row(2, 1), Row(3, 1), Row(4, 1)]
+    assert ledger.outlived(requests, 5.0) == [Row(1, 1), Row(4, 1)]
+    assert ledger.outlived(requests, 10.0) == requests
+    assert ledger.outlived([Row(3, 1)], 9.9) == []
+
+
 def test_shutdown_releases_held_deliveries_but_not_those_a_flush_is_applying() -> None:
     """to_release(): every held id except those being flushed (a release would race with
     the flush's own action); requests taken back unflushed are released."""

@@ -11,8 +11,8 @@ from typing import TypeVar
 from reactivex import Observable, abc
 from reactivex.disposable import CompositeDisposable, Disposable
 
-from rx_pgmq._fatal import FATAL, propagate
 from rx_pgmq._loop import user_loop
+from rx_pgmq._operators._serial import Serial
 from rx_pgmq._outcome import Outcome, Settled, as_outcome, settled_of
 from rx_pgmq._policy import Policy, check_policy, resolve
 from rx_pgmq.actions import AckStatus, Action, Archive, Delete
@@ -43,9 +43,12 @@ def ack(
 
     Records are emitted from the consumer's acknowledger thread (use ``observe_on`` to move
     slow subscribers elsewhere), or on the event loop that delivered the outcome (e.g. with
-    an ``AsyncIOThreadSafeScheduler``); emissions are serialized. A subscriber raising in
-    ``on_next`` ends the stream with ``on_error``, as at the source. ``on_completed`` is sent only
-    after every pending acknowledgement finished; ``on_error`` passes through at once.
+    an ``AsyncIOThreadSafeScheduler``); emissions are serialized without holding a lock while
+    the subscriber runs: a thread that finds it busy queues its record and returns, and the
+    busy thread delivers it next. A subscriber raising in ``on_next`` ends the stream with
+    ``on_error``, as at the source. ``on_completed`` is sent only after every pending
+    acknowledgement finished; ``on_error`` passes through at once (after the subscriber's
+    call in progress, if any; records still queued are dropped).
 
     Errors go to ``on_error`` (the stream ends; unsettled messages are released by their
     consumer): a message that cannot be acknowledged (:class:`~rx_pgmq.errors.
@@ -165,22 +168,12 @@ def _acknowledge(
             observer: abc.ObserverBase[Settled], scheduler: abc.SchedulerBase | None = None
         ) -> abc.DisposableBase:
             lock = threading.Lock()  # guards the fields below; never held while calling out
-            emit = threading.RLock()  # serializes observer calls (futures resolve anywhere)
+            serial: Serial[Settled] = Serial(observer)  # one call at a time, no lock held
             pending = 0
             upstream_done = False
-            stopped = False  # a terminal event was sent, or the subscription was disposed
 
             def send_terminal(error: Exception | None) -> None:
-                nonlocal stopped
-                with emit:
-                    with lock:
-                        if stopped:
-                            return
-                        stopped = True
-                    if error is None:
-                        observer.on_completed()
-                    else:
-                        observer.on_error(error)
+                serial.terminal(error)
 
             def finish(outcome: Outcome, action: Action, status: AckStatus | Exception) -> None:
                 nonlocal pending
@@ -190,14 +183,8 @@ def _acknowledge(
                     send_terminal(status)
                     return
                 try:
-                    with emit:
-                        if not stopped:
-                            observer.on_next(settled_of(outcome, action, status))
-                except Exception as exc:  # the subscriber failed: as at the source
-                    send_terminal(exc)
-                except FATAL as exc:  # never lost in the acknowledger's thread
-                    send_terminal(exc)  # type: ignore[arg-type]
-                    propagate(exc)
+                    if not serial.stopped:
+                        serial.on_next(settled_of(outcome, action, status))
                 finally:  # even if a subscriber raised, completion must not wait forever
                     with lock:
                         pending -= 1
@@ -218,7 +205,7 @@ def _acknowledge(
                     return
                 message = outcome.message
                 with lock:
-                    track = not stopped
+                    track = not serial.stopped
                     if track:
                         pending += 1
                 # The Future-free settle; it calls back like a Future's done-callback
@@ -246,15 +233,10 @@ def _acknowledge(
                 if finished:
                     send_terminal(None)
 
-            def dispose() -> None:
-                nonlocal stopped
-                with lock:
-                    stopped = True
-
             subscription = source.subscribe(
                 on_next, send_terminal, on_completed, scheduler=scheduler
             )
-            return CompositeDisposable(subscription, Disposable(dispose))
+            return CompositeDisposable(subscription, Disposable(serial.dispose))
 
         return Observable(subscribe)
 

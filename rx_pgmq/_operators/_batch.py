@@ -8,7 +8,7 @@ import threading
 from collections.abc import Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
 from reactivex import Observable, abc
 from reactivex.disposable import CompositeDisposable, Disposable
@@ -17,6 +17,7 @@ from reactivex.scheduler import TimeoutScheduler
 from rx_pgmq._demand import Demand
 from rx_pgmq._operators._batchresult import outcomes_of
 from rx_pgmq._operators._keyed import UNKEYED, KeyedQueue
+from rx_pgmq._operators._serial import Serial
 from rx_pgmq._outcome import NotAnOutcome, Outcome, ProcessOperator
 from rx_pgmq._validate import check_positive_int, seconds
 from rx_pgmq.errors import InvalidArgument
@@ -225,7 +226,7 @@ def _batched(source: Observable[Message], cfg: _Settings) -> Observable[Outcome]
         timers = cfg.scheduler or scheduler or TimeoutScheduler.singleton()
         run_on = cfg.scheduler
         lock = threading.Lock()  # guards the fields below; never held while calling out
-        emit = threading.RLock()  # serializes observer calls
+        serial: Serial[Outcome] = Serial(observer)  # one call at a time, no lock held
         group: list[Message] = []
         keys: list[Hashable] = []  # key of each message of the group (with cfg.key)
         stall = _StallWatch()  # messages of the group per consumer
@@ -271,24 +272,20 @@ def _batched(source: Observable[Message], cfg: _Settings) -> Observable[Outcome]
 
         def send_terminal(error: BaseException | None) -> None:
             nonlocal stopped, timer
-            with emit:
-                with lock:
-                    if stopped:
-                        return
-                    stopped = True
-                    dropped = [m for _k, part in queue.clear() for m in part] + group
-                    group.clear()
-                    cancel, timer = timer, None
-                if cancel is not None:
-                    cancel.dispose()
-                _release(dropped)
-                if error is None:
-                    observer.on_completed()
-                else:
-                    # KeyboardInterrupt & co. travel as they are (Rx types say Exception)
-                    observer.on_error(cast(Exception, error))
+            with lock:
+                if stopped:
+                    return
+                stopped = True
+                dropped = [m for _k, part in queue.clear() for m in part] + group
+                group.clear()
+                cancel, timer = timer, None
+            if cancel is not None:
+                cancel.dispose()
+            _release(dropped)
             if executor is not None:
                 executor.shutdown(wait=False, cancel_futures=True)
+            # KeyboardInterrupt & co. travel as they are; no lock held (#14 item 3)
+            serial.terminal(error)
 
         def run(task: _Task) -> None:
             """Run ``task``, then every task its completion lets start (same thread)."""
@@ -303,11 +300,11 @@ def _batched(source: Observable[Message], cfg: _Settings) -> Observable[Outcome]
                     send_terminal(exc)
                     return
                 try:
-                    with emit:
-                        if not stopped:
-                            for outcome in outcomes:
-                                observer.on_next(outcome)
+                    for outcome in outcomes:
+                        serial.on_next(outcome)  # a subscriber raising ends the stream
                 finally:  # even if a subscriber raised, the slot must be freed
+                    if serial.stopped:
+                        send_terminal(None)  # clean up; the stream ended already
                     with lock:
                         following = queue.done(k) if not stopped else []
                         finished = upstream_done and queue.idle and not group
@@ -375,9 +372,9 @@ def _batched(source: Observable[Message], cfg: _Settings) -> Observable[Outcome]
                     k = key_fn(message)
                     hash(k)
                 except Exception as exc:  # this message alone fails
-                    with emit:
-                        if not stopped:
-                            observer.on_next(Outcome(message, False, error=exc))
+                    serial.on_next(Outcome(message, False, error=exc))
+                    if serial.stopped:
+                        send_terminal(None)  # the subscriber raised: clean up
                     return
             starts: list[_Task] = []
             schedule = False
@@ -412,6 +409,7 @@ def _batched(source: Observable[Message], cfg: _Settings) -> Observable[Outcome]
 
         def dispose() -> None:
             nonlocal stopped, timer
+            serial.dispose()
             with lock:
                 if stopped:
                     return

@@ -23,6 +23,7 @@ from reactivex.disposable import CompositeDisposable, Disposable
 
 from rx_pgmq._fatal import FATAL, propagate
 from rx_pgmq._loop import LoopThread, check_scheduler, loop_of
+from rx_pgmq._operators._serial import Serial
 from rx_pgmq._outcome import NotAnOutcome, Outcome, ProcessOperator, success_of
 from rx_pgmq._validate import check_positive_int
 from rx_pgmq.errors import InvalidArgument
@@ -86,12 +87,12 @@ def _release(message: Message) -> None:
             _log.debug("could not release message %s: %s", message.msg_id, exc)
 
 
-def _end(observer: abc.ObserverBase[Outcome], message: Message, exc: BaseException) -> None:
+def _end(on_error: Callable[[Any], object], message: Message, exc: BaseException) -> None:
     """A handler raised a fatal exception: release its message, end the stream with it,
     then let the exception do what Python does with it (:func:`rx_pgmq._fatal.propagate`)."""
     _release(message)
     try:
-        observer.on_error(exc)  # type: ignore[arg-type]  # the original, whatever its class
+        on_error(exc)  # the original, whatever its class
     except BaseException as raised:  # RxPY's default on_error raises it again
         if raised is not exc:
             _log.error("on_error of a subscriber raised: %r", raised)
@@ -192,8 +193,9 @@ def process(
     Messages waiting for a free slot are held in order; the consumer's demand window
     (``max_in_flight``) bounds how many there can be, because a message's room returns only
     once it is settled. Outcomes are emitted one at a time (never concurrently), in
-    completion order; ``on_completed`` waits for the calls still running; ``on_error``
-    from upstream passes through at once.
+    completion order, with no lock held while the subscriber runs (issue 14 item 3);
+    ``on_completed`` waits for the calls still running; ``on_error`` from upstream passes
+    through at once.
 
     ``KeyboardInterrupt``, ``SystemExit`` and ``GeneratorExit`` raised by ``fn`` are not
     failures: the stream ends with ``on_error`` carrying that exception (the subscription
@@ -266,7 +268,7 @@ def _inline(source: Observable[Message], fn: _Handler) -> Observable[Outcome]:
                 outcome = _run(fn, message, wait)
             except FATAL as exc:
                 ended = True
-                _end(observer, message, exc)
+                _end(observer.on_error, message, exc)
                 return
             if outcome is not None:
                 # A subscriber raising here propagates to the source, which ends the
@@ -289,7 +291,7 @@ class _Gate:
         self.observer = observer
         self.limit = limit
         self.lock = threading.Lock()  # guards the fields below; never held while calling out
-        self.emit = threading.RLock()  # serializes observer calls
+        self.serial: Serial[Outcome] = Serial(observer)  # one call at a time, no lock held
         self.waiting: deque[Message] = deque()
         self.running = 0
         self.upstream_done = False
@@ -309,16 +311,12 @@ class _Gate:
 
     def done(self, outcome: Outcome | None) -> Message | None:
         """Emit ``outcome`` (if any) and free its slot; return the message to start next."""
-        if outcome is not None:
-            with self.emit:
-                if not self.stopped:
-                    try:
-                        self.observer.on_next(outcome)
-                    except Exception as exc:  # the subscriber failed: as at the source
-                        self.terminal(exc)
-                    except FATAL as exc:  # the subscriber was interrupted or exits
-                        self.terminal(exc)
-                        propagate(exc)
+        if outcome is not None and not self.stopped:
+            try:
+                self.serial.on_next(outcome)  # a subscriber raising ends the stream
+            finally:
+                if self.serial.stopped:
+                    self.stop()
         with self.lock:
             following = self.waiting.popleft() if self.waiting and not self.stopped else None
             if following is None:
@@ -330,14 +328,13 @@ class _Gate:
 
     def fatal(self, message: Message, exc: BaseException) -> None:
         """A handler raised ``KeyboardInterrupt``/``SystemExit``/``GeneratorExit``."""
-        with self.emit:
-            with self.lock:
-                if self.stopped:
-                    return
-                self.stopped = True
-                self.waiting.clear()
-            self.on_stop()  # first: on the main thread _end raises exc again
-            _end(self.observer, message, exc)
+        with self.lock:
+            if self.stopped:
+                return
+            self.stopped = True
+            self.waiting.clear()
+        self.on_stop()  # first: on the main thread _end raises exc again
+        _end(self.serial.terminal, message, exc)
 
     def completed(self) -> None:
         with self.lock:
@@ -347,19 +344,21 @@ class _Gate:
             self.terminal(None)
 
     def terminal(self, error: BaseException | None) -> None:
-        with self.emit:
-            with self.lock:
-                if self.stopped:
-                    return
-                self.stopped = True
-                self.waiting.clear()
-            if error is None:
-                self.observer.on_completed()
-            else:
-                self.observer.on_error(error)  # type: ignore[arg-type]  # fatal ones too
+        if self.stop():
+            self.serial.terminal(error)  # no lock held: other threads go on meanwhile
+
+    def stop(self) -> bool:
+        """Stop admitting and shut the engine down; whether this call stopped it."""
+        with self.lock:
+            if self.stopped:
+                return False
+            self.stopped = True
+            self.waiting.clear()
         self.on_stop()
+        return True
 
     def dispose(self) -> None:
+        self.serial.dispose()
         with self.lock:
             self.stopped = True
             self.waiting.clear()
