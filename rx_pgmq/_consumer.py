@@ -216,6 +216,19 @@ class Consumer:
         if status is not None:
             report(callback, status)
 
+    def committed(self, message: Message, action: Action | None) -> None:
+        """``message`` was settled in another transaction (``process_in_transaction``).
+
+        Its delivery ends (its room returns) without any SQL from this consumer; ``action``
+        is counted in the stats (``None``: the lease was lost, nothing was applied).
+        """
+        with self._lock:
+            ended = self.ledger.settled((message,))
+            if ended:
+                self.reader.on_demand()
+        if ended and action is not None:
+            self.stats.settled(action.name)
+
     def _enqueue(
         self, message: Message, action: Action, reason: str | None, token: Token
     ) -> AckStatus | None:
