@@ -22,7 +22,7 @@ import psycopg
 from psycopg_pool import ConnectionPool
 from reactivex import abc
 
-from rx_pgmq import _sql
+from rx_pgmq import _sql, _telemetry
 from rx_pgmq._ackbatch import AckBatcher, Pending
 from rx_pgmq._acker import Acker
 from rx_pgmq._backoff import Backoff
@@ -228,6 +228,9 @@ class Consumer:
                 self.reader.on_demand()
         if ended and action is not None:
             self.stats.settled(action.name)
+        hooks = _telemetry.hooks
+        if ended and hooks is not None:
+            hooks.committed(self.config.queue, action)
 
     def _enqueue(
         self, message: Message, action: Action, reason: str | None, token: Token

@@ -73,6 +73,8 @@ LAYERS: dict[str, int] = {
     ),
     **dict.fromkeys(["_operators/_batch", "_operators/_batchresult", "_operators/_keyed"], 4),
     "_operators/_transaction": 4,
+    "_telemetry": 0,
+    "telemetry": 5,
     **dict.fromkeys(["_policy", "aio"], 4),
     **dict.fromkeys(["cli", "jupyter", "_html", "embedded", "testing", "_fakes"], 5),
     "_cli_server": 5,
