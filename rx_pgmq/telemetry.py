@@ -22,7 +22,8 @@ Metrics (meter ``rx_pgmq``):
 - ``rx_pgmq.in_flight`` (gauge: deliveries held by the instrumented consumers);
 - ``rx_pgmq.read.duration`` and ``rx_pgmq.ack.duration`` (histograms, seconds: one read,
   one ack flush);
-- ``rx_pgmq.queue.lag`` (histogram, seconds: ``now - enqueued_at`` of each message read).
+- ``rx_pgmq.queue.lag`` (histogram, seconds: ``now - enqueued_at`` at read, of the oldest
+  message of each read that returned messages).
 
 Example:
     >>> from rx_pgmq import telemetry  # doctest: +SKIP
@@ -135,7 +136,9 @@ class _OtelHooks:
             "rx_pgmq.ack.duration", unit="s", description="Duration of one ack flush"
         )
         self._lag_s = meter.create_histogram(
-            "rx_pgmq.queue.lag", unit="s", description="now - enqueued_at of each message read"
+            "rx_pgmq.queue.lag",
+            unit="s",
+            description="now - enqueued_at of the oldest message of each read",
         )
         meter.create_observable_gauge(
             "rx_pgmq.in_flight",
@@ -201,10 +204,8 @@ class _OtelHooks:
             )
             span.end()
             self._consumed.add(len(msgs), where)
-            now = datetime.now(UTC)
-            record = self._lag_s.record
-            for m in msgs:
-                record((now - m.enqueued_at).total_seconds(), where)
+            oldest = min(m.enqueued_at for m in msgs)  # one record per read: cheap
+            self._lag_s.record((datetime.now(UTC) - oldest).total_seconds(), where)
         return msgs
 
     def settle(

@@ -193,12 +193,18 @@ def test_the_pool_given_to_read_queue_serves_the_transactions(
 
 
 def test_bad_arguments_and_messages_without_a_consumer_are_refused() -> None:
-    """#19 item 1: on_success must end the message; a message not from read_queue fails
-    (NotAcknowledgeable) instead of running fn."""
+    """#19 item 1: on_success must end the message, fn must not be async; a message not
+    from read_queue fails (NotAcknowledgeable) instead of running fn."""
     with pytest.raises(InvalidArgument, match="on_success"):
         pgops.process_in_transaction(lambda m, c: None, on_success=SetVisibilityTimeout(5))
     with pytest.raises(InvalidArgument, match="max_concurrency"):
         pgops.process_in_transaction(lambda m, c: None, max_concurrency=0)
+
+    async def later(message: Message, conn: Conn) -> None:
+        return None
+
+    with pytest.raises(InvalidArgument, match="plain function"):
+        pgops.process_in_transaction(later)
     from reactivex import of
 
     outcomes: list[Outcome] = []

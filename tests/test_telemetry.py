@@ -153,7 +153,7 @@ def test_metrics_count_reads_settles_by_action_and_status_and_time_reads_acks_an
     assert total("rx_pgmq.settled.messages", **{"rx_pgmq.status": "acked"}) == 10
     assert total("rx_pgmq.in_flight", **{"messaging.destination.name": pgmq_queue}) == 0
     (lag,) = otel.points("rx_pgmq.queue.lag")
-    assert lag.count == 10 and lag.min >= 0
+    assert lag.count >= 2 and lag.min >= 0  # one per read that returned messages
     (reads,) = otel.points("rx_pgmq.read.duration")
     assert reads.count >= 2 and reads.sum > 0  # max_in_flight 5: at least two reads
     assert sum(p.count for p in otel.points("rx_pgmq.ack.duration")) >= 1

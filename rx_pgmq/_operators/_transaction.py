@@ -35,7 +35,7 @@ from reactivex.disposable import CompositeDisposable, Disposable
 
 from rx_pgmq import _sql
 from rx_pgmq._moved import moved_json
-from rx_pgmq._operators._process import process
+from rx_pgmq._operators._process import _is_async, process
 from rx_pgmq._outcome import Outcome, check_action
 from rx_pgmq._validate import check_positive_int
 from rx_pgmq.actions import AckStatus, Action, Archive, Delete, MoveTo
@@ -280,6 +280,12 @@ def process_in_transaction(
     size = check_positive_int(max_concurrency, "max_concurrency")
     if not callable(fn):
         raise InvalidArgument("fn", f"must be callable, got {fn!r}")
+    if _is_async(fn):
+        raise InvalidArgument(
+            "fn",
+            "must be a plain function fn(message, conn): it runs in a transaction on a "
+            "(sync) psycopg connection; use pgops.process for async handlers",
+        )
 
     def apply(source: Observable[Message]) -> Observable[Outcome]:
         def subscribe(
