@@ -13,11 +13,11 @@ from _support import Subscribe, count, source_of, wait_until
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
-from rx_pgmq import Message, Outcome, Settled, failed
+from rx_pgmq import Message, Outcome, ReadOptions, Settled, failed
 from rx_pgmq import operators as pgops
 from rx_pgmq.actions import Archive, MoveTo, SetVisibilityTimeout
 from rx_pgmq.client import PGMQ
-from rx_pgmq.errors import InvalidArgument
+from rx_pgmq.errors import InvalidArgument, NotAcknowledgeable
 from rx_pgmq.testing import make_message
 
 Conn = psycopg.Connection[Any]
@@ -213,3 +213,23 @@ def test_bad_arguments_and_messages_without_a_consumer_are_refused() -> None:
     )
     assert len(outcomes) == 1 and not outcomes[0].ok
     assert "read_queue" in str(outcomes[0].reason)
+
+
+def test_a_delete_on_read_source_fails_each_message_instead_of_losing_its_effect(
+    pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, effects: sql.Identifier, subscribe: Subscribe
+) -> None:
+    """#19 item 1: with delete_on_read the message is gone before fn runs, so no fence can
+    hold: each message fails with NotAcknowledgeable (naming delete_on_read) and fn is not
+    called, rather than every effect being rolled back as a lost lease."""
+    pgmq.send_batch(pgmq_queue, [{"n": 1}])
+    calls: list[int] = []
+
+    def handle(message: Message, conn: Conn) -> None:
+        calls.append(message.msg_id)
+
+    source = source_of(pgmq_dsn, pgmq_queue, read_options=ReadOptions(delete_on_read=True))
+    sink = subscribe(source.pipe(pgops.process_in_transaction(handle)))
+    (outcome,) = sink.collect(1)
+    assert not outcome.ok and isinstance(outcome.error, NotAcknowledgeable)
+    assert "delete_on_read" in str(outcome.reason)
+    assert calls == []

@@ -182,6 +182,12 @@ def _run_in_transaction(
     transaction was rolled back and the consumer still holds the message.
     """
     consumer = _consumer_of(message)
+    if consumer.config.options.delete_on_read:
+        raise NotAcknowledgeable(
+            "process_in_transaction needs messages that stay in the queue until their "
+            f"transaction deletes them; queue {message.queue!r} is read with delete_on_read "
+            "(message already deleted): drop ReadOptions(delete_on_read=True)"
+        )
     pool = pools.for_conninfo(consumer.config.conninfo)
     action = on_success
     with pool.connection() as conn:
