@@ -16,7 +16,7 @@ from typing import Any, overload
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from rx_pgmq import _sql
+from rx_pgmq import _sql, _telemetry
 from rx_pgmq._conn import _first_connect_timeout
 from rx_pgmq._dberrors import translate
 from rx_pgmq._validate import (
@@ -272,6 +272,14 @@ class AsyncPGMQ:
         """
         check_queue_name(name, "name")
         params = (name, check_body(body), check_headers(headers), whole_seconds(delay, "delay"))
+        hooks = _telemetry.hooks
+        if hooks is not None:
+
+            async def run(heads: list[Mapping[str, Any] | None]) -> list[int]:
+                traced = (*params[:2], check_headers(heads[0]), params[3])
+                return [int(await self._one(name, _sql.SEND, traced))]
+
+            return (await hooks.asend(name, [headers], run))[0]
         return int(await self._one(name, _sql.SEND, params))
 
     async def send_batch(
@@ -290,6 +298,14 @@ class AsyncPGMQ:
         check_queue_name(name, "name")
         texts, heads = check_batch(bodies, headers)
         params = (name, texts, heads, whole_seconds(delay, "delay"))
+        hooks = _telemetry.hooks
+        if hooks is not None:
+
+            async def run(traced: list[Mapping[str, Any] | None]) -> list[int]:
+                sent = (name, texts, check_batch(bodies, traced)[1], params[3])
+                return [int(r[0]) for r in await self._rows(name, _sql.SEND_BATCH, sent)]
+
+            return await hooks.asend(name, list(headers or [None] * len(texts)), run)
         return [int(r[0]) for r in await self._rows(name, _sql.SEND_BATCH, params)]
 
     # -- low-level reads -----------------------------------------------------------------

@@ -8,7 +8,7 @@ OpenTelemetry, so rx_pgmq runs without it installed). Each hook runs the I/O it 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol, TypeVar
 
 from rx_pgmq.actions import Action
@@ -37,6 +37,15 @@ class Hooks(Protocol):
         self, queue: str, headers: list[Headers], run: Callable[[list[Headers]], list[int]]
     ) -> list[int]:
         """A send of ``len(headers)`` messages: ``run`` sends them with the given headers."""
+        ...
+
+    async def asend(
+        self,
+        queue: str,
+        headers: list[Headers],
+        run: Callable[[list[Headers]], Awaitable[list[int]]],
+    ) -> list[int]:
+        """:meth:`send` of the asyncio client."""
         ...
 
     def read(self, queue: str, consumer: object, run: Callable[[], list[Message]]) -> list[Message]:

@@ -7,7 +7,8 @@ Traces follow the messaging semantic conventions (``messaging.system = "pgmq"``,
 ``messaging.destination.name`` = the queue, ``messaging.operation.type`` ``send`` /
 ``receive`` / ``process`` / ``settle``, ``messaging.message.id``):
 
-- ``send <queue>`` (PRODUCER), around ``PGMQ.send`` / ``send_batch``: it injects the W3C
+- ``send <queue>`` (PRODUCER), around ``PGMQ.send`` / ``send_batch`` (and the asyncio
+  client's): it injects the W3C
   ``traceparent`` (and ``tracestate``) into each message's headers;
 - ``receive <queue>`` (CLIENT), one per consumer read that returned messages;
 - ``process <queue>`` (CONSUMER), around each call of a ``process`` handler: a child of the
@@ -37,7 +38,7 @@ import inspect
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -168,21 +169,42 @@ class _OtelHooks:
     def send(
         self, queue: str, headers: list[Headers], run: Callable[[list[Headers]], list[int]]
     ) -> list[int]:
-        attrs = _base(queue, "send")
-        if len(headers) > 1:
-            attrs["messaging.batch.message_count"] = len(headers)
-        kind = self._trace.SpanKind.PRODUCER
-        with self._tracer.start_as_current_span(f"send {queue}", kind=kind, attributes=attrs) as s:
-            carried: list[Headers] = []
-            for h in headers:
-                carrier = dict(h or {})
-                self._propagate.inject(carrier)
-                carried.append(carrier)
-            ids = run(carried)
-            if len(ids) == 1:
-                s.set_attribute("messaging.message.id", str(ids[0]))
-        self._sent.add(len(ids), {"messaging.system": SYSTEM, "messaging.destination.name": queue})
+        with self._send_span(queue, len(headers)) as span:
+            ids = run(self._inject(headers))
+            self._sent_ids(queue, span, ids)
         return ids
+
+    async def asend(
+        self,
+        queue: str,
+        headers: list[Headers],
+        run: Callable[[list[Headers]], Awaitable[list[int]]],
+    ) -> list[int]:
+        with self._send_span(queue, len(headers)) as span:
+            ids = await run(self._inject(headers))
+            self._sent_ids(queue, span, ids)
+        return ids
+
+    def _send_span(self, queue: str, n: int) -> Any:
+        attrs = _base(queue, "send")
+        if n > 1:
+            attrs["messaging.batch.message_count"] = n
+        kind = self._trace.SpanKind.PRODUCER
+        return self._tracer.start_as_current_span(f"send {queue}", kind=kind, attributes=attrs)
+
+    def _inject(self, headers: list[Headers]) -> list[Headers]:
+        """Each message's headers with the current span's ``traceparent`` added."""
+        carried: list[Headers] = []
+        for h in headers:
+            carrier = dict(h or {})
+            self._propagate.inject(carrier)
+            carried.append(carrier)
+        return carried
+
+    def _sent_ids(self, queue: str, span: Any, ids: list[int]) -> None:
+        if len(ids) == 1:
+            span.set_attribute("messaging.message.id", str(ids[0]))
+        self._sent.add(len(ids), {"messaging.system": SYSTEM, "messaging.destination.name": queue})
 
     def read(self, queue: str, consumer: object, run: Callable[[], list[Message]]) -> list[Message]:
         started_ns = time.time_ns()

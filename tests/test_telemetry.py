@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg
 import pytest
 from _support import Subscribe, source_of, wait_until
 from opentelemetry.sdk.metrics import MeterProvider
@@ -18,6 +19,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from rx_pgmq import Message, Settled, _telemetry, telemetry
 from rx_pgmq import operators as pgops
+from rx_pgmq.aio import AsyncPGMQ
 from rx_pgmq.client import PGMQ
 
 
@@ -171,3 +173,33 @@ def test_in_flight_gauge_shows_held_deliveries(
         return sum(int(p.value) for p in otel.points("rx_pgmq.in_flight"))
 
     assert wait_until(lambda: held() == 3)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """asyncio only: rx_pgmq bridges to asyncio."""
+    return "asyncio"
+
+
+@pytest.mark.anyio
+async def test_async_client_sends_inject_traceparent_too(
+    pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, otel: Otel
+) -> None:
+    """#19 item 2: AsyncPGMQ.send and send_batch open send spans and put their traceparent
+    into every message's headers (kept headers stay)."""
+    async with await psycopg.AsyncConnection.connect(pgmq_dsn, autocommit=True) as conn:
+        client = AsyncPGMQ(conn)
+        await client.send(pgmq_queue, {"n": 0}, headers={"kept": 1})
+        await client.send_batch(pgmq_queue, [{"n": 1}, {"n": 2}])
+    one, batch = otel.finished(f"send {pgmq_queue}")
+    assert batch.attributes is not None
+    assert batch.attributes["messaging.batch.message_count"] == 2
+    read = pgmq.read(pgmq_queue, vt=30, qty=3)
+    parents = {m.body["n"]: (m.headers or {}).get("traceparent", "").split("-")[2] for m in read}
+    assert parents == {
+        0: format(one.context.span_id, "016x"),
+        1: format(batch.context.span_id, "016x"),
+        2: format(batch.context.span_id, "016x"),
+    }
+    kept = {m.body["n"]: (m.headers or {}).get("kept") for m in read}
+    assert kept == {0: 1, 1: None, 2: None}
