@@ -203,3 +203,25 @@ async def test_async_client_sends_inject_traceparent_too(
     }
     kept = {m.body["n"]: (m.headers or {}).get("kept") for m in read}
     assert kept == {0: 1, 1: None, 2: None}
+
+
+def test_process_in_transaction_commits_count_as_settled_and_get_process_spans(
+    pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, otel: Otel, subscribe: Subscribe
+) -> None:
+    """#19 items 1 and 2: a message settled in its handler's transaction is counted in
+    rx_pgmq.settled.messages (action delete, status acked) and its handler has a process
+    span; no settle span is needed for it."""
+    pgmq.send_batch(pgmq_queue, [{"n": i} for i in range(3)])
+    sink = subscribe(
+        source_of(pgmq_dsn, pgmq_queue).pipe(
+            pgops.process_in_transaction(lambda m, conn: None), pgops.ack()
+        )
+    )
+    records: list[Settled] = sink.collect(3)
+    assert {r.status for r in records} == {"acked"}
+    points = otel.points("rx_pgmq.settled.messages")
+    assert [
+        (p.attributes["rx_pgmq.action"], p.attributes["rx_pgmq.status"], p.value) for p in points
+    ] == [("delete", "acked", 3)]
+    assert len(otel.finished(f"process {pgmq_queue}")) == 3
+    assert otel.finished(f"settle {pgmq_queue}") == []
