@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import logging
 import time
+from functools import partial
 from typing import TYPE_CHECKING
 
 import psycopg
 
-from rx_pgmq import _sql
+from rx_pgmq import _sql, _telemetry
 from rx_pgmq._ackbatch import Batch, Pending
 from rx_pgmq._backoff import Backoff
 from rx_pgmq._consumer_sql import BatchWriter
@@ -129,7 +130,11 @@ class Acker:
 
     def _flush(self, batch: Batch, backoff: Backoff) -> None:
         try:
-            lost, skipped = self._apply(batch) if batch.sql_needed else (set(), set())
+            hooks = _telemetry.hooks
+            if hooks is not None and batch.sql_needed:
+                lost, skipped = hooks.settle(self._queue, batch.items, partial(self._apply, batch))
+            else:
+                lost, skipped = self._apply(batch) if batch.sql_needed else (set(), set())
         except psycopg.Error as exc:
             self.link.drop()
             if is_transient(exc) and not self._ledger.stopped:

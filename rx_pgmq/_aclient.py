@@ -16,7 +16,8 @@ from typing import Any, overload
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from rx_pgmq import _sql
+from rx_pgmq import _sql, _telemetry
+from rx_pgmq._api_base import batch_payload
 from rx_pgmq._bodytype import body_decoder, decode_messages, encode_body
 from rx_pgmq._conn import _first_connect_timeout
 from rx_pgmq._dberrors import translate
@@ -282,6 +283,14 @@ class AsyncPGMQ:
         check_queue_name(name, "name")
         text = check_body(encode_body(body))
         params = (name, text, check_headers(headers), whole_seconds(delay, "delay"))
+        hooks = _telemetry.hooks
+        if hooks is not None:
+
+            async def run(heads: list[Mapping[str, Any] | None]) -> list[int]:
+                traced = (*params[:2], check_headers(heads[0]), params[3])
+                return [int(await self._one(name, _sql.SEND, traced))]
+
+            return (await hooks.asend(name, [headers], run))[0]
         return int(await self._one(name, _sql.SEND, params))
 
     async def send_batch(
@@ -298,8 +307,16 @@ class AsyncPGMQ:
             QueueNotFound: If the queue does not exist.
         """
         check_queue_name(name, "name")
-        texts, heads = check_batch([encode_body(b) for b in bodies], headers)
+        texts, heads = batch_payload(bodies, headers)
         params = (name, texts, heads, whole_seconds(delay, "delay"))
+        hooks = _telemetry.hooks
+        if hooks is not None:
+
+            async def run(traced: list[Mapping[str, Any] | None]) -> list[int]:
+                sent = (name, texts, check_batch(bodies, traced)[1], params[3])
+                return [int(r[0]) for r in await self._rows(name, _sql.SEND_BATCH, sent)]
+
+            return await hooks.asend(name, list(headers or [None] * len(texts)), run)
         return [int(r[0]) for r in await self._rows(name, _sql.SEND_BATCH, params)]
 
     # -- low-level reads -----------------------------------------------------------------

@@ -22,7 +22,7 @@ import psycopg
 from psycopg_pool import ConnectionPool
 from reactivex import abc
 
-from rx_pgmq import _sql
+from rx_pgmq import _sql, _telemetry
 from rx_pgmq._ackbatch import AckBatcher, Pending
 from rx_pgmq._acker import Acker
 from rx_pgmq._backoff import Backoff
@@ -216,6 +216,22 @@ class Consumer:
         status = self._enqueue(message, action, reason, callback)
         if status is not None:
             report(callback, status)
+
+    def committed(self, message: Message, action: Action | None) -> None:
+        """``message`` was settled in another transaction (``process_in_transaction``).
+
+        Its delivery ends (its room returns) without any SQL from this consumer; ``action``
+        is counted in the stats (``None``: the lease was lost, nothing was applied).
+        """
+        with self._lock:
+            ended = self.ledger.settled((message,))
+            if ended:
+                self.reader.on_demand()
+        if ended and action is not None:
+            self.stats.settled(action.name)
+        hooks = _telemetry.hooks
+        if ended and hooks is not None:
+            hooks.committed(self.config.queue, action)
 
     def _enqueue(
         self, message: Message, action: Action, reason: str | None, token: Token

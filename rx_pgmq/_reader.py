@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import logging
 import time
+from functools import partial
 from typing import TYPE_CHECKING
 
 import psycopg
 from reactivex import abc
 
-from rx_pgmq import _sql
+from rx_pgmq import _sql, _telemetry
 from rx_pgmq._backoff import Backoff
 from rx_pgmq._bodytype import text_decoder
 from rx_pgmq._channels import ListenerEvent, channel_name
@@ -134,7 +135,11 @@ class Reader:
                     if size == 0:
                         return
                     self.reading = True
-                msgs = self._read(size)
+                hooks = _telemetry.hooks
+                if hooks is None:
+                    msgs = self._read(size)
+                else:
+                    msgs = hooks.read(self._queue, self._consumer, partial(self._read, size))
             except psycopg.Error as exc:  # the read, or the LISTEN connection while idle
                 with self._cond:
                     self.reading = False

@@ -10,7 +10,7 @@ from typing import Any, overload
 
 import psycopg
 
-from rx_pgmq import _sql, _sql_api
+from rx_pgmq import _sql, _sql_api, _telemetry
 from rx_pgmq._api_base import Delay, batch_payload, decoded, delay_or_time
 from rx_pgmq._api_fifo import FifoAPI
 from rx_pgmq._api_queues import QueuesAPI
@@ -251,13 +251,19 @@ class PGMQ(TopicsAPI, FifoAPI, QueuesAPI):
         """
         check_queue_name(name, "name")
         text = check_body(encode_body(body))
-        head = check_headers(headers)
+        checked = check_headers(headers)
         when = delay_or_time(delay, "delay")
         stmt = _sql_api.SEND_AT if isinstance(when, datetime) else _sql.SEND
-        with self._cursor(name) as cur:
-            row = cur.execute(stmt, (name, text, head, when)).fetchone()
-            assert row is not None
-            return int(row[0])
+
+        def run(heads: list[Mapping[str, Any] | None]) -> list[int]:
+            head = checked if heads[0] is headers else check_headers(heads[0])
+            with self._cursor(name) as cur:
+                row = cur.execute(stmt, (name, text, head, when)).fetchone()
+                assert row is not None
+                return [int(row[0])]
+
+        hooks = _telemetry.hooks
+        return run([headers])[0] if hooks is None else hooks.send(name, [headers], run)[0]
 
     def send_batch(
         self,
@@ -283,9 +289,17 @@ class PGMQ(TopicsAPI, FifoAPI, QueuesAPI):
         texts, heads = batch_payload(bodies, headers)
         when = delay_or_time(delay, "delay")
         stmt = _sql_api.SEND_BATCH_AT if isinstance(when, datetime) else _sql.SEND_BATCH
-        with self._cursor(name) as cur:
-            rows = cur.execute(stmt, (name, texts, heads, when)).fetchall()
-            return [int(r[0]) for r in rows]
+
+        def run(traced: list[Mapping[str, Any] | None] | None = None) -> list[int]:
+            sent = heads if traced is None else batch_payload(bodies, traced)[1]
+            with self._cursor(name) as cur:
+                rows = cur.execute(stmt, (name, texts, sent, when)).fetchall()
+                return [int(r[0]) for r in rows]
+
+        hooks = _telemetry.hooks
+        if hooks is None:
+            return run()
+        return hooks.send(name, list(headers or [None] * len(texts)), run)
 
     # -- low-level reads -----------------------------------------------------------------
 

@@ -12,11 +12,13 @@ from rx_pgmq._operators._backpressure import controlled, pausable, stop_and_wait
 from rx_pgmq._operators._batch import process_batch
 from rx_pgmq._operators._batchresult import InvalidBatchResult
 from rx_pgmq._operators._process import process
+from rx_pgmq._operators._transaction import LeaseLost, process_in_transaction
 from rx_pgmq._outcome import NotAnOutcome
 from rx_pgmq._policy import Policy, PolicyError, backoff, max_attempts, resolve
 
 __all__ = [
     "InvalidBatchResult",
+    "LeaseLost",
     "NotAnOutcome",
     "Policy",
     "PolicyError",
@@ -29,6 +31,7 @@ __all__ = [
     "pausable",
     "process",
     "process_batch",
+    "process_in_transaction",
     "resolve",
     "stop_and_wait",
     "successes",

@@ -17,7 +17,10 @@ Config keys: ``dsn``, ``queue``, ``out``; optional ``vt`` (default 10), ``batch_
 (10), ``max_in_flight`` (20), ``read_interval`` (0.2), ``work`` (seconds per message, 0),
 ``slow_every`` / ``slow_seconds`` (messages whose ``n`` is a multiple of ``slow_every``
 take ``slow_seconds`` on their first delivery: an injected lease overrun), ``concurrency``
-(``process``'s ``max_concurrency``, 1), ``fenced``, ``extend_visibility``.
+(``process``'s ``max_concurrency``, 1), ``fenced``, ``extend_visibility``; ``effects`` (a
+table ``(msg_id bigint, n int)``: each processing inserts one row) with ``transactional``
+(insert and ack in one transaction through ``process_in_transaction``; else the row is
+written on a connection of its own, committed before the ack is requested).
 """
 
 from __future__ import annotations
@@ -26,10 +29,15 @@ import json
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
+import psycopg
+from psycopg import sql
+from reactivex import Observable
+
 import rx_pgmq
-from rx_pgmq import Message, Settled
+from rx_pgmq import Message, Outcome, Settled
 from rx_pgmq import operators as pgops
 
 
@@ -71,14 +79,40 @@ def main(config: dict[str, Any]) -> int:
         extend_visibility=bool(config.get("extend_visibility", False)),
     )
     concurrency = int(config.get("concurrency", 1))
-    subscription = source.pipe(
-        pgops.process(handle, max_concurrency=concurrency), pgops.ack()
-    ).subscribe(on_next=settled, on_error=failed)
+    processing = pgops.process(handle, max_concurrency=concurrency)
+    if config.get("effects"):
+        processing = _effects(config, handle, concurrency)
+    subscription = source.pipe(processing, pgops.ack()).subscribe(on_next=settled, on_error=failed)
     print("ready", flush=True)
     sys.stdin.read()  # until the parent closes our stdin
     subscription.dispose()
     out.close()
     return 0
+
+
+def _effects(
+    config: dict[str, Any], handle: Callable[[Message], int], concurrency: int
+) -> Callable[[Observable[Message]], Observable[Outcome]]:
+    """Processing that inserts one row per message into ``config["effects"]``."""
+    insert = sql.SQL("INSERT INTO {} (msg_id, n) VALUES (%s, %s)").format(
+        sql.Identifier(config["effects"])
+    )
+    if config.get("transactional"):
+
+        def in_transaction(message: Message, conn: psycopg.Connection[Any]) -> int:
+            conn.execute(insert, (message.msg_id, message.body["n"]))
+            return handle(message)
+
+        return pgops.process_in_transaction(in_transaction, max_concurrency=concurrency)
+    own = psycopg.connect(config["dsn"], autocommit=True)
+    lock = threading.Lock()
+
+    def plain(message: Message) -> int:
+        with lock:
+            own.execute(insert, (message.msg_id, message.body["n"]))
+        return handle(message)
+
+    return pgops.process(plain, max_concurrency=concurrency)
 
 
 if __name__ == "__main__":

@@ -73,6 +73,9 @@ LAYERS: dict[str, int] = {
         ["operators", "_operators/_process", "_operators/_ack", "_operators/_backpressure"], 4
     ),
     **dict.fromkeys(["_operators/_batch", "_operators/_batchresult", "_operators/_keyed"], 4),
+    "_operators/_transaction": 4,
+    "_telemetry": 0,
+    "telemetry": 5,
     **dict.fromkeys(["_operators/_serial", "_policy", "aio"], 4),
     **dict.fromkeys(["jupyter", "_live", "_tally", "_tables", "_html"], 5),
     **dict.fromkeys(["embedded", "_embedded", "testing", "_fakes"], 5),

@@ -126,3 +126,20 @@ def test_readme_read_queues_example_runs(pgmq_dsn: str) -> None:
     proc = _run(_example("read_queues"), pgmq_dsn)
     assert proc.returncode == 0, proc.stderr
     assert "True [('readme_high', 40), ('readme_low', 40)]" in proc.stdout
+
+
+def test_readme_exactly_once_example_runs(pgmq_dsn: str) -> None:
+    """#19 item 1: the "Exactly-once effects" block books four payments with their deletes
+    and rolls back the rejected one's row, which the failure policy archives."""
+    proc = _run(_example("exactly-once"), pgmq_dsn)
+    assert proc.returncode == 0, proc.stderr
+    assert "(3, 'archive', 'acked')" in proc.stdout
+    assert "(4, 'delete', 'acked')" in proc.stdout
+    assert "[(0,), (1,), (2,), (4,)]" in proc.stdout
+
+
+def test_readme_otel_example_runs(pgmq_dsn: str) -> None:
+    """#19 item 2: the "OpenTelemetry" block's process span is a child of its send span."""
+    proc = _run(_example("otel"), pgmq_dsn)
+    assert proc.returncode == 0, proc.stderr
+    assert "True True" in proc.stdout

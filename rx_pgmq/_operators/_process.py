@@ -25,6 +25,7 @@ from rx_pgmq._fatal import FATAL, propagate
 from rx_pgmq._loop import LoopThread, check_scheduler, loop_of
 from rx_pgmq._operators._serial import Serial
 from rx_pgmq._outcome import NotAnOutcome, Outcome, ProcessOperator, success_of
+from rx_pgmq._telemetry import traced
 from rx_pgmq._validate import check_positive_int
 from rx_pgmq.errors import InvalidArgument
 from rx_pgmq.message import Message
@@ -235,6 +236,7 @@ def process(
         raise InvalidArgument("fn", f"must be callable (Message -> result), got {fn!r}")
     limit = check_positive_int(max_concurrency, "max_concurrency")
     run_on = check_scheduler(scheduler)
+    fn = traced(fn)  # a process span per call once rx_pgmq.telemetry is instrumented
     loop = loop_of(run_on)
     if _is_async(fn) or loop is not None:
         if run_on is not None and loop is None:
