@@ -76,6 +76,7 @@ LAYERS: dict[str, int] = {
     **dict.fromkeys(["_policy", "aio"], 4),
     **dict.fromkeys(["cli", "jupyter", "_html", "embedded", "testing", "_fakes"], 5),
     "_cli_server": 5,
+    "_scalebench": 5,
 }
 
 

@@ -1,0 +1,27 @@
+"""Several consumer processes on one queue (#17 item 5), against a real PostgreSQL."""
+
+from __future__ import annotations
+
+import pytest
+from _support import Conn, count
+
+import rx_pgmq
+from rx_pgmq._scalebench import WorkerSpec, scaled_drain
+
+
+@pytest.mark.slow
+def test_four_consumer_processes_on_one_queue_lose_nothing_and_duplicate_nothing(
+    pgmq: rx_pgmq.PGMQ, pgmq_queue: str, pgmq_dsn: str, db: Conn
+) -> None:
+    """#17 item 5: 4 processes, each read_queue -> process -> ack(Delete) on the same queue
+    of 6,000 messages, no faults: every message is handled exactly once (0 lost, 0
+    duplicates), every process takes a share, and the queue and archive end empty."""
+    n = 6000
+    for start in range(0, n, 1000):
+        pgmq.send_batch(pgmq_queue, [{"n": i} for i in range(start, start + 1000)])
+    spec = WorkerSpec(pgmq_dsn, (pgmq_queue,), batch_size=50, max_in_flight=200)
+    result = scaled_drain(spec, n, 4, timeout=50)
+    assert (result.lost, result.duplicates, result.handled) == (0, 0, n)
+    assert len(result.per_consumer) == 4 and all(c > 0 for c in result.per_consumer)
+    assert count(db, pgmq_queue) == 0
+    assert count(db, pgmq_queue, prefix="a") == 0
