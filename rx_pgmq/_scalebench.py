@@ -216,6 +216,7 @@ def scaled_drain(
     timeout: float = 600.0,
     on_start: Callable[[Sequence[int]], None] | None = None,
     on_progress: Callable[[int], None] | None = None,
+    on_done: Callable[[], None] | None = None,
 ) -> DrainResult:
     """Drain ``spec.queues`` (holding ``sent`` messages in all) with ``consumers`` processes.
 
@@ -227,6 +228,8 @@ def scaled_drain(
         timeout: Seconds the whole drain may take, start-up included.
         on_start: Called with the processes' pids right before the clock starts.
         on_progress: Called about 10 times a second with the messages counted so far.
+        on_done: Called once every message was counted, before the processes stop (their
+            connections are still open).
 
     Returns:
         The duration, the duplicates and the messages lost.
@@ -270,6 +273,8 @@ def scaled_drain(
             time.sleep(0.1)
         if on_progress is not None:
             on_progress(done)
+        if on_done is not None:
+            on_done()
         stop.set()
         outcome = [results.get(timeout=max(1.0, deadline - time.monotonic())) for _ in procs]
     except queue_module.Empty:
