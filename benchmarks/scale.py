@@ -111,12 +111,24 @@ WORKERS: dict[str, Callable[[WorkerSpec, Tally], None]] = {
 }
 
 
+def wal_bytes(dsn: str) -> int:
+    """The server's WAL position in bytes (the whole cluster). ``pg_stat_wal.wal_bytes``
+    counts the same bytes but lags (backends flush their statistics about once a second)."""
+    with bench.connect(dsn) as conn:
+        row = conn.execute("SELECT pg_current_wal_insert_lsn() - '0/0'::pg_lsn").fetchone()
+    return int(row[0]) if row else 0
+
+
 class CpuMeter:
     """CPU seconds used by the database server (postmaster and children) and by the
-    consumer processes, between :meth:`start` and :meth:`stop`."""
+    consumer processes, and WAL bytes written, between :meth:`start` and :meth:`stop`."""
 
-    def __init__(self, postmaster: psutil.Process | None) -> None:
+    def __init__(self, postmaster: psutil.Process | None, dsn: str) -> None:
         self.postmaster = postmaster
+        self.dsn = dsn
+        self.wal_start = 0
+        self.wal_drain = 0
+        self.wal_sent = 0
         self.consumers: list[psutil.Process] = []
         self._begin: dict[int, float] = {}
         self._t0 = 0.0
@@ -141,6 +153,7 @@ class CpuMeter:
 
     def start(self, pids: Sequence[int]) -> None:
         self.consumers = [psutil.Process(pid) for pid in pids]
+        self.wal_start = wal_bytes(self.dsn)
         self._begin = self._cpu([*self._server(), *self.consumers])
         self._t0 = time.monotonic()
 
@@ -151,6 +164,7 @@ class CpuMeter:
         if self.postmaster is not None:
             self.db_share = sum(v - self._begin.get(k, 0.0) for k, v in server.items()) / wall
         self.client_share = sum(v - self._begin.get(k, 0.0) for k, v in client.items()) / wall
+        self.wal_drain = wal_bytes(self.dsn) - self.wal_start
 
 
 def postmaster_of(dsn: str) -> psutil.Process | None:
@@ -158,12 +172,12 @@ def postmaster_of(dsn: str) -> psutil.Process | None:
     host = str(conninfo_to_dict(dsn).get("host") or "")
     if host not in ("", "localhost", "127.0.0.1", "::1") and not host.startswith("/"):
         return None
-    with bench.connect(dsn) as conn:
+    with bench.connect(dsn) as conn:  # the backend must live while its parent is looked up
         row = conn.execute("SELECT pg_backend_pid()").fetchone()
-    try:
-        return psutil.Process(int(row[0])).parent() if row else None
-    except psutil.Error:
-        return None
+        try:
+            return psutil.Process(int(row[0])).parent() if row else None
+        except psutil.Error:
+            return None
 
 
 def measure(
@@ -181,9 +195,11 @@ def measure(
     for name in names:
         client.create_queue(name)
     try:
+        wal_sent = wal_bytes(dsn)
         for i, name in enumerate(names):
             bench.fill(client, name, n // queues + (1 if i < n % queues else 0))
-        meter = CpuMeter(postmaster)
+        wal_sent = wal_bytes(dsn) - wal_sent
+        meter = CpuMeter(postmaster, dsn)
         spec = WorkerSpec(
             dsn,
             tuple(names),
@@ -203,6 +219,7 @@ def measure(
         left = sum(client.metrics(name).queue_length for name in names)
         if left or result.lost:
             raise RuntimeError(f"{impl}: {left} messages left, {result.lost} never handled")
+        meter.wal_sent = wal_sent
         return result, meter
     finally:
         for name in names:
@@ -236,6 +253,8 @@ def run(args: Any) -> int:
                             "lost": result.lost,
                             "db_cpu": meter.db_share,
                             "client_cpu": meter.client_share,
+                            "wal_send_per_msg": meter.wal_sent / args.n,
+                            "wal_drain_per_msg": meter.wal_drain / args.n,
                             "per_consumer": result.per_consumer,
                         }
                     )
@@ -257,7 +276,15 @@ def run(args: Any) -> int:
         info,
     )
     table = bench.Table(
-        "queues", "consumers", "implementation", "msg/s", "duplicates", "db CPU", "client CPU"
+        "queues",
+        "consumers",
+        "implementation",
+        "msg/s",
+        "duplicates",
+        "db CPU",
+        "client CPU",
+        "WAL B/msg send",
+        "WAL B/msg drain",
     )
     for r in rows:
         table.add(
@@ -268,9 +295,14 @@ def run(args: Any) -> int:
             r["duplicates"],
             _pct(r["db_cpu"]),
             _pct(r["client_cpu"]),
+            f"{r['wal_send_per_msg']:,.0f}",
+            f"{r['wal_drain_per_msg']:,.0f}",
         )
     table.print()
-    print("CPU: share of all this machine's CPUs (100% = every core busy).\n")
+    print(
+        "CPU: share of all this machine's CPUs (100% = every core busy). WAL: bytes of WAL "
+        "per message while the queues were filled (send) and drained (the whole cluster).\n"
+    )
     if args.svg:
         panels = [
             _svgchart.Panel(

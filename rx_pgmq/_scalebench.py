@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import multiprocessing
 import multiprocessing.synchronize
+import os
 import queue as queue_module
 import threading
 import time
@@ -30,9 +31,18 @@ from rx_pgmq import operators as pgops
 from rx_pgmq._outcome import Settled
 from rx_pgmq._source import read_queue
 from rx_pgmq.actions import Delete
+from rx_pgmq.client import PGMQ
 from rx_pgmq.message import Message
 
-__all__ = ["DrainResult", "ScaleError", "Tally", "WorkerSpec", "rx_worker", "scaled_drain"]
+__all__ = [
+    "DrainResult",
+    "ScaleError",
+    "Tally",
+    "WorkerSpec",
+    "bench_queue",
+    "rx_worker",
+    "scaled_drain",
+]
 
 _QUEUE_BITS = 40  # a message is counted as queue_index << 40 | msg_id (msg_ids < 2**40)
 
@@ -313,3 +323,49 @@ def _failure(results: Any, index: int | None) -> str:
                 return f"consumer {i} failed: {error}"
     except queue_module.Empty:
         return "a consumer process ended without a report"
+
+
+def bench_queue(
+    dsn: str,
+    *,
+    consumers: int,
+    messages: int = 100_000,
+    batch_size: int = 100,
+    on_progress: Callable[[str, int], None] | None = None,
+    timeout: float = 600.0,
+) -> DrainResult:
+    """Fill a scratch queue with ``messages`` and drain it with ``consumers`` rx_pgmq
+    processes (``read_queue -> process(no-op) -> ack(Delete)``, window 4 x batch); the
+    queue is dropped afterwards. What ``rx-pgmq bench --consumers N`` runs.
+
+    Args:
+        dsn: The PostgreSQL conninfo (PGMQ installed).
+        consumers: Consumer processes, >= 1.
+        messages: Messages to send, then drain.
+        batch_size: Messages per read (and per send).
+        on_progress: Called with ``("send", n)`` while filling and ``("drain", n)`` while
+            draining, ``n`` the messages done so far.
+        timeout: Seconds the drain may take.
+
+    Returns:
+        The drain's duration, duplicates and messages lost.
+
+    Raises:
+        ScaleError: If a consumer failed or the drain ran out of time.
+    """
+    client = PGMQ(dsn)
+    queue = f"rx_pgmq_bench_{os.getpid()}_{time.monotonic_ns() % 10**9}"
+    client.create_queue(queue)
+    try:
+        body = {"order_id": 0, "sku": "SKU-0001", "qty": 1, "note": "x" * 64}
+        for start in range(0, messages, 1000):
+            size = min(1000, messages - start)
+            client.send_batch(queue, [body] * size)
+            if on_progress is not None:
+                on_progress("send", start + size)
+        spec = WorkerSpec(dsn, (queue,), batch_size=batch_size, max_in_flight=4 * batch_size)
+        drain_progress = None if on_progress is None else lambda n: on_progress("drain", n)
+        return scaled_drain(spec, messages, consumers, timeout=timeout, on_progress=drain_progress)
+    finally:
+        client.drop_queue(queue)
+        client.close()

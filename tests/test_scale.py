@@ -6,7 +6,7 @@ import pytest
 from _support import Conn, count
 
 import rx_pgmq
-from rx_pgmq._scalebench import WorkerSpec, scaled_drain
+from rx_pgmq._scalebench import WorkerSpec, bench_queue, scaled_drain
 
 
 @pytest.mark.slow
@@ -25,3 +25,25 @@ def test_four_consumer_processes_on_one_queue_lose_nothing_and_duplicate_nothing
     assert len(result.per_consumer) == 4 and all(c > 0 for c in result.per_consumer)
     assert count(db, pgmq_queue) == 0
     assert count(db, pgmq_queue, prefix="a") == 0
+
+
+@pytest.mark.slow
+def test_bench_queue_fills_drains_and_drops_a_scratch_queue(
+    pgmq: rx_pgmq.PGMQ, pgmq_dsn: str
+) -> None:
+    """#17 item 4 (what `rx-pgmq bench --consumers N` runs): 2 processes drain 1,500 sent
+    messages exactly once, progress is reported for both phases, and the queue is gone."""
+    before = {q.queue_name for q in pgmq.list_queues()}
+    seen: dict[str, int] = {}
+    result = bench_queue(
+        pgmq_dsn,
+        consumers=2,
+        messages=1500,
+        batch_size=50,
+        on_progress=lambda phase, n: seen.__setitem__(phase, n),
+        timeout=50,
+    )
+    assert (result.sent, result.handled, result.duplicates, result.lost) == (1500, 1500, 0, 0)
+    assert seen == {"send": 1500, "drain": 1500}
+    assert result.rate > 0
+    assert {q.queue_name for q in pgmq.list_queues()} == before
