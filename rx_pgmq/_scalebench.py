@@ -32,6 +32,7 @@ from rx_pgmq._outcome import Settled
 from rx_pgmq._source import read_queue
 from rx_pgmq.actions import Delete
 from rx_pgmq.client import PGMQ
+from rx_pgmq.errors import RxPgmqError
 from rx_pgmq.message import Message
 
 __all__ = [
@@ -47,8 +48,10 @@ __all__ = [
 _QUEUE_BITS = 40  # a message is counted as queue_index << 40 | msg_id (msg_ids < 2**40)
 
 
-class ScaleError(RuntimeError):
-    """A scaled drain could not finish: a process failed, or it ran out of time."""
+class ScaleError(RxPgmqError):
+    """A scaled drain could not finish: a process failed (its error is in the message: fix
+    the DSN, the grants or the server's ``max_connections``), or it ran out of time (give a
+    larger ``timeout`` or fewer messages)."""
 
 
 @dataclass(frozen=True)
