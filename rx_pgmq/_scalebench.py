@@ -168,7 +168,8 @@ def rx_worker(spec: WorkerSpec, tally: Tally) -> None:
         subscription = reactivex.merge(
             *(s.pipe(pgops.process(noop), pgops.ack(on_success=Delete())) for s in sources)
         ).subscribe(settled, errors.append)
-        tally.wait_stop()
+        while not tally.wait_stop(0.1) and not errors:  # a failed pipeline ends this process
+            pass
         subscription.dispose()
         if errors:
             raise ScaleError(f"consumer {spec.index}: {errors[0]!r}")

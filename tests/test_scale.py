@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from _support import Conn, count
 
 import rx_pgmq
-from rx_pgmq._scalebench import WorkerSpec, bench_queue, scaled_drain
+from rx_pgmq._scalebench import ScaleError, WorkerSpec, bench_queue, scaled_drain
 
 
 @pytest.mark.slow
@@ -47,3 +49,15 @@ def test_bench_queue_fills_drains_and_drops_a_scratch_queue(
     assert seen == {"send": 1500, "drain": 1500}
     assert result.rate > 0
     assert {q.queue_name for q in pgmq.list_queues()} == before
+
+
+@pytest.mark.slow
+def test_a_consumer_whose_pipeline_fails_ends_the_drain_with_its_error(pgmq_dsn: str) -> None:
+    """#17 item 4: a consumer process whose pipeline ends with on_error (here: the queue
+    does not exist) ends the drain at once with ScaleError naming the error, instead of
+    waiting for the timeout."""
+    spec = WorkerSpec(pgmq_dsn, ("rx_pgmq_no_such_queue",), batch_size=10, max_in_flight=40)
+    started = time.monotonic()
+    with pytest.raises(ScaleError, match="rx_pgmq_no_such_queue"):
+        scaled_drain(spec, 10, 2, timeout=100)
+    assert time.monotonic() - started < 60

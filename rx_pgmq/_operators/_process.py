@@ -209,6 +209,10 @@ def process(
         >>> async def notify(message):  # doctest: +SKIP
         ...     await http.post(URL, json=message.body)
         >>> source.pipe(pgops.process(notify, max_concurrency=100), pgops.ack())  # doctest: +SKIP
+        >>> source.pipe(  # one account's messages in read order, 8 accounts at once
+        ...     pgops.process(post_entry, max_concurrency=8, key=lambda m: m.body["account"]),
+        ...     pgops.ack(),
+        ... )  # doctest: +SKIP
     """
     if not callable(fn):
         raise InvalidArgument("fn", f"must be callable (Message -> result), got {fn!r}")
