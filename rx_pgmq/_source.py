@@ -40,7 +40,7 @@ def read_queue(
     read_interval: float | timedelta | None = 5.0,
     listener: Listener | bool | None = None,
     batch_size: int = 10,
-    max_in_flight: int = 100,
+    max_in_flight: int | None = None,
     read_options: ReadOptions | None = None,
     scheduler: abc.SchedulerBase | None = None,
     on_dispose: Literal["release", "keep"] = "release",
@@ -86,7 +86,11 @@ def read_queue(
             directly (no third connection, no listener thread; a pooled reader connection
             UNLISTENs before it goes back).
         batch_size: Most messages per read (at most 2**31 - 1).
-        max_in_flight: Most messages emitted and not yet settled.
+        max_in_flight: Most messages emitted and not yet settled; default
+            ``max(100, 4 * batch_size)``. A message's room returns only once its ack
+            committed, so a window of one batch cannot read the next batch while the
+            last one is processed and acked: four batches let a read overlap the
+            handler and an ack flush, whatever ``batch_size`` a user picks.
         read_options: Delete-on-read, conditional, long poll, FIFO reads.
         scheduler: Deliver messages on this scheduler instead of the reader thread (for
             asyncio, an ``AsyncIOThreadSafeScheduler``: deliveries then land on its loop).
@@ -155,8 +159,10 @@ def read_queue(
         vt=vt,
         read_interval=interval,
         listener=listener,
-        batch_size=check_positive_int(batch_size, "batch_size"),
-        max_in_flight=check_positive_int(max_in_flight, "max_in_flight"),
+        batch_size=(size := check_positive_int(batch_size, "batch_size")),
+        max_in_flight=check_positive_int(
+            max(100, 4 * size) if max_in_flight is None else max_in_flight, "max_in_flight"
+        ),
         options=options,
         on_dispose=on_dispose,
         extend_visibility=extend_visibility,

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
-SCRIPTS = ("drain.py", "latency.py", "idle.py", "memory.py", "concurrency.py")
+SCRIPTS = ("drain.py", "latency.py", "idle.py", "memory.py", "concurrency.py", "scale.py")
 
 
 def run_script(script: str, *args: str, timeout: float = 100.0) -> subprocess.CompletedProcess[str]:
@@ -157,3 +157,38 @@ def test_concurrency_drains_with_an_async_handler(pgmq_dsn: str) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     rows = table_rows(proc.stdout)
     assert len(rows) == 1 and int(rows[0][3]) > 1
+
+
+def test_scale_drains_with_every_consumer_count_and_writes_the_chart(
+    pgmq_dsn: str, tmp_path: Path
+) -> None:
+    """#17 item 4: a tiny scaled drain (1 and 2 consumer processes, 1 and 2 queues) gives a
+    row per implementation with 0 duplicates, and writes the SVG chart and the JSON."""
+    svg, out = tmp_path / "scale.svg", tmp_path / "scale.json"
+    proc = run_script(
+        "scale.py",
+        "--dsn",
+        pgmq_dsn,
+        "-n",
+        "200",
+        "--consumers",
+        "1",
+        "2",
+        "--queues",
+        "1",
+        "2",
+        "--batch",
+        "20",
+        "--svg",
+        str(svg),
+        "--json",
+        str(out),
+        timeout=240,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = table_rows(proc.stdout)
+    assert len(rows) == 2 * 2 * 3
+    assert {r[2] for r in rows} == {"rx_pgmq", "pgmq-py", "server loop"}
+    assert all(r[4] == "0" for r in rows)  # duplicates
+    assert svg.read_text().startswith("<svg") and "polyline" in svg.read_text()
+    assert json.loads(out.read_text())["benchmark"] == "scale"

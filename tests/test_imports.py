@@ -82,6 +82,8 @@ LAYERS: dict[str, int] = {
     **dict.fromkeys(["cli/__main__", "cli/_errors", "cli/_common", "cli/_runs", "cli/_server"], 5),
     **dict.fromkeys(["cli/_admin", "cli/_send", "cli/_peek", "cli/_topics", "cli/_tail"], 5),
     **dict.fromkeys(["cli/_demo", "cli/_bench"], 5),
+    **dict.fromkeys(["_operators/_gate", "_operators/_process_loop"], 4),
+    "_scalebench": 5,
 }
 
 

@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 import pytest
-from _support import error_of
+from _support import error_of, notification
 from reactivex import Observable, abc, typing
 from reactivex.scheduler.scheduler import Scheduler
 from reactivex.subject import Subject
@@ -141,10 +141,11 @@ def test_a_value_that_is_not_a_message_is_an_error(on_scheduler: bool) -> None:
         ({"max_concurrency": 0}, "max_concurrency"),
         ({"max_concurrency": 2.0}, "max_concurrency"),
         ({"scheduler": "pool"}, "scheduler"),
+        ({"key": "x-pgmq-group"}, "key"),
     ],
 )
 def test_arguments_are_checked_before_subscribing(kwargs: dict[str, Any], argument: str) -> None:
-    """A non-callable fn, a bad max_concurrency or a non-scheduler raise InvalidArgument."""
+    """A non-callable fn or key, a bad max_concurrency or a non-scheduler raise InvalidArgument."""
     fn = kwargs.pop("fn", lambda m: None)
     with pytest.raises(InvalidArgument) as info:
         process(fn, **kwargs)
@@ -300,3 +301,88 @@ def test_thread_pool_runs_up_to_max_concurrency_at_once_and_serializes_outcomes(
         False
     ]
     assert names and all(n.startswith("rx_pgmq-process") for n in names)
+
+
+# -- per-key order (#17 item 2, virtual time) ------------------------------------------
+
+
+def test_same_key_runs_one_at_a_time_in_order_other_keys_in_parallel() -> None:
+    """#17 item 2: with 3 slots and 10-tick calls, a1 a2 b1 a3 arriving together: a1 and b1
+    run at once, a2 only after a1, a3 only after a2, although slots are free."""
+    scheduler = TestScheduler()
+    a1, a2, b1, a3 = (
+        make_message({"k": k}, msg_id=i + 1) for i, k in enumerate(("a", "a", "b", "a"))
+    )
+    starts: list[tuple[float, int]] = []
+
+    def handle(m: Message) -> int:
+        starts.append((scheduler.clock, m.msg_id))
+        return m.msg_id
+
+    xs = scheduler.create_hot_observable(
+        on_next(210, a1), on_next(211, a2), on_next(212, b1), on_next(213, a3), on_completed(215)
+    )
+    op = process(
+        handle, max_concurrency=3, key=lambda m: m.body["k"], scheduler=Slow(scheduler, 10)
+    )
+    results = scheduler.start(lambda: xs.pipe(op))
+    assert starts == [(220.0, 1), (222.0, 3), (230.0, 2), (240.0, 4)]
+    assert results.messages == [
+        on_next(220, succeeded(a1, 1)),
+        on_next(222, succeeded(b1, 3)),
+        on_next(230, succeeded(a2, 2)),
+        on_next(240, succeeded(a3, 4)),
+        on_completed(240),
+    ]
+
+
+def test_a_freed_slot_goes_to_the_key_that_waited_longest() -> None:
+    """#17 item 2: 2 slots, a1 b1 busy; c1 then a2 wait: a1 finishing starts c1 (it waited
+    for a slot before a2 could run), and a2 starts when b1 frees the next slot."""
+    scheduler = TestScheduler()
+    a1, b1, c1, a2 = (
+        make_message({"k": k}, msg_id=i + 1) for i, k in enumerate(("a", "b", "c", "a"))
+    )
+    starts: list[tuple[float, int]] = []
+
+    def handle(m: Message) -> int:
+        starts.append((scheduler.clock, m.msg_id))
+        return m.msg_id
+
+    xs = scheduler.create_hot_observable(
+        on_next(210, a1), on_next(211, b1), on_next(212, c1), on_next(213, a2), on_completed(215)
+    )
+    op = process(
+        handle, max_concurrency=2, key=lambda m: m.body["k"], scheduler=Slow(scheduler, 10)
+    )
+    results = scheduler.start(lambda: xs.pipe(op))
+    assert starts == [(220.0, 1), (221.0, 2), (230.0, 3), (231.0, 4)]
+    assert results.messages[-1] == on_completed(231)
+
+
+@pytest.mark.parametrize("limit", [1, 3])
+def test_a_key_that_raises_fails_that_message_alone(limit: int) -> None:
+    """#17 item 2: a key function raising (or returning an unhashable value) fails that
+    message without calling fn; the others are handled and the stream completes."""
+    scheduler = TestScheduler()
+    good, bad, unhashable = (
+        make_message(body, msg_id=i + 1) for i, body in enumerate(({"k": "a"}, {}, {"k": ["list"]}))
+    )
+    called: list[int] = []
+
+    def handle(m: Message) -> int:
+        called.append(m.msg_id)
+        return m.msg_id
+
+    xs = scheduler.create_hot_observable(
+        on_next(210, good), on_next(211, bad), on_next(212, unhashable), on_completed(215)
+    )
+    slow = Slow(scheduler, 10) if limit > 1 else None
+    op = process(handle, max_concurrency=limit, key=lambda m: m.body["k"], scheduler=slow)
+    results = scheduler.start(lambda: xs.pipe(op))
+    outcomes = [notification(r).value for r in results.messages if notification(r).kind == "N"]
+    assert called == [1]
+    assert {o.message.msg_id: o.ok for o in outcomes} == {1: True, 2: False, 3: False}
+    errors = {o.message.msg_id: type(o.error) for o in outcomes if not o.ok}
+    assert errors == {2: KeyError, 3: TypeError}
+    assert notification(results.messages[-1]).kind == "C"
