@@ -12,6 +12,7 @@ from rx_pgmq._operators._backpressure import controlled, pausable, stop_and_wait
 from rx_pgmq._operators._batch import process_batch
 from rx_pgmq._operators._batchresult import InvalidBatchResult
 from rx_pgmq._operators._process import process
+from rx_pgmq._operators._skip import skip
 from rx_pgmq._outcome import NotAnOutcome
 from rx_pgmq._policy import Policy, PolicyError, backoff, max_attempts, resolve
 
@@ -30,6 +31,7 @@ __all__ = [
     "process",
     "process_batch",
     "resolve",
+    "skip",
     "stop_and_wait",
     "successes",
     "windowed",

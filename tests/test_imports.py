@@ -72,7 +72,7 @@ LAYERS: dict[str, int] = {
         ["operators", "_operators/_process", "_operators/_ack", "_operators/_backpressure"], 4
     ),
     **dict.fromkeys(["_operators/_batch", "_operators/_batchresult", "_operators/_keyed"], 4),
-    **dict.fromkeys(["_policy", "aio"], 4),
+    **dict.fromkeys(["_policy", "aio", "_operators/_skip"], 4),
     **dict.fromkeys(["cli", "jupyter", "_html", "embedded", "testing", "_fakes"], 5),
     "_cli_server": 5,
 }
