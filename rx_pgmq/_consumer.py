@@ -10,6 +10,7 @@ the lock, ask the core, do the I/O without the lock, tell the core.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
 import time
@@ -50,6 +51,46 @@ _RELEASE = SetVisibilityTimeout(0)
 
 def _no_report(_status: AckStatus) -> None:
     """The token of a release nobody waits for (a dropped message)."""
+
+
+_live: weakref.WeakSet[Consumer] = weakref.WeakSet()
+"""Consumers started and not closed: closed at interpreter exit (:func:`_close_at_exit`)."""
+_exit_hook = threading.Lock()
+_exit_hooked = False
+
+
+def _close_at_exit() -> None:
+    """At interpreter exit (before non-daemon threads are joined): dispose every consumer
+    still open and wait for each to close, bounded by its ``close_timeout``.
+
+    The reader and acknowledger are daemon threads, killed once the interpreter ends: a
+    program that returns right after ``.run()`` (whose ``take`` disposes upstream only
+    after ``run`` woke up), or never disposes, would leave its messages hidden until
+    their visibility timeout (#14 item 4).
+    """
+    consumers = list(_live)
+    for consumer in consumers:
+        consumer.dispose()
+    for consumer in consumers:
+        consumer.wait_closed(2 * consumer.config.close_timeout + 5.0)
+
+
+def _hook_exit() -> None:
+    """Register :func:`_close_at_exit` once, with ``threading``'s exit hooks (run before
+    the interpreter joins non-daemon threads; ``concurrent.futures`` uses them too)."""
+    global _exit_hooked
+    with _exit_hook:
+        if _exit_hooked:
+            return
+        _exit_hooked = True
+    register = getattr(threading, "_register_atexit", None)
+    try:
+        if register is not None:
+            register(_close_at_exit)
+        else:  # pragma: no cover - every supported CPython has it
+            atexit.register(_close_at_exit)
+    except RuntimeError:  # the interpreter is already shutting down
+        pass
 
 
 class _Watch(weakref.ref):  # type: ignore[type-arg]
@@ -138,6 +179,8 @@ class Consumer:
     def start(self) -> None:
         """Start the reader and acknowledger threads."""
         self.stats.add("consumers")
+        _hook_exit()
+        _live.add(self)
         self._acker_thread.start()
         self._reader_thread.start()
 
@@ -374,6 +417,7 @@ class Consumer:
         with self.cond:
             self.ledger.close()
         self._closed.set()
+        _live.discard(self)
         self._on_closed(self)
         if error is not None and not isinstance(error, GeneratorExit):
             self._report_error(error)
