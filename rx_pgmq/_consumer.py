@@ -93,6 +93,24 @@ def _hook_exit() -> None:
         pass
 
 
+class _Detached(abc.ObserverBase[Message]):
+    """The observer of a disposed consumer: the subscriber left, nothing goes to it.
+
+    Dropping the real one frees what the pipeline's operators still hold (e.g. the last
+    value ``.run()`` or ``last()`` keeps), so those messages are released at once instead
+    of holding the close for ``close_timeout``.
+    """
+
+    def on_next(self, value: Message) -> None:
+        """Ignore ``value``."""
+
+    def on_error(self, error: Exception) -> None:
+        """Ignore ``error``."""
+
+    def on_completed(self) -> None:
+        """Ignore completion."""
+
+
 class _Watch(weakref.ref):  # type: ignore[type-arg]
     """A weak reference to an emitted message that names its delivery.
 
@@ -240,6 +258,8 @@ class Consumer:
             self.cond.notify_all()
             if already or self._closed.is_set():
                 return
+            if self._failure is None:
+                self.observer = _Detached()  # the subscriber left (see _Detached)
             self._closer = closer = threading.Thread(
                 target=self._await_close, name=f"rx_pgmq-close-{self.config.queue}"
             )
