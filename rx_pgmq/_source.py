@@ -63,8 +63,12 @@ def read_queue(
     ``read_interval=None``): read on an insert notification or new demand, drain while
     reads come back full; hybrid (both, recommended).
 
-    Disposing stops reading at once, lets pending acks flush (up to ``close_timeout``) and
-    releases unsettled messages (``set_vt`` 0) unless ``on_dispose="keep"``.
+    Disposing stops reading at once and returns; the subscription then closes in the
+    background: messages still held downstream may settle and pending acks flush (up to
+    ``close_timeout``), then unsettled messages are released (``set_vt`` 0) unless
+    ``on_dispose="keep"``. :meth:`QueueSource.wait_closed` waits for that. A message the
+    pipeline drops unsettled (``ops.filter``, ...) is released once nothing references it
+    (one WARNING per subscription; ``operators.skip`` settles instead).
 
     A plain read (no pop, conditional, long poll or FIFO option) runs PGMQ's read query
     inline as one prepared statement. Reads commit without waiting for the WAL flush unless
@@ -97,7 +101,8 @@ def read_queue(
             lease passed to another reader is left alone and reported ``lost_lease``).
         ack_batch_size: Flush acks once this many are pending (default ``batch_size``).
         ack_max_age: Flush acks once the oldest pending is this old (seconds).
-        close_timeout: Longest wait for pending acks when disposing (seconds).
+        close_timeout: Longest wait, when closing, for pending acks and for messages still
+            held downstream to settle (seconds).
         connect_timeout: How long a subscription keeps trying to make its first connection
             when the server is unreachable (refused, starting up, ...) before it reports
             ``ConnectionLost`` to ``on_error`` (seconds, > 0). Errors no retry can fix

@@ -647,6 +647,7 @@ def tail(
             stop.set()
             if subscription is not None:
                 subscription.dispose()
+                source.wait_closed()  # bounded by close_timeout: the release is counted
     stats = source.stats
     released = stats.settled.get("release", 0)
     if failure:
@@ -856,6 +857,7 @@ def run_demo(
     started = time.monotonic()
     finished = _run_until(pipeline, on_settled, timeout)
     result.seconds = time.monotonic() - started
+    source.wait_closed()  # dispose returns at once; the tables are read after the close
     if not finished:
         raise RxPgmqError(
             f"the demo did not drain {queue!r} within {timeout:.0f}s "
@@ -1024,6 +1026,7 @@ def run_bench(
             if not _run_until(pipeline, on_settled, max(60.0, messages / 100)):
                 raise RxPgmqError(f"bench: the queue did not drain ({count[0]}/{messages})")
             drained = time.monotonic() - t1
+            source.wait_closed()  # closed before its queue is dropped
         finally:
             client.drop_queue(queue)
     return BenchResult(messages, sent, drained)
