@@ -292,7 +292,9 @@ class Consumer:
         """A watched message is gone (any thread): release it if it was never settled.
 
         Runs wherever the last reference went (a weakref callback): it must not raise.
-        Settled and ended deliveries return on the first check without the lock.
+        Settled and ended deliveries return on the first check without the lock. Once the
+        consumer is closing, a dropped message is expected (the subscriber left): the
+        close releases it with the rest, without a warning.
         """
         key = watch.key
         watches = self._watches
@@ -301,6 +303,9 @@ class Consumer:
         if key not in self.ledger:
             return
         with self._lock:
+            if self.closing:  # the subscriber left: the close releases it, no warning
+                self.cond.notify_all()  # the close may wait for this message
+                return
             if not self.ledger.dropped(key):
                 return
             item = new_tuple(Pending, (key[0], key[1], _RELEASE, None, _no_report, None))
