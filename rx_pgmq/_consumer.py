@@ -183,6 +183,7 @@ class Consumer:
         # message dies (the callback), whatever happened to it (see ``watch``).
         self._watches: dict[tuple[int, int], _Watch] = {}
         self._closer: threading.Thread | None = None
+        self._on_dead = self._dead  # one bound method for every watch
         self.reader = Reader(self)
         self.acker = Acker(self)
         self._reader_thread = threading.Thread(
@@ -284,7 +285,7 @@ class Consumer:
         Called by the reader for each message right before it is emitted (cheap: one weak
         reference and a dict entry).
         """
-        w = _Watch(message, self._dead)
+        w = _Watch(message, self._on_dead)
         w.key = key = (message.msg_id, message.read_ct)
         self._watches[key] = w
 
