@@ -10,9 +10,11 @@ the lock, ask the core, do the I/O without the lock, tell the core.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -37,12 +39,87 @@ from rx_pgmq._settle import Token, report, resolve
 from rx_pgmq._slots import new_tuple
 from rx_pgmq._stats import StatsRecorder
 from rx_pgmq._wakeup import SocketCondition
-from rx_pgmq.actions import AckStatus, Action
+from rx_pgmq.actions import AckStatus, Action, SetVisibilityTimeout
 from rx_pgmq.message import Message
 
 __all__ = ["MOVED_HEADER", "Config", "Consumer"]
 
 _log = logging.getLogger("rx_pgmq")
+
+_RELEASE = SetVisibilityTimeout(0)
+
+
+def _no_report(_status: AckStatus) -> None:
+    """The token of a release nobody waits for (a dropped message)."""
+
+
+_live: weakref.WeakSet[Consumer] = weakref.WeakSet()
+"""Consumers started and not closed: closed at interpreter exit (:func:`_close_at_exit`)."""
+_exit_hook = threading.Lock()
+_exit_hooked = False
+
+
+def _close_at_exit() -> None:
+    """At interpreter exit (before non-daemon threads are joined): dispose every consumer
+    still open and wait for each to close, bounded by its ``close_timeout``.
+
+    The reader and acknowledger are daemon threads, killed once the interpreter ends: a
+    program that returns right after ``.run()`` (whose ``take`` disposes upstream only
+    after ``run`` woke up), or never disposes, would leave its messages hidden until
+    their visibility timeout (#14 item 4).
+    """
+    consumers = list(_live)
+    for consumer in consumers:
+        consumer.dispose()
+    for consumer in consumers:
+        consumer.wait_closed(2 * consumer.config.close_timeout + 5.0)
+
+
+def _hook_exit() -> None:
+    """Register :func:`_close_at_exit` once, with ``threading``'s exit hooks (run before
+    the interpreter joins non-daemon threads; ``concurrent.futures`` uses them too)."""
+    global _exit_hooked
+    with _exit_hook:
+        if _exit_hooked:
+            return
+        _exit_hooked = True
+    register = getattr(threading, "_register_atexit", None)
+    try:
+        if register is not None:
+            register(_close_at_exit)
+        else:  # pragma: no cover - every supported CPython has it
+            atexit.register(_close_at_exit)
+    except RuntimeError:  # the interpreter is already shutting down
+        pass
+
+
+class _Detached(abc.ObserverBase[Message]):
+    """The observer of a disposed consumer: the subscriber left, nothing goes to it.
+
+    Dropping the real one frees what the pipeline's operators still hold (e.g. the last
+    value ``.run()`` or ``last()`` keeps), so those messages are released at once instead
+    of holding the close for ``close_timeout``.
+    """
+
+    def on_next(self, value: Message) -> None:
+        """Ignore ``value``."""
+
+    def on_error(self, error: Exception) -> None:
+        """Ignore ``error``."""
+
+    def on_completed(self) -> None:
+        """Ignore completion."""
+
+
+class _Watch(weakref.ref):  # type: ignore[type-arg]
+    """A weak reference to an emitted message that names its delivery.
+
+    Its callback gets the delivery from the reference, not from the message (which is
+    gone by then), so watching a message never keeps it alive.
+    """
+
+    __slots__ = ("key",)
+    key: tuple[int, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +179,12 @@ class Consumer:
         self._failure: Exception | None = None
         self._closed = threading.Event()
         self._ignored_warned = False
+        self._drop_warned = False
+        # delivery -> weak reference to its emitted message; an entry leaves when the
+        # message dies (the callback), whatever happened to it (see ``watch``).
+        self._watches: dict[tuple[int, int], _Watch] = {}
+        self._closer: threading.Thread | None = None
+        self._on_dead = self._dead  # one bound method for every watch
         self.reader = Reader(self)
         self.acker = Acker(self)
         self._reader_thread = threading.Thread(
@@ -116,6 +199,8 @@ class Consumer:
     def start(self) -> None:
         """Start the reader and acknowledger threads."""
         self.stats.add("consumers")
+        _hook_exit()
+        _live.add(self)
         self._acker_thread.start()
         self._reader_thread.start()
 
@@ -163,15 +248,94 @@ class Consumer:
             self.cond.notify_all()
 
     def dispose(self) -> None:
-        """Stop reading at once; flush acks and release unsettled messages (bounded wait)."""
+        """Stop reading at once and return; the consumer closes in the background.
+
+        Closing (the reader thread's :meth:`_shutdown`) lets messages still held downstream
+        settle and pending acks flush for up to ``close_timeout``, then releases the rest.
+        A non-daemon thread waits for it, so a program that ends right after disposing
+        still releases its messages (#14 item 4). :meth:`wait_closed` waits for it too.
+        """
         with self.cond:
             already, self.closing = self.closing, True
             self.cond.notify_all()
-        if not already and self.config.options.long_poll is not None:
+            if already or self._closed.is_set():
+                return
+            if self._failure is None:
+                self.observer = _Detached()  # the subscriber left (see _Detached)
+            self._closer = closer = threading.Thread(
+                target=self._await_close, name=f"rx_pgmq-close-{self.config.queue}"
+            )
+        closer.start()
+
+    def _await_close(self) -> None:
+        """The closer thread: cancel a long poll, then wait (bounded) for the close."""
+        if self.config.options.long_poll is not None:
             self._cancel_long_poll()
-        current = threading.current_thread()
-        if current is not self._reader_thread and current is not self._acker_thread:
-            self._closed.wait(self.config.close_timeout + 5.0)
+        # drain (close_timeout) + acknowledger join (close_timeout) + release retries
+        self._closed.wait(2 * self.config.close_timeout + 5.0)
+
+    def wait_closed(self, timeout: float | None = None) -> bool:
+        """Wait until the consumer finished closing; return whether it did in time."""
+        return self._closed.wait(timeout)
+
+    # -- dropped messages (#14 item 1) ----------------------------------------------------
+
+    def watch(self, message: Message) -> None:
+        """Watch an emitted message: once nothing references it, :meth:`_dead` runs.
+
+        Called by the reader for each message right before it is emitted (cheap: one weak
+        reference and a dict entry).
+        """
+        w = _Watch(message, self._on_dead)
+        w.key = key = (message.msg_id, message.read_ct)
+        self._watches[key] = w
+
+    def _dead(self, watch: _Watch) -> None:
+        """A watched message is gone (any thread): release it if it was never settled.
+
+        Runs wherever the last reference went (a weakref callback): it must not raise.
+        Settled and ended deliveries return on the first check without the lock. Once the
+        consumer is closing, a dropped message is expected (the subscriber left): the
+        close releases it with the rest, without a warning.
+        """
+        key = watch.key
+        watches = self._watches
+        if watches.get(key) is watch:
+            del watches[key]
+        if key not in self.ledger:
+            return
+        with self._lock:
+            if self.closing:  # the subscriber left: the close releases it, no warning
+                self.cond.notify_all()  # the close may wait for this message
+                return
+            if not self.ledger.dropped(key):
+                return
+            item = new_tuple(Pending, (key[0], key[1], _RELEASE, None, _no_report, None))
+            self.batcher.add(item, time.monotonic())
+            self.cond.notify_all()
+            warn, self._drop_warned = not self._drop_warned, True
+        self.stats.add("dropped")
+        if warn:
+            _log.warning(
+                "queue %r: message %d (read_ct %d) was dropped by the pipeline without "
+                "being settled; it is released (visible again now). Settle every message "
+                "(pgops.ack(), message.settle()) or drop messages with pgops.skip(predicate), "
+                "which settles them. Only the first dropped message is logged.",
+                self.config.queue,
+                key[0],
+                key[1],
+            )
+
+    def _alive_unsettled(self) -> int:
+        """Held deliveries whose messages are still referenced and not settling (lock
+        held): a closing consumer waits for them."""
+        while True:
+            try:
+                alive = list(self._watches)
+                break
+            except RuntimeError:  # a message died (another thread) while copying
+                continue
+        return self.ledger.unsettled_alive(alive)
 
     def _cancel_long_poll(self) -> None:
         """Cancel a long poll in progress so dispose does not wait for it to time out.
@@ -296,19 +460,25 @@ class Consumer:
         with self.cond:
             self.ledger.close()
         self._closed.set()
+        _live.discard(self)
         self._on_closed(self)
         if error is not None and not isinstance(error, GeneratorExit):
             self._report_error(error)
 
     def _drain_acks(self) -> None:
-        """Let pending acks flush (up to ``close_timeout``), then stop the acknowledger."""
+        """Let messages still held downstream settle and pending acks flush (up to
+        ``close_timeout`` in all), then stop the acknowledger (#14 item 2)."""
         deadline = time.monotonic() + self.config.close_timeout
         with self.cond:
-            while (len(self.batcher) or self.acker.flushing) and self._acker_thread.is_alive():
+            while self._acker_thread.is_alive() and (
+                len(self.batcher) or self.acker.flushing or self._alive_unsettled()
+            ):
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
-                self.cond.wait(left)
+                # A settle request wakes this wait; a message dying does too. The cap
+                # re-checks the messages still referenced (no event for a handler ending).
+                self.cond.wait(min(left, 0.05))
             self.ledger.begin_shutdown()
             self.cond.notify_all()
         if threading.current_thread() is not self._acker_thread:

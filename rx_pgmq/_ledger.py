@@ -58,9 +58,11 @@ class Ledger:
 
     Attributes:
         demand: The demand window.
+        ended: How many deliveries ended so far (the consumer notices a window that
+            stays full with nothing settled: a pipeline that never acks).
     """
 
-    __slots__ = ("_held", "_settling", "_stopped", "demand")
+    __slots__ = ("_held", "_settling", "_stopped", "demand", "ended")
 
     def __init__(self, demand: Demand) -> None:
         self.demand = demand
@@ -68,6 +70,7 @@ class Ledger:
         self._held: dict[Delivery, float] = {}
         self._settling: set[Delivery] = set()
         self._stopped = False
+        self.ended = 0  # deliveries ended so far (a full window with no change stalls)
 
     def __repr__(self) -> str:
         return (
@@ -176,8 +179,15 @@ class Ledger:
             if held.pop(key, None) is not None:
                 n += 1
         if n:
+            self.ended += n
             self.demand.on_settled(n)
         return n
+
+    def unsettled_alive(self, alive: Iterable[Delivery]) -> int:
+        """How many of the held deliveries ``alive`` (still referenced downstream) are not
+        settling: what a closing consumer still waits for (they may settle)."""
+        held, settling = self._held, self._settling
+        return sum(1 for key in alive if key in held and key not in settling)
 
     # -- leases ------------------------------------------------------------------------
 

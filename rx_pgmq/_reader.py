@@ -10,6 +10,7 @@ once (:mod:`rx_pgmq._wakeup`).
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from functools import partial
@@ -38,6 +39,10 @@ if TYPE_CHECKING:
 __all__ = ["Reader"]
 
 _log = logging.getLogger("rx_pgmq")
+
+_COLLECT_AFTER = 0.5
+"""Seconds a full window with nothing settled waits before the reader runs the garbage
+collector once (messages dropped inside reference cycles are released then)."""
 
 
 def _never_connected(config: Config, exc: BaseException) -> ConnectionLost:
@@ -72,6 +77,13 @@ class Reader:
         self._fifo = cfg.options.fifo is not None
         # body_type: bodies decoded straight from their JSON text (read_queue checked it)
         self._body_loads = None if cfg.body_type is None else text_decoder(cfg.body_type)
+        # A full window with nothing settled for a visibility timeout (#14 item 1): the
+        # time it was first seen full, the ledger's ``ended`` count then, warned yet.
+        self._full_since: float | None = None
+        self._full_ended = 0
+        self._stall_warned = cfg.options.delete_on_read
+        self._collected = cfg.options.delete_on_read  # gc ran during this full window
+        self._idle = False  # the last read came back empty
 
     # -- events (any thread, lock held or taken) -----------------------------------------
 
@@ -154,6 +166,7 @@ class Reader:
                 continue
             backoff.reset()
             self._deliver(size, msgs)
+            del msgs  # the messages live on only downstream (a dropped one is released)
 
     def _setup(self) -> None:
         cfg = self._consumer.config
@@ -195,11 +208,53 @@ class Reader:
             if self.demand.starved and consumer.acks_pending():
                 self._cond.notify_all()  # starved: the acknowledger flushes at once
             timeout = None if plan.deadline is None else max(0.0, plan.deadline - now)
+            stall = self._stall_check(now, size)
+            if stall is not None:
+                timeout = stall - now if timeout is None else min(timeout, stall - now)
             if self._socket_cond is not None:
                 self._wait_listening(self._socket_cond, timeout)
             else:
                 self._cond.wait(timeout)
         return 0
+
+    def _stall_check(self, now: float, size: int) -> float | None:
+        """Watch a window that stays full (or a queue read empty while messages are held)
+        with nothing settled; return when to look again.
+
+        After :data:`_COLLECT_AFTER` seconds the garbage collector runs once: a message
+        dropped inside a reference cycle (e.g. held by an exception's traceback) is only
+        freed, and so released, by it. After a visibility timeout it warns once (a
+        pipeline without ``ack``). Lock held.
+        """
+        demand = self.demand
+        full = not size and not demand.paused and not demand.room()
+        if not full and not (self._idle and len(self._ledger)):
+            self._full_since = None
+            return None
+        ended = self._ledger.ended
+        if self._full_since is None or ended != self._full_ended:
+            self._full_since, self._full_ended, self._collected = now, ended, False
+        collect_at = self._full_since + _COLLECT_AFTER
+        if not self._collected:
+            if now < collect_at:
+                return collect_at
+            self._collected = True
+            gc.collect()  # a dropped message's weakref callback queues its release
+        if self._stall_warned or not full:
+            return None
+        due = self._full_since + self._consumer.config.vt
+        if now < due:
+            return due
+        self._stall_warned = True
+        _log.warning(
+            "queue %r: all %d messages of the window (max_in_flight) were emitted and none "
+            "was settled for %ds (visibility_timeout), so nothing more is read. Settle each "
+            "message: end the pipeline with pgops.ack() (or call message.settle()).",
+            self._queue,
+            demand.window,
+            self._consumer.config.vt,
+        )
+        return None
 
     def _wait_listening(self, cond: SocketCondition, timeout: float | None) -> None:
         """Wait like ``cond.wait(timeout)``, and for a notification on the reader
@@ -281,6 +336,7 @@ class Reader:
                 self._queue,
                 held,
             )
+        self._idle = empty
         if empty:
             self._stats.add("empty_reads")
         if msgs:
@@ -289,12 +345,15 @@ class Reader:
     def _emit(self, msgs: list[Message], pop: bool) -> None:
         consumer = self._consumer
         on_next = consumer.observer.on_next
+        watch = None if pop else consumer.watch
         emitted = 0
         try:
             for m in msgs:
                 if consumer.closing:
                     break  # not emitted: released on shutdown like any unsettled message
                 emitted += 1
+                if watch is not None:
+                    watch(m)  # released once dropped unsettled (#14 item 1)
                 on_next(m)
                 if pop:
                     with self._cond:

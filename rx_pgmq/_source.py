@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import AsyncGenerator
 from dataclasses import replace
 from datetime import timedelta
@@ -64,8 +65,12 @@ def read_queue(
     ``read_interval=None``): read on an insert notification or new demand, drain while
     reads come back full; hybrid (both, recommended).
 
-    Disposing stops reading at once, lets pending acks flush (up to ``close_timeout``) and
-    releases unsettled messages (``set_vt`` 0) unless ``on_dispose="keep"``.
+    Disposing stops reading at once and returns; the subscription then closes in the
+    background: messages still held downstream may settle and pending acks flush (up to
+    ``close_timeout``), then unsettled messages are released (``set_vt`` 0) unless
+    ``on_dispose="keep"``. :meth:`QueueSource.wait_closed` waits for that. A message the
+    pipeline drops unsettled (``ops.filter``, ...) is released once nothing references it
+    (one WARNING per subscription; ``operators.skip`` settles instead).
 
     A plain read (no pop, conditional, long poll or FIFO option) runs PGMQ's read query
     inline as one prepared statement. Reads commit without waiting for the WAL flush unless
@@ -102,7 +107,8 @@ def read_queue(
             lease passed to another reader is left alone and reported ``lost_lease``).
         ack_batch_size: Flush acks once this many are pending (default ``batch_size``).
         ack_max_age: Flush acks once the oldest pending is this old (seconds).
-        close_timeout: Longest wait for pending acks when disposing (seconds).
+        close_timeout: Longest wait, when closing, for pending acks and for messages still
+            held downstream to settle (seconds).
         connect_timeout: How long a subscription keeps trying to make its first connection
             when the server is unreachable (refused, starting up, ...) before it reports
             ``ConnectionLost`` to ``on_error`` (seconds, > 0). Errors no retry can fix
@@ -235,6 +241,9 @@ class QueueSource(Observable[Message[BodyT]]):
         self._lock = threading.Lock()
         self._consumers: list[Consumer] = []
         self._stats = StatsRecorder()
+        # The live subscriptions of this source and of the sources derived from it
+        # (``windowed`` etc.), shared: ``wait_closed`` on either waits for all of them.
+        self._family: list[Consumer] = []
 
     @property
     def config(self) -> Config:
@@ -259,12 +268,47 @@ class QueueSource(Observable[Message[BodyT]]):
         with self._lock:
             return list(self._consumers)
 
+    def wait_closed(self, timeout: float | None = None) -> bool:
+        """Wait until every subscription of this source that is closing has closed.
+
+        ``dispose()`` (and a terminating operator such as ``take``) returns at once; the
+        subscription then closes in the background: messages still held downstream may
+        settle and pending acks flush for up to ``close_timeout``, the rest is released.
+        Wait for that here, e.g. before checking the queue in a test. A program may also
+        just end: a non-daemon thread keeps it alive until the close is done.
+
+        Args:
+            timeout: Most seconds to wait (``None``: no limit).
+
+        Returns:
+            True if no subscription is left closing (subscriptions still running are not
+            waited for), False if ``timeout`` passed first. Subscriptions of the sources
+            derived from this one (``windowed``, ``pausable``, ...) count too.
+
+        Example:
+            >>> subscription.dispose()  # doctest: +SKIP
+            >>> source.wait_closed(10)  # doctest: +SKIP
+            True
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._lock:
+            family = list(self._family)
+        for consumer in family:
+            if not consumer.closing:
+                continue
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not consumer.wait_closed(left):
+                return False
+        return True
+
     def derive(self, **changes: Any) -> QueueSource[BodyT]:
         """A copy with other consumer settings (used by the backpressure operators)."""
         pauser = changes.pop("pauser", self._pauser)
         start_paused = changes.pop("start_paused", self._start_paused)
         cls = ControlledSource if changes.get("controlled") else type(self)
-        return cls(replace(self._config, **changes), self._scheduler, pauser, start_paused)
+        derived = cls(replace(self._config, **changes), self._scheduler, pauser, start_paused)
+        derived._family = self._family
+        return derived
 
     def __aiter__(self) -> AsyncGenerator[Message[BodyT], None]:
         """``async for message in source``: see :func:`rx_pgmq.aio.iterate`."""
@@ -274,6 +318,8 @@ class QueueSource(Observable[Message[BodyT]]):
         with self._lock:
             if consumer in self._consumers:
                 self._consumers.remove(consumer)
+            if consumer in self._family:
+                self._family.remove(consumer)
 
     def _subscribe_core(
         self,
@@ -295,6 +341,7 @@ class QueueSource(Observable[Message[BodyT]]):
         consumer = Consumer(self._config, observer, self._stats, self._forget)
         with self._lock:
             self._consumers.append(consumer)
+            self._family.append(consumer)
         self._on_new_consumer(consumer)
         disposables = CompositeDisposable()
         if self._pauser is not None:

@@ -29,6 +29,8 @@ class ConsumerStats:
         held_rereads: Messages a read returned with the ``read_ct`` of a delivery the
             consumer still held, because a server crash forgot the earlier read (see
             ``ReadOptions.durable_reads``); not emitted a second time.
+        dropped: Messages the pipeline dropped without settling them (no reference left),
+            released by the consumer (``set_vt`` 0); see ``pgops.skip``.
     """
 
     reads: int = 0
@@ -43,6 +45,7 @@ class ConsumerStats:
     extended: int = 0
     consumers: int = 0
     held_rereads: int = 0
+    dropped: int = 0
 
     @property
     def settled_total(self) -> int:
@@ -85,4 +88,5 @@ class StatsRecorder:
                 extended=c["extended"],
                 consumers=c["consumers"],
                 held_rereads=c["held_rereads"],
+                dropped=c["dropped"],
             )

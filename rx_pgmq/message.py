@@ -73,7 +73,7 @@ BodyT = TypeVar("BodyT", default=Any)
 """The type of a message's body: ``Any`` (parsed JSON) unless read with a ``body_type``."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, weakref_slot=True)
 class Message(Generic[BodyT]):
     """One PGMQ message as read by a consumer (PGMQ's ``message_record``).
 
@@ -92,6 +92,10 @@ class Message(Generic[BodyT]):
             :class:`~rx_pgmq.errors.DecodeError`); ``body`` and ``headers`` are then
             ``None``. ``operators.process`` turns such a message into a failure without
             calling the handler.
+
+    A consumer holds only a weak reference to each message it emits: a message dropped
+    unsettled (by ``ops.filter``, ``take``, an exception, ...) is released as soon as no
+    reference to it is left (see README, "Composing with RxPY").
     """
 
     msg_id: int

@@ -12,6 +12,7 @@ from rx_pgmq._operators._backpressure import controlled, pausable, stop_and_wait
 from rx_pgmq._operators._batch import process_batch
 from rx_pgmq._operators._batchresult import InvalidBatchResult
 from rx_pgmq._operators._process import process
+from rx_pgmq._operators._skip import skip
 from rx_pgmq._operators._transaction import LeaseLost, process_in_transaction
 from rx_pgmq._outcome import NotAnOutcome
 from rx_pgmq._policy import Policy, PolicyError, backoff, max_attempts, resolve
@@ -33,6 +34,7 @@ __all__ = [
     "process_batch",
     "process_in_transaction",
     "resolve",
+    "skip",
     "stop_and_wait",
     "successes",
     "windowed",

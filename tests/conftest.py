@@ -16,6 +16,8 @@ import pytest
 from _support import Conn, Sink, Subscribe
 from reactivex import Observable, abc
 
+import rx_pgmq
+
 pytest_plugins = ("pytester",)
 
 T = TypeVar("T")
@@ -32,9 +34,11 @@ def db(pgmq_dsn: str) -> Iterator[Conn]:
 def subscribe(pgmq_queue: str) -> Iterator[Subscribe]:
     """Subscribe a new Sink to a source (it keeps the subscription in ``.subscription``).
 
-    Every subscription is disposed after the test, before ``pgmq_queue`` is dropped.
+    Every subscription is disposed after the test and, for a ``QueueSource`` subscribed
+    directly, closed (``wait_closed``) before ``pgmq_queue`` is dropped.
     """
     subscriptions: list[abc.DisposableBase] = []
+    sources: list[rx_pgmq.QueueSource] = []
 
     def run(
         source: Observable[T],
@@ -45,8 +49,12 @@ def subscribe(pgmq_queue: str) -> Iterator[Subscribe]:
         sink = Sink(on_message, work)
         sink.subscription = source.subscribe(sink)
         subscriptions.append(sink.subscription)
+        if isinstance(source, rx_pgmq.QueueSource):
+            sources.append(source)
         return sink
 
     yield run
     for subscription in subscriptions:
         subscription.dispose()
+    for source in sources:
+        source.wait_closed(15.0)

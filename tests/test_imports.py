@@ -84,6 +84,7 @@ LAYERS: dict[str, int] = {
     **dict.fromkeys(["cli/_demo", "cli/_bench"], 5),
     **dict.fromkeys(["_operators/_gate", "_operators/_process_loop"], 4),
     "_scalebench": 5,
+    "_operators/_skip": 4,
 }
 
 

@@ -238,7 +238,7 @@ def test_a_consumer_role_with_only_the_readme_grants_extends_and_releases(
         assert all(t > 0 for t in left.values()), left  # hidden, beyond the first 2 s
     finally:
         sub.dispose()
-    assert wait_until(lambda: source.consumers == [], 5.0)
+    assert source.wait_closed(WAIT)  # `held` keeps them: they may settle for close_timeout
     left = _vt_seconds_left(database.dsn, "orders")
     assert sorted(left) == sorted(ids)
     assert all(t <= 0 for t in left.values()), left  # released, not merely expired later

@@ -189,6 +189,7 @@ def test_dispose_releases_the_pending_group_once(
     sink = subscribe(source.pipe(op, pgops.ack()))
     assert wait_until(lambda: count(db, pgmq_queue, "read_ct >= 1") == 3)
     sink.subscription.dispose()
+    assert source.wait_closed(WAIT)
     assert calls == []
     visible = "vt <= clock_timestamp()"
     assert count(db, pgmq_queue, visible) == 3

@@ -43,10 +43,11 @@ def rows(db: Conn, queue: str) -> dict[int, tuple[int, float]]:
 def test_dispose_releases_unsettled_messages_and_stops_reading_at_once(
     pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, subscribe: Subscribe, db: Conn
 ) -> None:
-    """Disposing with 5 unsettled messages returns quickly, sets their vt back to now
-    (read_ct unchanged, so others read them at once) and no read happens afterwards."""
+    """Disposing with 5 unsettled messages returns at once; once closed (the subscriber
+    still holds them: they may settle for close_timeout) their vt is back to now (read_ct
+    unchanged, so others read them at once) and no read happens afterwards."""
     ids = pgmq.send_batch(pgmq_queue, [{"i": i} for i in range(10)])
-    source = source_of(pgmq_dsn, pgmq_queue, max_in_flight=5)
+    source = source_of(pgmq_dsn, pgmq_queue, max_in_flight=5, close_timeout=0.5)
     sink = subscribe(source)
     assert sink.wait_for(5)
     held = {m.msg_id for m in sink.messages}
@@ -56,6 +57,7 @@ def test_dispose_releases_unsettled_messages_and_stops_reading_at_once(
     sink.subscription.dispose()
     took = time.monotonic() - started
     assert took < 2.0, f"dispose took {took:.2f} s"
+    assert source.wait_closed(WAIT)
     reads = source.stats.reads
     state = rows(db, pgmq_queue)
     for i in held:
@@ -122,7 +124,7 @@ def test_dispose_flushes_pending_acks_before_releasing(
     """Acks held back by the batcher (ack_max_age=60 s) are committed by dispose, before
     the remaining unsettled messages are released."""
     pgmq.send_batch(pgmq_queue, [{"i": i} for i in range(5)])
-    source = source_of(pgmq_dsn, pgmq_queue, ack_batch_size=100, ack_max_age=60)
+    source = source_of(pgmq_dsn, pgmq_queue, ack_batch_size=100, ack_max_age=60, close_timeout=0.5)
     sink = subscribe(source)
     assert sink.wait_for(5)
     futures: list[Future[AckStatus]] = [m.settle() for m in sink.messages[:3]]
@@ -131,6 +133,7 @@ def test_dispose_flushes_pending_acks_before_releasing(
     assert len(rows(db, pgmq_queue)) == 5
 
     sink.subscription.dispose()
+    assert source.wait_closed(WAIT)
     assert [f.result(0) for f in futures] == ["acked"] * 3
     state = rows(db, pgmq_queue)
     assert sorted(state) == sorted(m.msg_id for m in sink.messages[3:])
@@ -141,12 +144,14 @@ def test_dispose_flushes_pending_acks_before_releasing(
 def test_settle_after_dispose_is_refused_without_sql(
     pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, subscribe: Subscribe, db: Conn
 ) -> None:
-    """Settling a message after its subscription was disposed resolves "unacked" and does
-    not touch the (already released) message."""
+    """Settling a message after its subscription closed resolves "unacked" and does not
+    touch the (already released) message."""
     pgmq.send(pgmq_queue, {"x": 1})
-    sink = subscribe(source_of(pgmq_dsn, pgmq_queue))
+    source = source_of(pgmq_dsn, pgmq_queue, close_timeout=0.2)
+    sink = subscribe(source)
     assert sink.wait_for(1)
     sink.subscription.dispose()
+    assert source.wait_closed(WAIT)
     assert sink.messages[0].settle().result(WAIT) == "unacked"
     assert len(rows(db, pgmq_queue)) == 1
 

@@ -84,6 +84,7 @@ def run_bench(
             if not run_until(pipeline, on_settled, max(60.0, messages / 100)):
                 raise RxPgmqError(f"bench: the queue did not drain ({count[0]}/{messages})")
             drained = time.monotonic() - t1
+            source.wait_closed()  # closed before its queue is dropped
         finally:
             client.drop_queue(queue)
     return BenchResult(messages, sent, drained)

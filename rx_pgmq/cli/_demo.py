@@ -193,6 +193,7 @@ def run_demo(
     started = time.monotonic()
     finished = run_until(pipeline, on_settled, timeout)
     result.seconds = time.monotonic() - started
+    source.wait_closed()  # dispose returns at once; the tables are read after the close
     if not finished:
         raise RxPgmqError(
             f"the demo did not drain {queue!r} within {timeout:.0f}s "

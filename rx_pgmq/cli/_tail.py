@@ -164,6 +164,7 @@ def tail(
             stop.set()
             if subscription is not None:
                 subscription.dispose()
+                source.wait_closed()  # bounded by close_timeout: the release is counted
     stats = source.stats
     released = stats.settled.get("release", 0)
     if failure:
