@@ -183,6 +183,7 @@ class Consumer:
         # delivery -> weak reference to its emitted message; an entry leaves when the
         # message dies (the callback), whatever happened to it (see ``watch``).
         self._watches: dict[tuple[int, int], _Watch] = {}
+        self._grace = True  # a close waits for messages still held downstream
         self._closer: threading.Thread | None = None
         self._on_dead = self._dead  # one bound method for every watch
         self.reader = Reader(self)
@@ -325,6 +326,15 @@ class Consumer:
                 key[0],
                 key[1],
             )
+
+    def abandon_grace(self) -> None:
+        """The pipeline ended with an error: nothing downstream settles any more, so a close
+        releases what is unsettled at once instead of waiting for messages still referenced
+        (an exception's traceback may hold one for as long as the user keeps it; #14 item 3).
+        """
+        with self.cond:
+            self._grace = False
+            self.cond.notify_all()
 
     def _alive_unsettled(self) -> int:
         """Held deliveries whose messages are still referenced and not settling (lock
@@ -471,7 +481,9 @@ class Consumer:
         deadline = time.monotonic() + self.config.close_timeout
         with self.cond:
             while self._acker_thread.is_alive() and (
-                len(self.batcher) or self.acker.flushing or self._alive_unsettled()
+                len(self.batcher)
+                or self.acker.flushing
+                or (self._grace and self._alive_unsettled())
             ):
                 left = deadline - time.monotonic()
                 if left <= 0:

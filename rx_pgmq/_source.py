@@ -22,6 +22,7 @@ from rx_pgmq._loop import check_scheduler
 from rx_pgmq._options import ReadOptions
 from rx_pgmq._stats import ConsumerStats, StatsRecorder
 from rx_pgmq._validate import (
+    MAX_INT4,
     check_positive_int,
     check_queue_name,
     seconds,
@@ -92,10 +93,10 @@ def read_queue(
             UNLISTENs before it goes back).
         batch_size: Most messages per read (at most 2**31 - 1).
         max_in_flight: Most messages emitted and not yet settled; default
-            ``max(100, 4 * batch_size)``. A message's room returns only once its ack
-            committed, so a window of one batch cannot read the next batch while the
-            last one is processed and acked: four batches let a read overlap the
-            handler and an ack flush, whatever ``batch_size`` a user picks.
+            ``max(100, 4 * batch_size)``, at most 2**31 - 1. A message's room returns
+            only once its ack committed, so a window of one batch cannot read the next
+            batch while the last one is processed and acked: four batches let a read
+            overlap the handler and an ack flush, whatever ``batch_size`` a user picks.
         read_options: Delete-on-read, conditional, long poll, FIFO reads.
         scheduler: Deliver messages on this scheduler instead of the reader thread (for
             asyncio, an ``AsyncIOThreadSafeScheduler``: deliveries then land on its loop).
@@ -167,7 +168,8 @@ def read_queue(
         listener=listener,
         batch_size=(size := check_positive_int(batch_size, "batch_size")),
         max_in_flight=check_positive_int(
-            max(100, 4 * size) if max_in_flight is None else max_in_flight, "max_in_flight"
+            min(MAX_INT4, max(100, 4 * size)) if max_in_flight is None else max_in_flight,
+            "max_in_flight",
         ),
         options=options,
         on_dispose=on_dispose,
