@@ -451,6 +451,8 @@ class Consumer:
         """Stop everything; flush acks, release what is unsettled, then report."""
         with self.cond:
             self.closing = True
+            if error is not None:  # the stream fails: nothing downstream settles any more
+                self._grace = False
             self.cond.notify_all()
         self.reader.stop_listening()
         self._drain_acks()

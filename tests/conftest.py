@@ -9,7 +9,7 @@ The integration tests' plain helpers are in ``_support.py``; their fixtures are 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import psycopg
 import pytest
@@ -39,6 +39,7 @@ def subscribe(pgmq_queue: str) -> Iterator[Subscribe]:
     """
     subscriptions: list[abc.DisposableBase] = []
     sources: list[rx_pgmq.QueueSource] = []
+    sinks: list[Sink[Any]] = []
 
     def run(
         source: Observable[T],
@@ -49,6 +50,7 @@ def subscribe(pgmq_queue: str) -> Iterator[Subscribe]:
         sink = Sink(on_message, work)
         sink.subscription = source.subscribe(sink)
         subscriptions.append(sink.subscription)
+        sinks.append(sink)
         if isinstance(source, rx_pgmq.QueueSource):
             sources.append(source)
         return sink
@@ -56,5 +58,7 @@ def subscribe(pgmq_queue: str) -> Iterator[Subscribe]:
     yield run
     for subscription in subscriptions:
         subscription.dispose()
+    for sink in sinks:  # the test is over: what a sink kept is no longer held downstream,
+        sink.messages.clear()  # so the close releases it instead of waiting close_timeout
     for source in sources:
         source.wait_closed(15.0)

@@ -85,6 +85,7 @@ LAYERS: dict[str, int] = {
     **dict.fromkeys(["_operators/_gate", "_operators/_process_loop"], 4),
     "_scalebench": 5,
     "_operators/_skip": 4,
+    "_operators/_seen": 4,
 }
 
 

@@ -253,6 +253,7 @@ def test_a_connection_pool_lends_the_consumer_its_connections_and_gets_them_back
                 assert wait_until(deleted_at_least(source, 2 * round_ + 2))
             finally:
                 sub.dispose()
+                assert source.wait_closed(15)  # dispose returns at once; the close follows
             assert sink.errors == []
         assert pool.get_stats()["pool_available"] == pool.get_stats()["pool_size"]
     assert pgmq.metrics(pgmq_queue).queue_length == 0

@@ -11,8 +11,8 @@ from typing import TypeVar
 from reactivex import Observable, abc
 from reactivex.disposable import CompositeDisposable, Disposable
 
-from rx_pgmq._consumer import Consumer
 from rx_pgmq._loop import user_loop
+from rx_pgmq._operators._seen import SeenConsumers
 from rx_pgmq._operators._serial import Serial
 from rx_pgmq._outcome import Outcome, Settled, as_outcome, settled_of
 from rx_pgmq._policy import Policy, check_policy, resolve
@@ -173,13 +173,11 @@ def _acknowledge(
             pending = 0
             upstream_done = False
 
-            seen: list[object] = [None]  # the consumers whose messages came through
+            seen = SeenConsumers()
 
             def send_terminal(error: Exception | None) -> None:
                 if error is not None:  # nothing downstream settles now: release at once
-                    for consumer in seen:
-                        if isinstance(consumer, Consumer):
-                            consumer.abandon_grace()
+                    seen.stream_failed()
                 serial.terminal(error)
 
             def finish(outcome: Outcome, action: Action, status: AckStatus | Exception) -> None:
@@ -211,9 +209,7 @@ def _acknowledge(
                     send_terminal(exc)
                     return
                 message = outcome.message
-                acker = message._acknowledger
-                if acker is not seen[-1] and acker not in seen:
-                    seen.append(acker)
+                seen.note(message)
                 with lock:
                     track = not serial.stopped
                     if track:

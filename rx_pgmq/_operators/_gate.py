@@ -19,6 +19,7 @@ from reactivex.disposable import CompositeDisposable, Disposable
 
 from rx_pgmq._fatal import propagate
 from rx_pgmq._operators._keyed import UNKEYED, KeyedQueue
+from rx_pgmq._operators._seen import SeenConsumers
 from rx_pgmq._operators._serial import Serial
 from rx_pgmq._outcome import NotAnOutcome, Outcome, success_of
 from rx_pgmq.message import Message
@@ -84,6 +85,7 @@ class Gate:
         self.key = key
         self.lock = threading.Lock()  # guards the fields below; never held while calling out
         self.serial: Serial[Outcome] = Serial(observer)  # one call at a time, no lock held
+        self.seen = SeenConsumers()
         self.queue: KeyedQueue[Task] = KeyedQueue(limit)
         self.upstream_done = False
         self.stopped = False  # a terminal event was sent, or the subscription was disposed
@@ -95,6 +97,7 @@ class Gate:
         if not isinstance(message, Message):
             self.terminal(not_a_message(message))
             return None
+        self.seen.note(message)
         if self.key is None:
             return UNKEYED, message
         try:
@@ -117,7 +120,8 @@ class Gate:
         try:
             self.serial.on_next(outcome)
         finally:
-            if self.serial.stopped:
+            if self.serial.stopped:  # the subscriber raised: the stream fails
+                self.seen.stream_failed()
                 self.stop()
 
     def done(self, key: Hashable, outcome: Outcome | None) -> list[Task]:
@@ -135,6 +139,7 @@ class Gate:
         """A handler raised ``KeyboardInterrupt``/``SystemExit``/``GeneratorExit``."""
         if not self.stop():
             return
+        self.seen.stream_failed()
         end_fatal(self.serial.terminal, message, exc)  # on the main thread: raises exc again
 
     def completed(self) -> None:
@@ -145,6 +150,8 @@ class Gate:
             self.terminal(None)
 
     def terminal(self, error: BaseException | None) -> None:
+        if error is not None:
+            self.seen.stream_failed()
         if self.stop():
             self.serial.terminal(error)  # no lock held: other threads go on meanwhile
 
