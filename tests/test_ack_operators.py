@@ -254,15 +254,23 @@ def test_a_policy_that_raises_or_returns_junk_is_an_error(policy: Any, expected:
     assert acker.requests == []
 
 
-def test_upstream_errors_pass_through_at_once() -> None:
-    """on_error is not delayed by pending acks; their records are dropped."""
-    scheduler, acker = setup()
+def test_an_upstream_error_waits_for_the_pending_acks() -> None:
+    """#14 item 2: an upstream on_error while an ack is pending: the ack's record is
+    delivered first, then the error (as on_completed waits for them)."""
+    acker = RecordingAcknowledger(auto=False)
+    m = make_message(acknowledger=acker)
+    subject: Subject[Message] = Subject()
+    events: list[Any] = []
+    source: Observable[Message] = subject
     err = RuntimeError("consumer failed")
-    xs = scheduler.create_hot_observable(
-        on_next(210, make_message(acknowledger=acker)), on_error(212, err)
+    source.pipe(ack()).subscribe(
+        lambda s: events.append(s.status), on_error=lambda e: events.append(e)
     )
-    results = scheduler.start(lambda: xs.pipe(ack()))
-    assert results.messages == [on_error(212, err)]
+    subject.on_next(m)
+    subject.on_error(err)
+    assert events == []  # the error waits for the pending ack
+    acker.resolve("acked")
+    assert events == ["acked", err]
 
 
 def test_disposing_stops_emissions() -> None:

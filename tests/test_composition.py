@@ -296,6 +296,37 @@ def test_a_terminating_operator_lets_running_handlers_ack(
     assert source.stats.settled.get("delete") == 4
 
 
+@pytest.mark.parametrize("kind", ["timeout", "first"])
+def test_an_error_ending_or_first_upstream_lets_running_handlers_ack(
+    pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, subscribe: Subscribe, db: Conn, kind: str
+) -> None:
+    """#14 item 2: ops.timeout (the stream ends with an error while 4 handlers of 2 s run)
+    and ops.first (it completes while its one handler runs) upstream of
+    process(max_concurrency=4): the running handlers' results are acked and their Settled
+    records arrive before the terminal event (an upstream error waits for the handlers),
+    and nothing they handled is released to be processed again."""
+    pgmq.send_batch(pgmq_queue, [{"i": i} for i in range(4)])
+    source = source_of(pgmq_dsn, pgmq_queue, batch_size=10)
+    upstream = source.pipe(ops.timeout(1.0)) if kind == "timeout" else source.pipe(ops.first())
+
+    def slow(m: Message) -> int:
+        threading.Event().wait(2.0)
+        return _i(m)
+
+    sink = subscribe(upstream.pipe(pgops.process(slow, max_concurrency=4), pgops.ack()))
+    expected = 4 if kind == "timeout" else 1
+    if kind == "timeout":
+        assert sink.wait_error()
+        assert str(sink.errors[0]) == "Timeout"  # RxPY's timeout error
+    else:
+        assert sink.wait_completed()
+    records: list[Settled] = sink.messages
+    assert [r.status for r in records] == ["acked"] * expected
+    assert source.wait_closed(WAIT)
+    assert count(db, pgmq_queue) == 4 - expected
+    assert source.stats.settled.get("delete") == expected
+
+
 # -- item 4: dispose and exit ------------------------------------------------------------
 
 

@@ -216,8 +216,10 @@ def test_one_slot_on_a_scheduler_processes_in_order() -> None:
     ]
 
 
-def test_an_upstream_error_is_sent_at_once_and_later_outcomes_are_dropped() -> None:
-    """on_error passes through while calls are in flight; their outcomes are not emitted."""
+def test_an_upstream_error_waits_for_the_calls_in_flight() -> None:
+    """#14 item 2: an upstream on_error (e.g. ops.timeout) while calls are in flight: their
+    outcomes are emitted first (so their messages are acked, not processed again), then the
+    error, once the last call finished."""
     scheduler = TestScheduler()
     m1, m2 = msgs(2)
     err = RuntimeError("consumer failed")
@@ -225,7 +227,11 @@ def test_an_upstream_error_is_sent_at_once_and_later_outcomes_are_dropped() -> N
     results = scheduler.start(
         lambda: xs.pipe(process(lambda m: 1, max_concurrency=2, scheduler=Slow(scheduler, 10)))
     )
-    assert results.messages == [on_error(215, err)]
+    assert results.messages == [
+        on_next(220, succeeded(m1, 1)),
+        on_next(222, succeeded(m2, 1)),
+        on_error(222, err),
+    ]
 
 
 def test_disposing_stops_emissions_of_calls_in_flight() -> None:

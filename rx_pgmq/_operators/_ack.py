@@ -172,6 +172,7 @@ def _acknowledge(
             serial: Serial[Settled] = Serial(observer)  # one call at a time, no lock held
             pending = 0
             upstream_done = False
+            upstream_error: Exception | None = None  # sent once the pending settles finished
 
             seen = SeenConsumers()
 
@@ -195,7 +196,7 @@ def _acknowledge(
                         pending -= 1
                         finished = upstream_done and pending == 0
                 if finished:
-                    send_terminal(None)
+                    send_terminal(upstream_error)
 
             def ignore(status: AckStatus | Exception) -> None:
                 """Callback of a settle requested after the stream stopped."""
@@ -231,16 +232,18 @@ def _acknowledge(
                             pending -= 1
                     send_terminal(exc)
 
-            def on_completed() -> None:
-                nonlocal upstream_done
+            def upstream_ended(error: Exception | None) -> None:
+                """Upstream completed or failed: the settles requested already finish first
+                (their records are delivered), then the terminal event (#14 item 2)."""
+                nonlocal upstream_done, upstream_error
                 with lock:
-                    upstream_done = True
+                    upstream_done, upstream_error = True, error
                     finished = pending == 0
                 if finished:
-                    send_terminal(None)
+                    send_terminal(error)
 
             subscription = source.subscribe(
-                on_next, send_terminal, on_completed, scheduler=scheduler
+                on_next, upstream_ended, partial(upstream_ended, None), scheduler=scheduler
             )
             return CompositeDisposable(subscription, Disposable(serial.dispose))
 

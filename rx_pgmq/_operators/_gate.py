@@ -88,6 +88,7 @@ class Gate:
         self.seen = SeenConsumers()
         self.queue: KeyedQueue[Task] = KeyedQueue(limit)
         self.upstream_done = False
+        self.upstream_error: BaseException | None = None  # sent once the calls finished
         self.stopped = False  # a terminal event was sent, or the subscription was disposed
         self.on_stop: Callable[[], None] = lambda: None
 
@@ -132,7 +133,7 @@ class Gate:
             following = self.queue.done(key)  # empty once stopped: the queue was cleared
             finished = self.upstream_done and self.queue.idle
         if finished:
-            self.terminal(None)
+            self.terminal(self.upstream_error)
         return following
 
     def fatal(self, message: Message, exc: BaseException) -> None:
@@ -143,11 +144,19 @@ class Gate:
         end_fatal(self.serial.terminal, message, exc)  # on the main thread: raises exc again
 
     def completed(self) -> None:
+        self.upstream_ended(None)
+
+    def upstream_ended(self, error: BaseException | None) -> None:
+        """Upstream completed or failed: the calls it handed over finish first, then the
+        terminal event follows. An error too: a ``timeout`` upstream must not drop the
+        outcomes of handlers still running, so their messages are acked, not released and
+        processed again (#14 item 2)."""
         with self.lock:
             self.upstream_done = True
+            self.upstream_error = error
             finished = self.queue.idle
         if finished:
-            self.terminal(None)
+            self.terminal(error)
 
     def terminal(self, error: BaseException | None) -> None:
         if error is not None:
@@ -186,5 +195,7 @@ class Gate:
             if admitted:
                 start(task)
 
-        subscription = source.subscribe(on_next, self.terminal, self.completed, scheduler=scheduler)
+        subscription = source.subscribe(
+            on_next, self.upstream_ended, self.completed, scheduler=scheduler
+        )
         return CompositeDisposable(subscription, Disposable(self.dispose))

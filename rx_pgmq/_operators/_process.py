@@ -167,8 +167,8 @@ def process(
     (``max_in_flight``) bounds how many there can be, because a message's room returns only
     once it is settled. Outcomes are emitted one at a time (never concurrently), in
     completion order, with no lock held while the subscriber runs (issue 14 item 3);
-    ``on_completed`` waits for the calls still running; ``on_error``
-    from upstream passes through at once.
+    ``on_completed`` waits for the calls still running, and so does an ``on_error`` from
+    upstream (e.g. ``ops.timeout``): their outcomes are delivered first, then the error.
 
     With ``key``, messages with equal ``key(message)`` are handled one at a time in read
     order (a message waits while an earlier one of its key runs or waits), different keys in

@@ -113,7 +113,9 @@ def on_loop(
                 loop.call_soon_threadsafe(cancel_all)
 
         gate.on_stop = stop
-        subscription = source.subscribe(on_next, gate.terminal, gate.completed, scheduler=scheduler)
+        subscription = source.subscribe(
+            on_next, gate.upstream_ended, gate.completed, scheduler=scheduler
+        )
         return CompositeDisposable(subscription, Disposable(gate.dispose))
 
     return Observable(subscribe)
