@@ -277,3 +277,18 @@ def test_bench_prints_drain_throughput(pgmq: rx_pgmq.PGMQ, pgmq_dsn: str) -> Non
     assert result.exit_code == 0, result.stderr
     assert re.search(r"drained 500 messages in [\d.]+ s: \d+ msg/s", result.output)
     assert {q.queue_name for q in pgmq.list_queues()} == before
+
+
+@pytest.mark.slow
+def test_bench_with_consumer_processes_reports_rate_duplicates_and_losses(pgmq_dsn: str) -> None:
+    """#17 item 4: `rx-pgmq bench --consumers 2` fills a scratch queue, drains it with two
+    consumer processes, prints msg/s and the per-consumer counts, and finds no duplicate and
+    no lost message; the scratch queue is dropped."""
+    before = set(rx_pgmq.PGMQ(pgmq_dsn).list_queues())
+    result = run(
+        "bench", "--consumers", "2", "--messages", "400", "--batch-size", "50", "--dsn", pgmq_dsn
+    )
+    assert result.exit_code == 0, result.output + result.stderr
+    assert "drained 400 messages with 2 consumer processes" in result.output
+    assert "duplicates 0, lost 0" in result.output
+    assert set(rx_pgmq.PGMQ(pgmq_dsn).list_queues()) == before

@@ -10,13 +10,16 @@ import click
 
 from rx_pgmq import operators as pgops
 from rx_pgmq._outcome import Settled
+from rx_pgmq._scalebench import bench_queue
 from rx_pgmq._source import read_queue
 from rx_pgmq.actions import Delete
 from rx_pgmq.cli._common import (
     conninfo_of,
     dsn_option,
+    rich_console,
     stop_on_signals,
 )
+from rx_pgmq.cli._errors import CliError
 from rx_pgmq.cli._runs import run_until, send_numbered
 from rx_pgmq.client import PGMQ
 from rx_pgmq.errors import RxPgmqError
@@ -94,11 +97,28 @@ def run_bench(
 @click.option("--messages", type=click.IntRange(1, 1_000_000), default=10_000, show_default=True)
 @click.option("--batch-size", type=click.IntRange(1, 10_000), default=100, show_default=True)
 @click.option("--window", type=click.IntRange(min=1), default=1000, show_default=True)
+@click.option(
+    "--consumers",
+    type=click.IntRange(1, 64),
+    default=None,
+    help="Drain with this many consumer processes (read_queue -> process -> ack each, "
+    "window 4 x batch size) and report msg/s, duplicates and messages lost.",
+)
 @dsn_option
 @click.pass_context
-def bench(ctx: click.Context, messages: int, batch_size: int, window: int, dsn: str | None) -> None:
+def bench(
+    ctx: click.Context,
+    messages: int,
+    batch_size: int,
+    window: int,
+    consumers: int | None,
+    dsn: str | None,
+) -> None:
     """Measure drain throughput (read + delete) on a scratch queue; prints msg/s."""
     conninfo = conninfo_of(ctx, dsn)
+    if consumers is not None:
+        _bench_consumers(conninfo, consumers, messages, batch_size)
+        return
     with stop_on_signals():
         result = run_bench(conninfo, messages=messages, batch_size=batch_size, window=window)
     click.echo(
@@ -109,3 +129,43 @@ def bench(ctx: click.Context, messages: int, batch_size: int, window: int, dsn: 
         f"drained {result.messages} messages in {result.drain_seconds:.2f} s: "
         f"{result.drain_rate:.0f} msg/s (batch_size={batch_size}, window={window})"
     )
+
+
+def _bench_consumers(conninfo: str, consumers: int, messages: int, batch_size: int) -> None:
+    """``bench --consumers N``: the scaled drain of ``rx_pgmq._scalebench``, with progress."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    progress = Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=rich_console(),
+        refresh_per_second=8,
+    )
+    tasks = {
+        "send": progress.add_task("sending", total=messages),
+        "drain": progress.add_task(f"draining with {consumers} consumers", total=messages),
+    }
+
+    def on_progress(phase: str, done: int) -> None:
+        progress.update(tasks[phase], completed=done)
+
+    with stop_on_signals(), progress:
+        result = bench_queue(
+            conninfo,
+            consumers=consumers,
+            messages=messages,
+            batch_size=batch_size,
+            on_progress=on_progress,
+        )
+    click.echo(
+        f"drained {result.sent} messages with {consumers} consumer processes in "
+        f"{result.seconds:.2f} s: {result.rate:.0f} msg/s (batch_size={batch_size}, "
+        f"window={4 * batch_size}); per consumer {list(result.per_consumer)}"
+    )
+    click.echo(f"duplicates {result.duplicates}, lost {result.lost}")
+    if result.duplicates or result.lost:
+        raise CliError(
+            f"{result.duplicates} messages were handled twice and {result.lost} never: "
+            "is another consumer reading the queue, or the visibility timeout too short?"
+        )
