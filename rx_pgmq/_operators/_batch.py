@@ -270,11 +270,13 @@ def _batched(source: Observable[Message], cfg: _Settings) -> Observable[Outcome]
                     starts.append(task)
             return starts
 
-        def send_terminal(error: BaseException | None) -> None:
+        def stop() -> bool:
+            """Stop once: release what waits in groups, end the timer and the pool; whether
+            this call stopped it."""
             nonlocal stopped, timer
             with lock:
                 if stopped:
-                    return
+                    return False
                 stopped = True
                 dropped = [m for _k, part in queue.clear() for m in part] + group
                 group.clear()
@@ -284,8 +286,12 @@ def _batched(source: Observable[Message], cfg: _Settings) -> Observable[Outcome]
             _release(dropped)
             if executor is not None:
                 executor.shutdown(wait=False, cancel_futures=True)
-            # KeyboardInterrupt & co. travel as they are; no lock held (#14 item 3)
-            serial.terminal(error)
+            return True
+
+        def send_terminal(error: BaseException | None) -> None:
+            if stop():
+                # KeyboardInterrupt & co. travel as they are; no lock held (#14 item 3)
+                serial.terminal(error)
 
         def run(task: _Task) -> None:
             """Run ``task``, then every task its completion lets start (same thread)."""
@@ -408,20 +414,8 @@ def _batched(source: Observable[Message], cfg: _Settings) -> Observable[Outcome]
                 start(starts)
 
         def dispose() -> None:
-            nonlocal stopped, timer
             serial.dispose()
-            with lock:
-                if stopped:
-                    return
-                stopped = True
-                dropped = [m for _k, part in queue.clear() for m in part] + group
-                group.clear()
-                cancel, timer = timer, None
-            if cancel is not None:
-                cancel.dispose()
-            _release(dropped)
-            if executor is not None:
-                executor.shutdown(wait=False, cancel_futures=True)
+            stop()
 
         subscription = source.subscribe(on_next, send_terminal, on_completed, scheduler=scheduler)
         return CompositeDisposable(subscription, Disposable(dispose))
