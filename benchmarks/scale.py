@@ -4,7 +4,7 @@ Rows, for each consumer count and each queue layout (one queue; the same N sprea
 queues, every consumer serving every queue), each on fresh queues:
 
 - ``rx_pgmq``: each process runs ``read_queue -> process(no-op) -> ack(Delete)`` per queue
-  (``rx_pgmq._scalebench.rx_worker``; batch b, window 4 x b), the queues merged.
+  (``rx_pgmq._front._scalebench.rx_worker``; batch b, window 4 x b), the queues merged.
 - ``pgmq-py``: each process loops ``read_batch`` then ``delete_batch`` over the queues in
   turn (the official client on a one-connection pool).
 - ``server loop``: each "consumer" is a session calling a PL/pgSQL procedure that reads
@@ -38,7 +38,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool
 
 import rx_pgmq
-from rx_pgmq._scalebench import DrainResult, Tally, WorkerSpec, rx_worker, scaled_drain
+from rx_pgmq._front._scalebench import DrainResult, Tally, WorkerSpec, rx_worker, scaled_drain
 
 IMPLS = ("rx_pgmq", "pgmq-py", "server loop")
 PROC_NAME = f"rx_pgmq_bench_scale_{os.getpid()}"  # one per run

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Literal
 
-from rx_pgmq._validate import check_queue_name, whole_seconds
+from rx_pgmq._values._validate import check_queue_name, whole_seconds
 
 __all__ = [
     "AckStatus",

@@ -8,7 +8,7 @@ Example:
     ...     await message.asettle()
 """
 
-from rx_pgmq._aclient import AsyncConninfo, AsyncPGMQ
-from rx_pgmq._iterate import iterate
+from rx_pgmq._consumer._iterate import iterate
+from rx_pgmq._pg._aclient import AsyncConninfo, AsyncPGMQ
 
 __all__ = ["AsyncConninfo", "AsyncPGMQ", "iterate"]

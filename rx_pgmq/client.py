@@ -10,17 +10,18 @@ from typing import Any, overload
 
 import psycopg
 
-from rx_pgmq import _sql, _sql_api, _telemetry
-from rx_pgmq._api_base import Delay, batch_payload, decoded, delay_or_time
-from rx_pgmq._api_fifo import FifoAPI
-from rx_pgmq._api_queues import QueuesAPI
-from rx_pgmq._api_topics import TopicsAPI
-from rx_pgmq._bodytype import body_decoder, decode_messages, encode_body
-from rx_pgmq._conn import Conninfo, ConnSource
-from rx_pgmq._dberrors import translate
-from rx_pgmq._queues import check_queue_exists
-from rx_pgmq._records import Partitioning
-from rx_pgmq._validate import (
+from rx_pgmq._pg import _sql, _sql_api
+from rx_pgmq._pg._api_base import Delay, batch_payload, decoded, delay_or_time
+from rx_pgmq._pg._api_fifo import FifoAPI
+from rx_pgmq._pg._api_queues import QueuesAPI
+from rx_pgmq._pg._api_topics import TopicsAPI
+from rx_pgmq._pg._conn import Conninfo, ConnSource
+from rx_pgmq._pg._dberrors import translate
+from rx_pgmq._pg._queues import check_queue_exists
+from rx_pgmq._values import _telemetry
+from rx_pgmq._values._bodytype import body_decoder, decode_messages, encode_body
+from rx_pgmq._values._records import Partitioning
+from rx_pgmq._values._validate import (
     check_body,
     check_bool,
     check_headers,
@@ -29,9 +30,9 @@ from rx_pgmq._validate import (
     check_queue_name,
     whole_seconds,
 )
-from rx_pgmq._validate import check_conditional as _conditional
-from rx_pgmq._validate import check_msg_id as _id
-from rx_pgmq._validate import check_msg_ids as _ids
+from rx_pgmq._values._validate import check_conditional as _conditional
+from rx_pgmq._values._validate import check_msg_id as _id
+from rx_pgmq._values._validate import check_msg_ids as _ids
 from rx_pgmq.errors import InvalidArgument
 from rx_pgmq.message import BodyT, Message, QueueInfo, QueueMetrics
 
@@ -44,9 +45,9 @@ class PGMQ(TopicsAPI, FifoAPI, QueuesAPI):
     """A PGMQ client over psycopg 3: queue admin, producer side, low-level reads and acks.
 
     It runs all of PGMQ 1.13 (the README's table maps each PGMQ function to its method):
-    topics (:class:`~rx_pgmq._api_topics.TopicsAPI`), FIFO group reads
-    (:class:`~rx_pgmq._api_fifo.FifoAPI`), queue details, notification throttles,
-    partitioned queues and peeking (:class:`~rx_pgmq._api_queues.QueuesAPI`). A function
+    topics (:class:`~rx_pgmq._pg._api_topics.TopicsAPI`), FIFO group reads
+    (:class:`~rx_pgmq._pg._api_fifo.FifoAPI`), queue details, notification throttles,
+    partitioned queues and peeking (:class:`~rx_pgmq._pg._api_queues.QueuesAPI`). A function
     missing from an older PGMQ raises ``PGMQOutdated`` naming the version that has it.
 
     Args:

@@ -22,7 +22,7 @@ from types import TracebackType
 
 import psycopg
 
-from rx_pgmq._embedded import (
+from rx_pgmq._front._embedded import (
     SETTINGS,
     THROWAWAY_SETTINGS,
     EmbeddedPostgresError,
@@ -36,7 +36,7 @@ from rx_pgmq._embedded import (
     postmaster,
     stop_server,
 )
-from rx_pgmq._install import install_pgmq
+from rx_pgmq._pg._install import install_pgmq
 
 __all__ = [
     "SETTINGS",

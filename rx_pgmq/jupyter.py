@@ -14,9 +14,9 @@ Example:
 
 from __future__ import annotations
 
-from rx_pgmq._live import LiveView, live
-from rx_pgmq._tables import Conninfo as Conninfo
-from rx_pgmq._tables import MessageTable, MetricsTable, metrics_table, peek, peek_messages
+from rx_pgmq._front._live import LiveView, live
+from rx_pgmq._front._tables import Conninfo as Conninfo
+from rx_pgmq._front._tables import MessageTable, MetricsTable, metrics_table, peek, peek_messages
 
 __all__ = [
     "LiveView",

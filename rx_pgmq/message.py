@@ -12,8 +12,16 @@ from typing import Any, Generic, Protocol
 
 from typing_extensions import TypeVar
 
-from rx_pgmq import _inbox
-from rx_pgmq._markup import MESSAGE_HEADERS, body_preview, clock, escape, table, time_left, wrap
+from rx_pgmq._values import _inbox
+from rx_pgmq._values._markup import (
+    MESSAGE_HEADERS,
+    body_preview,
+    clock,
+    escape,
+    table,
+    time_left,
+    wrap,
+)
 from rx_pgmq.actions import (
     AckStatus,
     Action,
@@ -206,7 +214,7 @@ class QueueInfo:
     created_at: datetime
 
 
-# -- notebook views (``_repr_html_``; rx_pgmq._html builds the bigger tables from these) --
+# -- notebook views (``_repr_html_``; rx_pgmq._front._html builds the bigger tables from these) --
 
 
 def message_cells(message: Message, now: datetime | None = None, preview: int = 60) -> list[str]:

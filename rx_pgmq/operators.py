@@ -7,6 +7,7 @@ Example:
     ... ).subscribe(print)  # doctest: +SKIP
 """
 
+from rx_pgmq._core._policy import Policy, PolicyError, backoff, max_attempts, resolve
 from rx_pgmq._operators._ack import ack, ack_with, failures, successes
 from rx_pgmq._operators._backpressure import controlled, pausable, stop_and_wait, windowed
 from rx_pgmq._operators._batch import process_batch
@@ -14,8 +15,7 @@ from rx_pgmq._operators._batchresult import InvalidBatchResult
 from rx_pgmq._operators._process import process
 from rx_pgmq._operators._skip import skip
 from rx_pgmq._operators._transaction import LeaseLost, process_in_transaction
-from rx_pgmq._outcome import NotAnOutcome
-from rx_pgmq._policy import Policy, PolicyError, backoff, max_attempts, resolve
+from rx_pgmq._values._outcome import NotAnOutcome
 
 __all__ = [
     "InvalidBatchResult",

@@ -42,8 +42,9 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from rx_pgmq import __version__, _telemetry
-from rx_pgmq._telemetry import Headers, Settling
+from rx_pgmq import __version__
+from rx_pgmq._values import _telemetry
+from rx_pgmq._values._telemetry import Headers, Settling
 from rx_pgmq.actions import Action
 from rx_pgmq.errors import RxPgmqError
 from rx_pgmq.message import Message
@@ -107,7 +108,7 @@ def _base(queue: str, operation: str) -> dict[str, Any]:
 
 
 class _OtelHooks:
-    """The hooks of :mod:`rx_pgmq._telemetry`, reporting to one tracer and one meter."""
+    """The hooks of :mod:`rx_pgmq._values._telemetry`, reporting to one tracer and one meter."""
 
     def __init__(self, tracer: Any, meter: Any) -> None:
         from opentelemetry import propagate, trace

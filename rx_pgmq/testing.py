@@ -52,8 +52,8 @@ from typing import TYPE_CHECKING
 import psycopg
 import pytest
 
-from rx_pgmq._fakes import RecordingAcknowledger, SettleRequest, make_message
-from rx_pgmq._install import install_pgmq, pgmq_version
+from rx_pgmq._front._fakes import RecordingAcknowledger, SettleRequest, make_message
+from rx_pgmq._pg._install import install_pgmq, pgmq_version
 
 if TYPE_CHECKING:
     from rx_pgmq.aio import AsyncPGMQ

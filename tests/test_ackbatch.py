@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from reactivex import abc
 from reactivex.testing import TestScheduler
 
-from rx_pgmq._ackbatch import AckBatcher, Batch, Pending
-from rx_pgmq._backoff import Backoff
+from rx_pgmq._core._ackbatch import AckBatcher, Batch, Pending
+from rx_pgmq._core._backoff import Backoff
 from rx_pgmq.actions import Action, Archive, Delete, MoveTo, Nothing, SetVisibilityTimeout
 from rx_pgmq.errors import InvalidArgument
 

@@ -18,7 +18,7 @@ from psycopg_pool import AsyncConnectionPool
 from reactivex import operators as ops
 
 import rx_pgmq
-from rx_pgmq._fakes import RecordingAcknowledger, make_message
+from rx_pgmq._front._fakes import RecordingAcknowledger, make_message
 from rx_pgmq.actions import Archive, SetVisibilityTimeout
 from rx_pgmq.aio import AsyncPGMQ, iterate
 from rx_pgmq.errors import DecodeError, InvalidArgument, QueueNotFound

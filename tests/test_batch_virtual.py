@@ -3,7 +3,7 @@
 Hot observables on a ``TestScheduler`` feed messages; the operator's ``max_wait`` timers
 and handler calls run on the same scheduler, so each test asserts the exact notifications
 and their virtual times. The window-stall flush is driven by the real demand core
-(:class:`rx_pgmq._demand.Demand`) attached to a recording acknowledger.
+(:class:`rx_pgmq._core._demand.Demand`) attached to a recording acknowledger.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from reactivex.subject import Subject
 from reactivex.testing import ReactiveTest, TestScheduler
 
 from rx_pgmq import Message, Outcome, failed, succeeded
-from rx_pgmq._demand import Demand
-from rx_pgmq._fakes import RecordingAcknowledger, make_message
+from rx_pgmq._core._demand import Demand
+from rx_pgmq._front._fakes import RecordingAcknowledger, make_message
 from rx_pgmq._operators._batchresult import outcomes_of
 from rx_pgmq.actions import Archive, SetVisibilityTimeout
 from rx_pgmq.errors import InvalidArgument

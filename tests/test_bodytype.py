@@ -17,7 +17,7 @@ import pydantic
 import pytest
 
 from rx_pgmq import PGMQ, Message, Outcome, failed, succeeded
-from rx_pgmq._bodytype import body_kind, decoder, encode_body, text_decoder
+from rx_pgmq._values._bodytype import body_kind, decoder, encode_body, text_decoder
 from rx_pgmq.actions import Archive
 from rx_pgmq.errors import BodyMismatch, InvalidArgument
 

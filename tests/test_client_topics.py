@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from psycopg import sql
 
 from rx_pgmq import PGMQ
-from rx_pgmq._routing import check_routing_key, check_topic_pattern
+from rx_pgmq._values._routing import check_routing_key, check_topic_pattern
 from rx_pgmq.errors import InvalidArgument, PGMQOutdated, QueueNotFound
 
 

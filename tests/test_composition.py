@@ -23,7 +23,7 @@ from reactivex import GroupedObservable, Observable
 from reactivex import operators as ops
 
 from rx_pgmq import operators as pgops
-from rx_pgmq._outcome import Settled
+from rx_pgmq._values._outcome import Settled
 from rx_pgmq.actions import Archive, Delete
 from rx_pgmq.client import PGMQ
 from rx_pgmq.message import Message

@@ -24,7 +24,7 @@ from psycopg.conninfo import make_conninfo
 
 import rx_pgmq
 from rx_pgmq import Message
-from rx_pgmq._dberrors import is_transient, translate
+from rx_pgmq._pg._dberrors import is_transient, translate
 from rx_pgmq.client import PGMQ
 from rx_pgmq.errors import (
     AuthenticationFailed,

@@ -15,7 +15,7 @@ from hypothesis.stateful import (
     rule,
 )
 
-from rx_pgmq._demand import Demand, NotControlled
+from rx_pgmq._core._demand import Demand, NotControlled
 from rx_pgmq.errors import InvalidArgument, RxPgmqError
 
 

@@ -12,7 +12,7 @@ import pytest
 from psycopg import errors as pgerr
 
 from rx_pgmq import Message, errors
-from rx_pgmq._dberrors import is_transient, translate
+from rx_pgmq._pg._dberrors import is_transient, translate
 from rx_pgmq.errors import (
     AuthenticationFailed,
     BodyMismatch,

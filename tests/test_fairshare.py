@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from reactivex.testing import TestScheduler
 
-from rx_pgmq._fairshare import FairShare
+from rx_pgmq._core._fairshare import FairShare
 from rx_pgmq.errors import InvalidArgument
 
 

@@ -38,8 +38,8 @@ from psycopg import sql
 
 import rx_pgmq
 from rx_pgmq import LongPoll, Message, ReadOptions
-from rx_pgmq import _sql as statements
 from rx_pgmq import operators as pgops
+from rx_pgmq._pg import _sql as statements
 from rx_pgmq.actions import AckStatus, Archive, Delete, MoveTo, Nothing, SetVisibilityTimeout
 from rx_pgmq.client import PGMQ
 from rx_pgmq.errors import ConnectionLost, InvalidArgument, QueueNotFound, RxPgmqError

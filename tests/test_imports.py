@@ -21,72 +21,84 @@ def _imports(module: str) -> set[str]:
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("rx_pgmq"):
             found.add(node.module)
-            if node.module == "rx_pgmq":
-                found.update(f"rx_pgmq.{alias.name}" for alias in node.names)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
         elif isinstance(node, ast.Import):
             found.update(a.name for a in node.names if a.name.startswith("rx_pgmq"))
     return found
 
 
-@pytest.mark.parametrize("module", ["message", "_outcome", "_markup", "actions", "errors"])
+@pytest.mark.parametrize(
+    "module", ["message", "_values/_outcome", "_values/_markup", "actions", "errors"]
+)
 def test_values_do_not_import_the_notebook_html(module: str) -> None:
     """message <-> _html was a cycle hidden by lazy imports: values render with _markup."""
-    assert "rx_pgmq._html" not in _imports(module)
+    assert "rx_pgmq._front._html" not in _imports(module)
     assert "rx_pgmq.jupyter" not in _imports(module)
 
 
 def test_markup_imports_nothing_of_rx_pgmq() -> None:
     """_markup is the bottom of the HTML: plain building blocks."""
-    assert _imports("_markup") == set()
+    assert _imports("_values/_markup") == set()
 
 
 def test_read_options_do_not_import_sql() -> None:
     """_options holds FifoMode itself; _sql imports it from there, not the other way."""
-    assert "rx_pgmq._sql" not in _imports("_options")
-    assert "rx_pgmq._options" in _imports("_sql")
+    assert "rx_pgmq._pg._sql" not in _imports("_values/_options")
+    assert "rx_pgmq._values._options" in _imports("_pg/_sql")
 
 
 def test_html_imports_the_values_it_renders() -> None:
     """The direction that remains: _html -> message, _outcome, _markup."""
-    assert {"rx_pgmq.message", "rx_pgmq._outcome", "rx_pgmq._markup"} <= _imports("_html")
+    assert {"rx_pgmq.message", "rx_pgmq._values._outcome", "rx_pgmq._values._markup"} <= _imports(
+        "_front/_html"
+    )
 
 
-# The layers of ARCHITECTURE.md, bottom (0) to top. A module missing here is not checked.
-LAYERS: dict[str, int] = {
-    **dict.fromkeys(
-        ["message", "actions", "errors", "_outcome", "_options", "_channels", "_validate"], 0
-    ),
-    **dict.fromkeys(["_markup", "_slots", "headers", "_records", "_bodytype", "_routing"], 0),
-    **dict.fromkeys(["_moved", "_inbox", "_fatal", "_loop"], 0),
-    **dict.fromkeys(
-        ["_ledger", "_demand", "_planner", "_ackbatch", "_backoff", "_settle", "_stats"], 1
-    ),
-    **dict.fromkeys(["_fairshare"], 1),
-    **dict.fromkeys(
-        ["client", "_consumer_sql", "_sql", "_queues", "_link", "_conn", "_listener"], 2
-    ),
-    **dict.fromkeys(["_wakeup", "_dberrors", "_install", "_listener_thread"], 2),
-    **dict.fromkeys(["_api_base", "_api_fifo", "_api_queues", "_api_topics", "_sql_api"], 2),
-    "_aclient": 2,
-    **dict.fromkeys(["_source", "_consumer", "_reader", "_acker", "_iterate", "_multi"], 3),
-    **dict.fromkeys(
-        ["operators", "_operators/_process", "_operators/_ack", "_operators/_backpressure"], 4
-    ),
-    **dict.fromkeys(["_operators/_batch", "_operators/_batchresult", "_operators/_keyed"], 4),
-    "_operators/_transaction": 4,
-    "_telemetry": 0,
-    "telemetry": 5,
-    **dict.fromkeys(["_operators/_serial", "_policy", "aio"], 4),
-    **dict.fromkeys(["jupyter", "_live", "_tally", "_tables", "_html"], 5),
-    **dict.fromkeys(["embedded", "_embedded", "testing", "_fakes"], 5),
-    **dict.fromkeys(["cli/__main__", "cli/_errors", "cli/_common", "cli/_runs", "cli/_server"], 5),
-    **dict.fromkeys(["cli/_admin", "cli/_send", "cli/_peek", "cli/_topics", "cli/_tail"], 5),
-    **dict.fromkeys(["cli/_demo", "cli/_bench"], 5),
-    **dict.fromkeys(["_operators/_gate", "_operators/_process_loop"], 4),
-    "_scalebench": 5,
-    "_operators/_skip": 4,
-    "_operators/_seen": 4,
+# The layers of ARCHITECTURE.md, bottom (0) to top. A private module's folder is its layer
+# (#15 item 4: the folder listing shows the architecture); the public modules at the top
+# of the package are placed one by one.
+FOLDERS: dict[str, int] = {
+    "_values": 0,
+    "_core": 1,
+    "_pg": 2,
+    "_consumer": 3,
+    "_operators": 4,
+    "_front": 5,
+    "cli": 5,
 }
+PUBLIC: dict[str, int] = {
+    **dict.fromkeys(["message", "actions", "errors", "headers"], 0),
+    "client": 2,
+    **dict.fromkeys(["operators", "aio"], 4),
+    **dict.fromkeys(["jupyter", "embedded", "testing", "telemetry"], 5),
+}
+
+
+def _modules() -> set[str]:
+    """Every module of the package as a path without suffix (``_core/_ledger``)."""
+    return {
+        str(path.relative_to(PACKAGE).with_suffix(""))
+        for path in PACKAGE.rglob("*.py")
+        if path.stem != "__init__"
+    }
+
+
+def _layer(module: str) -> int:
+    folder, _, _ = module.partition("/")
+    return FOLDERS[folder] if "/" in module else PUBLIC[module]
+
+
+LAYERS: dict[str, int] = {
+    module: _layer(module) for module in _modules() if "/" in module or module in PUBLIC
+}
+
+
+def test_only_public_modules_at_the_top() -> None:
+    """#15 item 4: a private module lives in its layer's folder; the top holds the public API."""
+    top = {m for m in _modules() if "/" not in m}
+    assert top == set(PUBLIC), "a module at the top of rx_pgmq that is not public"
+    folders = {p.name for p in PACKAGE.iterdir() if p.is_dir() and p.name != "__pycache__"}
+    assert folders == set(FOLDERS), "a folder of rx_pgmq missing from FOLDERS"
 
 
 def test_every_module_has_a_layer() -> None:
@@ -115,7 +127,11 @@ def _runtime_imports(module: str) -> set[str]:
             if node.module == "rx_pgmq":
                 found.update(alias.name for alias in node.names)
             else:
-                found.add(node.module.removeprefix("rx_pgmq.").replace(".", "/"))
+                base = node.module.removeprefix("rx_pgmq.").replace(".", "/")
+                if base in FOLDERS:  # from rx_pgmq._pg import _sql
+                    found.update(f"{base}/{alias.name}" for alias in node.names)
+                else:
+                    found.add(base)
         for child in ast.iter_child_nodes(node):
             visit(child)
 

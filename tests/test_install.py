@@ -13,8 +13,8 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 import rx_pgmq
-from rx_pgmq._install import bundled_sql, install_pgmq, pgmq_version
-from rx_pgmq._options import ReadOptions
+from rx_pgmq._pg._install import bundled_sql, install_pgmq, pgmq_version
+from rx_pgmq._values._options import ReadOptions
 from rx_pgmq.client import PGMQ
 from rx_pgmq.errors import ConnectionLost, PermissionDenied, PGMQNotInstalled, PGMQOutdated
 

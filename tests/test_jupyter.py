@@ -19,8 +19,9 @@ from reactivex import operators as ops
 from reactivex.subject import BehaviorSubject, Subject
 
 import rx_pgmq
-from rx_pgmq import _html, jupyter
+from rx_pgmq import jupyter
 from rx_pgmq import operators as pgops
+from rx_pgmq._front import _html
 from rx_pgmq.actions import Archive, Delete, SetVisibilityTimeout
 from rx_pgmq.errors import InvalidArgument, QueueNotFound
 

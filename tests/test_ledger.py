@@ -20,8 +20,8 @@ from hypothesis.stateful import (
     rule,
 )
 
-from rx_pgmq._demand import Demand
-from rx_pgmq._ledger import Delivery, Ledger
+from rx_pgmq._core._demand import Demand
+from rx_pgmq._core._ledger import Delivery, Ledger
 
 
 @dataclass(frozen=True)

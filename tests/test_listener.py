@@ -19,8 +19,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from psycopg.conninfo import make_conninfo
 
-from rx_pgmq._backoff import Backoff
-from rx_pgmq._listener import (
+from rx_pgmq._core._backoff import Backoff
+from rx_pgmq._pg._listener import (
     APPLICATION_NAME,
     Listener,
     ListenerEvent,
@@ -30,7 +30,7 @@ from rx_pgmq._listener import (
 from rx_pgmq.errors import ConnectionLost, InvalidArgument, RxPgmqError
 
 WAIT = 5.0  # generous bound for anything that normally takes milliseconds
-LOGGER = "rx_pgmq._listener"
+LOGGER = "rx_pgmq._pg._listener"
 
 
 # -- fixtures (the database comes from the rx_pgmq.testing plugin's ``pgmq_dsn``) ---------

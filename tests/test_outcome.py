@@ -10,8 +10,8 @@ from reactivex.testing import TestScheduler
 
 import rx_pgmq
 from rx_pgmq import Outcome, Settled, failed, succeeded
-from rx_pgmq._outcome import as_outcome, settled_of, success_of
-from rx_pgmq._slots import slot_setters
+from rx_pgmq._values._outcome import as_outcome, settled_of, success_of
+from rx_pgmq._values._slots import slot_setters
 from rx_pgmq.actions import Archive, Delete, MoveTo, Nothing, SetVisibilityTimeout
 from rx_pgmq.errors import InvalidArgument, NotAcknowledgeable, RxPgmqError
 from rx_pgmq.operators import NotAnOutcome

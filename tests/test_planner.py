@@ -20,10 +20,10 @@ from hypothesis import strategies as st
 from reactivex import abc
 from reactivex.testing import TestScheduler
 
-from rx_pgmq._ackbatch import AckBatcher, Pending
-from rx_pgmq._demand import Demand
-from rx_pgmq._ledger import Ledger
-from rx_pgmq._planner import ReadNow, ReadPlanner, WaitUntil
+from rx_pgmq._core._ackbatch import AckBatcher, Pending
+from rx_pgmq._core._demand import Demand
+from rx_pgmq._core._ledger import Ledger
+from rx_pgmq._core._planner import ReadNow, ReadPlanner, WaitUntil
 from rx_pgmq.actions import Action, Archive, Delete, Nothing, SetVisibilityTimeout
 from rx_pgmq.errors import InvalidArgument
 
@@ -392,7 +392,7 @@ class SimConsumer:
     """The consumer's reader and acknowledger loops, with I/O replaced by SimQueue calls.
 
     It drives the real core the consumer drives (``Demand``, ``ReadPlanner``, ``Ledger``,
-    ``AckBatcher``), built and called as in ``rx_pgmq._consumer``: only the threads, the
+    ``AckBatcher``), built and called as in ``rx_pgmq._consumer._facade``: only the threads, the
     lock and the SQL are replaced (by a ``TestScheduler`` and ``SimQueue``).
 
     It runs on a TestScheduler of its own (``scheduler``) and starts at t=0; ``advance_to``

@@ -19,7 +19,7 @@ from reactivex.scheduler.eventloop import AsyncIOScheduler, AsyncIOThreadSafeSch
 import rx_pgmq
 from rx_pgmq import Message, Outcome, Settled
 from rx_pgmq import operators as pgops
-from rx_pgmq._fakes import make_message
+from rx_pgmq._front._fakes import make_message
 from rx_pgmq.errors import InvalidArgument
 
 

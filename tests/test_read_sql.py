@@ -17,8 +17,8 @@ from psycopg.types.json import set_json_loads
 from psycopg_pool import ConnectionPool
 
 import rx_pgmq
-from rx_pgmq import _sql
-from rx_pgmq._options import ReadOptions
+from rx_pgmq._pg import _sql
+from rx_pgmq._values._options import ReadOptions
 from rx_pgmq.errors import InvalidArgument
 
 VT = 30

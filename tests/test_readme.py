@@ -53,7 +53,7 @@ def test_readme_tour_runs(pgmq_dsn: str) -> None:
 def test_readme_maps_every_pgmq_function_to_rx_pgmq() -> None:
     """#18: the README's "All of PGMQ" table names every public function (no leading
     underscore) of the PGMQ SQL rx_pgmq installs, each in a row with the rx_pgmq call."""
-    from rx_pgmq._install import bundled_sql
+    from rx_pgmq._pg._install import bundled_sql
 
     _version, text = bundled_sql()
     functions = set(re.findall(r"CREATE (?:OR REPLACE )?FUNCTION pgmq\.\"?([a-z]\w*)", text))

@@ -8,7 +8,7 @@ import pytest
 from _support import Conn, count
 
 import rx_pgmq
-from rx_pgmq._scalebench import ScaleError, WorkerSpec, bench_queue, scaled_drain
+from rx_pgmq._front._scalebench import ScaleError, WorkerSpec, bench_queue, scaled_drain
 
 
 @pytest.mark.slow

@@ -18,7 +18,7 @@ from psycopg.conninfo import make_conninfo
 from psycopg_pool import ConnectionPool
 
 import rx_pgmq
-from rx_pgmq._listener import APPLICATION_NAME
+from rx_pgmq._pg._listener import APPLICATION_NAME
 from rx_pgmq.client import PGMQ
 from rx_pgmq.message import Message
 

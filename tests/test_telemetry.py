@@ -17,8 +17,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from rx_pgmq import Message, Settled, _telemetry, telemetry
+from rx_pgmq import Message, Settled, telemetry
 from rx_pgmq import operators as pgops
+from rx_pgmq._values import _telemetry
 from rx_pgmq.aio import AsyncPGMQ
 from rx_pgmq.client import PGMQ
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from rx_pgmq._install import install_pgmq, pgmq_version
+from rx_pgmq._pg._install import install_pgmq, pgmq_version
 from rx_pgmq.client import PGMQ
 from rx_pgmq.testing import start_testcontainers
 

@@ -28,8 +28,8 @@ from psycopg import sql
 
 from rx_pgmq import PGMQ, Message, ReadOptions, read_queue
 from rx_pgmq import operators as pgops
-from rx_pgmq._bodytype import decoder, text_decoder
-from rx_pgmq._sql import messages_from_rows
+from rx_pgmq._pg._sql import messages_from_rows
+from rx_pgmq._values._bodytype import decoder, text_decoder
 from rx_pgmq.actions import Archive, Delete, MoveTo
 from rx_pgmq.aio import AsyncPGMQ
 from rx_pgmq.errors import BodyMismatch, DecodeError, InvalidArgument

@@ -25,7 +25,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rx_pgmq import PGMQ
-from rx_pgmq._validate import (
+from rx_pgmq._values._validate import (
     MAX_INT4,
     QUEUE_NAME_RULE,
     check_body,

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from rx_pgmq._wakeup import SocketCondition
+from rx_pgmq._pg._wakeup import SocketCondition
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ def warn_from(module: str, category: type[Warning] = DeprecationWarning) -> list
     return [str(w.message) for w in shown]
 
 
-@pytest.mark.parametrize("module", ["rx_pgmq.cli", "rx_pgmq._consumer", "tests.test_cli"])
+@pytest.mark.parametrize("module", ["rx_pgmq.cli", "rx_pgmq._consumer._facade", "tests.test_cli"])
 def test_a_deprecation_warning_of_ours_fails_the_test(module: str) -> None:
     """A deprecated call in rx_pgmq or its tests is an error, as a new dependency release
     that deprecates what we call must turn CI red, not pass silently."""

@@ -11,11 +11,11 @@ from typing import TypeVar
 from reactivex import Observable, abc
 from reactivex.disposable import CompositeDisposable, Disposable
 
-from rx_pgmq._loop import user_loop
+from rx_pgmq._core._policy import Policy, check_policy, resolve
 from rx_pgmq._operators._seen import SeenConsumers
 from rx_pgmq._operators._serial import Serial
-from rx_pgmq._outcome import Outcome, Settled, as_outcome, settled_of
-from rx_pgmq._policy import Policy, check_policy, resolve
+from rx_pgmq._values._loop import user_loop
+from rx_pgmq._values._outcome import Outcome, Settled, as_outcome, settled_of
 from rx_pgmq.actions import AckStatus, Action, Archive, Delete
 from rx_pgmq.message import BodyT, Message, SettleCallback
 

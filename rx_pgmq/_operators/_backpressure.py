@@ -6,8 +6,8 @@ from collections.abc import Callable
 
 from reactivex import Observable
 
-from rx_pgmq._source import ControlledSource, QueueSource
-from rx_pgmq._validate import check_bool, check_positive_int
+from rx_pgmq._consumer._source import ControlledSource, QueueSource
+from rx_pgmq._values._validate import check_bool, check_positive_int
 from rx_pgmq.message import BodyT, Message
 
 __all__ = ["controlled", "pausable", "stop_and_wait", "windowed"]

@@ -14,12 +14,12 @@ from reactivex import Observable, abc
 from reactivex.disposable import CompositeDisposable, Disposable
 from reactivex.scheduler import TimeoutScheduler
 
-from rx_pgmq._demand import Demand
+from rx_pgmq._core._demand import Demand
 from rx_pgmq._operators._batchresult import outcomes_of
 from rx_pgmq._operators._keyed import UNKEYED, KeyedQueue
 from rx_pgmq._operators._serial import Serial
-from rx_pgmq._outcome import NotAnOutcome, Outcome, ProcessOperator
-from rx_pgmq._validate import check_positive_int, seconds
+from rx_pgmq._values._outcome import NotAnOutcome, Outcome, ProcessOperator
+from rx_pgmq._values._validate import check_positive_int, seconds
 from rx_pgmq.errors import InvalidArgument
 from rx_pgmq.message import Message
 
@@ -177,7 +177,7 @@ def _not_a_message(value: object) -> NotAnOutcome:
 
 class _StallWatch:
     """Counts the pending group's messages per consumer and tells when one consumer can
-    read no more until the group is handled (see :meth:`rx_pgmq._demand.Demand.stalled_by`).
+    read no more until the group is handled (see :meth:`rx_pgmq._core._demand.Demand.stalled_by`).
 
     The consumer's counters are read without its lock: ``in_flight`` grows only at a read,
     before the read's messages are emitted, so a stale value can only be a lower

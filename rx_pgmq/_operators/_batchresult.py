@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from rx_pgmq._outcome import Outcome, success_of
+from rx_pgmq._values._outcome import Outcome, success_of
 from rx_pgmq.errors import RxPgmqError
 from rx_pgmq.message import Message
 

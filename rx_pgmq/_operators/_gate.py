@@ -17,11 +17,11 @@ from typing import Any
 from reactivex import Observable, abc
 from reactivex.disposable import CompositeDisposable, Disposable
 
-from rx_pgmq._fatal import propagate
 from rx_pgmq._operators._keyed import UNKEYED, KeyedQueue
 from rx_pgmq._operators._seen import SeenConsumers
 from rx_pgmq._operators._serial import Serial
-from rx_pgmq._outcome import NotAnOutcome, Outcome, success_of
+from rx_pgmq._values._fatal import propagate
+from rx_pgmq._values._outcome import NotAnOutcome, Outcome, success_of
 from rx_pgmq.message import Message
 
 __all__ = ["Gate", "KeyFn", "Task", "end_fatal", "not_a_message", "outcome_of", "release"]
@@ -53,7 +53,8 @@ def release(message: Message) -> None:
 
 def end_fatal(on_error: Callable[[Any], object], message: Message, exc: BaseException) -> None:
     """A handler raised a fatal exception: release its message, end the stream with it,
-    then let the exception do what Python does with it (:func:`rx_pgmq._fatal.propagate`)."""
+    then let the exception do what Python does with it
+    (:func:`rx_pgmq._values._fatal.propagate`)."""
     release(message)
     try:
         on_error(exc)  # the original, whatever its class

@@ -25,7 +25,7 @@ from collections import deque
 from collections.abc import Hashable
 from typing import Generic, TypeVar
 
-from rx_pgmq._validate import check_positive_int
+from rx_pgmq._values._validate import check_positive_int
 
 __all__ = ["UNKEYED", "KeyedQueue"]
 

@@ -18,8 +18,6 @@ from typing import Any
 from reactivex import Observable, abc
 from reactivex.disposable import CompositeDisposable, Disposable
 
-from rx_pgmq._fatal import FATAL
-from rx_pgmq._loop import LoopThread, check_scheduler, loop_of
 from rx_pgmq._operators._gate import (
     Gate,
     KeyFn,
@@ -30,9 +28,11 @@ from rx_pgmq._operators._gate import (
     release,
 )
 from rx_pgmq._operators._process_loop import on_loop
-from rx_pgmq._outcome import Outcome, ProcessOperator
-from rx_pgmq._telemetry import traced
-from rx_pgmq._validate import check_positive_int
+from rx_pgmq._values._fatal import FATAL
+from rx_pgmq._values._loop import LoopThread, check_scheduler, loop_of
+from rx_pgmq._values._outcome import Outcome, ProcessOperator
+from rx_pgmq._values._telemetry import traced
+from rx_pgmq._values._validate import check_positive_int
 from rx_pgmq.errors import InvalidArgument
 from rx_pgmq.message import Message
 

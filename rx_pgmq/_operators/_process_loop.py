@@ -15,9 +15,9 @@ from typing import Any
 from reactivex import Observable, abc
 from reactivex.disposable import CompositeDisposable, Disposable
 
-from rx_pgmq._loop import LoopThread
 from rx_pgmq._operators._gate import Gate, KeyFn, Task, outcome_of, release
-from rx_pgmq._outcome import Outcome
+from rx_pgmq._values._loop import LoopThread
+from rx_pgmq._values._outcome import Outcome
 from rx_pgmq.message import Message
 
 __all__ = ["on_loop"]

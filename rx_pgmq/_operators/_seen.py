@@ -9,7 +9,7 @@ so the close releases what is unsettled at once (issue 14 item 3).
 
 from __future__ import annotations
 
-from rx_pgmq._consumer import Consumer
+from rx_pgmq._consumer._facade import Consumer
 from rx_pgmq.message import Message
 
 __all__ = ["SeenConsumers"]

@@ -17,7 +17,7 @@ from typing import Generic, TypeVar
 
 from reactivex import abc
 
-from rx_pgmq._fatal import FATAL, propagate
+from rx_pgmq._values._fatal import FATAL, propagate
 
 __all__ = ["Serial"]
 
@@ -33,7 +33,7 @@ class Serial(Generic[_T]):
     a completion is delivered after them. After a terminal event, or :meth:`dispose`,
     nothing more is delivered. A subscriber raising in ``on_next`` ends the stream with
     ``on_error`` carrying that exception; ``KeyboardInterrupt``, ``SystemExit`` and
-    ``GeneratorExit`` do too, then :func:`~rx_pgmq._fatal.propagate` lets them go on.
+    ``GeneratorExit`` do too, then :func:`~rx_pgmq._values._fatal.propagate` lets them go on.
 
     Args:
         observer: The downstream observer.

@@ -16,7 +16,7 @@ finds nothing (the lease was lost). ``vt`` is not compared: this consumer's own 
 The outcome of a committed message carries a :class:`Committed` acknowledger: the ack
 operators downstream (``pgops.ack``) report it ``"acked"`` (``"lost_lease"`` when the fence
 failed) without sending anything, and the consumer was told at commit that the delivery
-ended (:meth:`rx_pgmq._consumer.Consumer.committed`: its room in the window returns).
+ended (:meth:`rx_pgmq._consumer._facade.Consumer.committed`: its room in the window returns).
 """
 
 from __future__ import annotations
@@ -33,11 +33,11 @@ from psycopg_pool import ConnectionPool
 from reactivex import Observable, abc
 from reactivex.disposable import CompositeDisposable, Disposable
 
-from rx_pgmq import _sql
-from rx_pgmq._moved import moved_json
 from rx_pgmq._operators._process import _is_async, process
-from rx_pgmq._outcome import Outcome, check_action
-from rx_pgmq._validate import check_positive_int
+from rx_pgmq._pg import _sql
+from rx_pgmq._values._moved import moved_json
+from rx_pgmq._values._outcome import Outcome, check_action
+from rx_pgmq._values._validate import check_positive_int
 from rx_pgmq.actions import AckStatus, Action, Archive, Delete, MoveTo
 from rx_pgmq.errors import InvalidArgument, NotAcknowledgeable, RxPgmqError
 from rx_pgmq.message import Message, SettleCallback

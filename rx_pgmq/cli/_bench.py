@@ -9,9 +9,9 @@ from dataclasses import dataclass
 import click
 
 from rx_pgmq import operators as pgops
-from rx_pgmq._outcome import Settled
-from rx_pgmq._scalebench import bench_queue
-from rx_pgmq._source import read_queue
+from rx_pgmq._consumer._source import read_queue
+from rx_pgmq._front._scalebench import bench_queue
+from rx_pgmq._values._outcome import Settled
 from rx_pgmq.actions import Delete
 from rx_pgmq.cli._common import (
     conninfo_of,
@@ -132,7 +132,7 @@ def bench(
 
 
 def _bench_consumers(conninfo: str, consumers: int, messages: int, batch_size: int) -> None:
-    """``bench --consumers N``: the scaled drain of ``rx_pgmq._scalebench``, with progress."""
+    """``bench --consumers N``: the scaled drain (``rx_pgmq._front._scalebench``), with progress."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     progress = Progress(

@@ -13,7 +13,7 @@ from typing import Any, NoReturn
 import click
 
 from rx_pgmq import embedded
-from rx_pgmq._validate import QUEUE_NAME_RULE, check_queue_name
+from rx_pgmq._values._validate import QUEUE_NAME_RULE, check_queue_name
 from rx_pgmq.cli._errors import CliError
 from rx_pgmq.client import PGMQ
 from rx_pgmq.errors import InvalidArgument, QueueNotFound

@@ -13,11 +13,11 @@ import click
 import psycopg
 from psycopg import sql
 
-from rx_pgmq import _sql
 from rx_pgmq import operators as pgops
-from rx_pgmq._outcome import Settled
-from rx_pgmq._source import read_queue
-from rx_pgmq._validate import check_queue_name
+from rx_pgmq._consumer._source import read_queue
+from rx_pgmq._pg import _sql
+from rx_pgmq._values._outcome import Settled
+from rx_pgmq._values._validate import check_queue_name
 from rx_pgmq.actions import Archive, Delete
 from rx_pgmq.cli._common import (
     conninfo_of,

@@ -11,7 +11,7 @@ from typing import Any
 import click
 import psycopg
 
-from rx_pgmq._dberrors import first_line
+from rx_pgmq._pg._dberrors import first_line
 from rx_pgmq.errors import InvalidArgument, QueueNotFound, RxPgmqError
 
 _DEBUG_ENV = "RX_PGMQ_DEBUG"

@@ -38,7 +38,7 @@ def peek(
         return
     from rich.table import Table
 
-    from rx_pgmq._html import time_left
+    from rx_pgmq._front._html import time_left
 
     where = f"pgmq.a_{name}" if archive else f"pgmq.q_{name}"
     table = Table(title=f"{where}: {len(messages)} message(s), not claimed")

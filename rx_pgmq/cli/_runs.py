@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from reactivex import Observable
 
-from rx_pgmq._outcome import Settled
+from rx_pgmq._values._outcome import Settled
 from rx_pgmq.client import PGMQ
 
 __all__ = ["run_until", "send_numbered"]

@@ -9,8 +9,8 @@ import click
 from reactivex import abc
 
 from rx_pgmq import operators as pgops
-from rx_pgmq._outcome import Settled
-from rx_pgmq._source import read_queue
+from rx_pgmq._consumer._source import read_queue
+from rx_pgmq._values._outcome import Settled
 from rx_pgmq.actions import Action, Archive, Delete, Nothing, SetVisibilityTimeout
 from rx_pgmq.cli._common import (
     compact_json,

@@ -1,0 +1,1 @@
+"""Decisions without I/O, threads or locks: demand, reads, the ledger, ack batches, policies."""

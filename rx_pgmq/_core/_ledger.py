@@ -1,0 +1,265 @@
+"""The record of who holds each message a consumer emitted (no I/O, threads or locks).
+
+A consumer emits *deliveries*: ``(msg_id, read_ct)``. A consumer whose lease ran out may
+read a message again while it still processes the earlier delivery; each delivery took one
+unit of demand and gives it back on its own. A delivery is, in turn:
+
+- **held**: emitted and not settled (:meth:`Ledger.emitted`);
+- **settling**: a settle request for it waits in the ack batcher or in a flush
+  (:meth:`Ledger.settle_requested`, or :meth:`Ledger.dropped` for a release);
+- **ended**: its flush committed or failed (:meth:`Ledger.settled`), or the consumer closed
+  (:meth:`Ledger.close`); its room in the demand window is given back then, exactly once.
+
+The ledger owns the consumer's :class:`~rx_pgmq._core._demand.Demand` for everything that moves
+credit: each method that ends deliveries gives their room back itself. The consumer calls
+every method with its own lock held and does the I/O the answers ask for::
+
+    with lock: fresh = ledger.emitted(messages, now)         # then emit ``fresh``
+    with lock: status = ledger.settle_requested(key)         # None: queue the request
+    with lock: ledger.settled(batch.items)                   # after the flush
+    with lock: ledger.begin_shutdown(); ids = ledger.to_release(unflushed)
+    release(ids)                                             # set_vt 0
+    with lock: ledger.close()
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Protocol, TypeVar
+
+from rx_pgmq._core._demand import Demand
+from rx_pgmq.actions import AckStatus
+
+__all__ = ["Delivery", "Ledger"]
+
+Delivery = tuple[int, int]
+"""One delivery of a message: ``(msg_id, read_ct)``."""
+
+
+class Delivered(Protocol):
+    """Anything naming one delivery: a message, or a settle request."""
+
+    @property
+    def msg_id(self) -> int: ...
+
+    @property
+    def read_ct(self) -> int: ...
+
+
+_M = TypeVar("_M", bound=Delivered)
+
+
+class Ledger:
+    """Who holds each delivery of one consumer, and the credit that goes with it.
+
+    Args:
+        demand: The consumer's demand window; the ledger records emitted and ended
+            deliveries in it.
+
+    Attributes:
+        demand: The demand window.
+        ended: How many deliveries ended so far (the consumer notices a window that
+            stays full with nothing settled: a pipeline that never acks).
+    """
+
+    __slots__ = ("_held", "_settling", "_stopped", "demand", "ended")
+
+    def __init__(self, demand: Demand) -> None:
+        self.demand = demand
+        # delivery -> when it was read or its lease last extended (monotonic seconds)
+        self._held: dict[Delivery, float] = {}
+        self._settling: set[Delivery] = set()
+        self._stopped = False
+        self.ended = 0  # deliveries ended so far (a full window with no change stalls)
+
+    def __repr__(self) -> str:
+        return (
+            f"Ledger(held={len(self._held)}, settling={len(self._settling)}, "
+            f"stopped={self._stopped}, demand={self.demand!r})"
+        )
+
+    def __len__(self) -> int:
+        """Return how many deliveries are held (emitted, not ended)."""
+        return len(self._held)
+
+    def __contains__(self, key: object) -> bool:
+        """Whether the delivery ``(msg_id, read_ct)`` is held."""
+        return key in self._held
+
+    @property
+    def stopped(self) -> bool:
+        """Whether shutdown began: settle requests are no longer accepted."""
+        return self._stopped
+
+    # -- the reader --------------------------------------------------------------------
+
+    def emitted(self, messages: list[_M], now: float) -> list[_M]:
+        """Record the messages of a read as held deliveries; return those to emit.
+
+        A read can only return a delivery this consumer already holds if the server forgot
+        the earlier read (a crash before a read that did not wait for its WAL flush reached
+        the disk: ``read_ct`` went back). That copy is left out: the held delivery is being
+        processed, and its settle applies to the message (which carries the same
+        ``read_ct`` again).
+
+        Args:
+            messages: What the read returned (at most the read size the demand allowed).
+            now: When the read finished (the start of the lease, for the heartbeat).
+
+        Raises:
+            ValueError: If more fresh deliveries arrive than the demand allowed.
+        """
+        held = self._held
+        fresh: list[_M] = []
+        keep = fresh.append
+        for m in messages:
+            key = (m.msg_id, m.read_ct)
+            if key not in held:
+                held[key] = now
+                keep(m)
+        self.demand.on_emitted(len(fresh))
+        return fresh
+
+    def emitted_deleted(self, n: int) -> None:
+        """Record ``n`` messages read with delete-on-read: in flight until emitted.
+
+        They are not held (there is nothing to settle); :meth:`delivered_deleted` gives the
+        room of each back once it was emitted.
+        """
+        self.demand.on_emitted(n)
+
+    def delivered_deleted(self, n: int = 1) -> None:
+        """``n`` messages read with delete-on-read were emitted: their room returns."""
+        self.demand.on_settled(n)
+
+    # -- settle requests ---------------------------------------------------------------
+
+    def settle_requested(self, key: Delivery) -> AckStatus | None:
+        """A settle was requested for ``key``; return its status at once if not to queue.
+
+        Returns:
+            ``None``: queue the request (the delivery is now settling); ``"unacked"``:
+            shutdown began, nothing is flushed any more; ``"ignored"``: the delivery is not
+            held (settled already, or never emitted) or a settle of it is pending.
+        """
+        if self._stopped:
+            return "unacked"
+        if key not in self._held or key in self._settling:
+            return "ignored"
+        self._settling.add(key)
+        return None
+
+    def dropped(self, key: Delivery) -> bool:
+        """The message of ``key`` is no longer referenced: whether to queue its release.
+
+        True marks the delivery settling (the caller queues a ``SetVisibilityTimeout(0)``
+        for it, which ends it through :meth:`settled`); False when it needs nothing:
+        already settling or ended, or shutdown began (:meth:`to_release` covers it).
+        """
+        if self._stopped or key not in self._held or key in self._settling:
+            return False
+        self._settling.add(key)
+        return True
+
+    def settled(self, requests: Iterable[Delivered]) -> int:
+        """A flush of ``requests`` finished (committed or failed): end their deliveries.
+
+        Each delivery still held ends and gives its room back; one that already ended (the
+        consumer closed meanwhile) gives nothing. A failed flush ends its deliveries too:
+        this consumer no longer holds them (they reappear after their timeout).
+
+        Returns:
+            The number of deliveries ended (room given back).
+        """
+        held, settling = self._held, self._settling
+        n = 0
+        for p in requests:
+            key = (p.msg_id, p.read_ct)
+            settling.discard(key)
+            if held.pop(key, None) is not None:
+                n += 1
+        if n:
+            self.ended += n
+            self.demand.on_settled(n)
+        return n
+
+    def unsettled_alive(self, alive: Iterable[Delivery]) -> int:
+        """How many of the held deliveries ``alive`` (still referenced downstream) are not
+        settling: what a closing consumer still waits for (they may settle)."""
+        held, settling = self._held, self._settling
+        return sum(1 for key in alive if key in held and key not in settling)
+
+    # -- leases ------------------------------------------------------------------------
+
+    def lease_expiring(self, read_before: float) -> list[int]:
+        """Ids of held deliveries read (or extended) at or before ``read_before`` and not
+        settling, sorted: the heartbeat extends their visibility timeout."""
+        settling = self._settling
+        return sorted(
+            {key[0] for key, t in self._held.items() if t <= read_before and key not in settling}
+        )
+
+    def outlived(self, requests: Iterable[_M], read_before: float) -> list[_M]:
+        """Those of ``requests`` whose lease may have ended: their delivery was read (or its
+        lease last extended) at or before ``read_before``, or is no longer held.
+
+        A flush retried after an outage gives these up (issue 14 item 10): another reader
+        may hold the message by then, so an unfenced ack of it must not be applied.
+        """
+        held = self._held
+        out: list[_M] = []
+        for p in requests:
+            t = held.get((p.msg_id, p.read_ct))
+            if t is None or t <= read_before:
+                out.append(p)
+        return out
+
+    def lease_extended(self, ids: Iterable[int], now: float) -> None:
+        """The visibility timeout of every held delivery of ``ids`` was extended at ``now``."""
+        extended = set(ids)
+        held = self._held
+        for key in held:
+            if key[0] in extended:
+                held[key] = now
+
+    # -- shutdown ----------------------------------------------------------------------
+
+    def begin_shutdown(self) -> None:
+        """Stop accepting settle requests (they report ``"unacked"`` from now on)."""
+        self._stopped = True
+
+    def flushes_abandoned(self) -> None:
+        """The acknowledger stopped for good (it failed): no flush runs or will run.
+
+        Deliveries it was settling are unsettled again, so :meth:`to_release` releases
+        them with the rest; settle requests report ``"unacked"`` from now on.
+        """
+        self._stopped = True
+        self._settling.clear()
+
+    def to_release(self, unflushed: Iterable[Delivery] = ()) -> list[int]:
+        """Ids to release (``set_vt`` 0) at shutdown, sorted.
+
+        Every held delivery, except those a flush still running is settling: releasing
+        them would race with it (e.g. undo a ``SetVisibilityTimeout``). A message with one
+        delivery being flushed is not released through another either.
+
+        Args:
+            unflushed: Settling deliveries whose requests were taken out of the batcher
+                without a flush: they are released like any unsettled delivery.
+        """
+        flushing = self._settling.difference(unflushed)
+        busy = {key[0] for key in flushing}
+        return sorted({key[0] for key in self._held if key not in flushing} - busy)
+
+    def close(self) -> int:
+        """End every delivery still held (released, kept or being flushed); return how many.
+
+        Their room returns. A flush finishing later ends nothing more (:meth:`settled`).
+        """
+        n = len(self._held)
+        self._held.clear()
+        self._settling.clear()
+        if n:
+            self.demand.on_settled(n)
+        return n

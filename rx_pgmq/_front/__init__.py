@@ -1,0 +1,1 @@
+"""Front ends: notebook views, the embedded server, test doubles, the scaled benchmark."""

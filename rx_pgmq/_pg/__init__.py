@@ -1,0 +1,1 @@
+"""Everything that talks to PostgreSQL: SQL, connections, LISTEN, errors, the clients' SQL."""
