@@ -9,7 +9,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from _support import Subscribe, count, source_of, wait_until
+from _support import Subscribe, count, source_of, table, wait_until
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
@@ -122,6 +122,81 @@ def test_a_lost_lease_rolls_back_and_reports_lost_lease(
     assert _rows(pgmq_dsn, effects) == []
     with psycopg.connect(pgmq_dsn) as db:
         assert count(db, pgmq_queue) == 1
+
+
+def _queue_row(dsn: str, queue: str, msg_id: int) -> tuple[int, Any] | None:
+    """The message's ``(read_ct, vt)`` in the queue table, or None once it is gone."""
+    with psycopg.connect(dsn) as db:
+        row = db.execute(
+            sql.SQL("SELECT read_ct, vt FROM {} WHERE msg_id = %s").format(table(queue)),
+            (msg_id,),
+        ).fetchone()
+    return None if row is None else (int(row[0]), row[1])
+
+
+def test_another_clients_set_vt_while_the_handler_runs_fails_the_fence(
+    pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, effects: sql.Identifier, subscribe: Subscribe
+) -> None:
+    """#19 item 1 (the vt half of the fence): another client moves the message's vt with
+    set_vt while the handler runs, nobody reads it again (read_ct unchanged). The consumer
+    no longer holds the lease it was given, so the fence fails: the handler's row is rolled
+    back, ack reports lost_lease, and the message stays in the queue with the other
+    client's vt."""
+    (msg_id,) = pgmq.send_batch(pgmq_queue, [{"n": 0}])
+    write = _writer(effects)
+    moved: list[Any] = []
+
+    def handle(message: Message, conn: Conn) -> int:
+        result = int(write(message, conn))
+        with PGMQ(pgmq_dsn) as other:
+            m = other.set_vt(pgmq_queue, message.msg_id, 120)
+        assert m is not None and m.read_ct == message.read_ct and m.vt != message.vt
+        moved.append(m.vt)
+        return result
+
+    sink = subscribe(
+        source_of(pgmq_dsn, pgmq_queue).pipe(pgops.process_in_transaction(handle), pgops.ack())
+    )
+    (record,) = sink.collect(1)
+    assert record.status == "lost_lease" and not record.ok
+    assert isinstance(record.error, pgops.LeaseLost)
+    assert _rows(pgmq_dsn, effects) == []
+    assert _queue_row(pgmq_dsn, pgmq_queue, msg_id) == (1, moved[0])
+
+
+def test_a_handler_outliving_its_first_lease_commits_once_across_heartbeat_extensions(
+    pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, effects: sql.Identifier, subscribe: Subscribe
+) -> None:
+    """#19 item 1: with extend_visibility the consumer's own heartbeat moves vt while the
+    handler runs; the fence compares the vt that heartbeat set (not the read's), so a
+    handler that runs past its first visibility timeout (2 s) still commits, exactly
+    once."""
+    (msg_id,) = pgmq.send_batch(pgmq_queue, [{"n": 0}])
+    write = _writer(effects)
+    source = source_of(pgmq_dsn, pgmq_queue, visibility_timeout=2, extend_visibility=True)
+    seen: list[Any] = []
+
+    def first_lease_over(message: Message) -> bool:
+        with psycopg.connect(pgmq_dsn) as db:
+            row = db.execute("SELECT clock_timestamp() > %s", (message.vt,)).fetchone()
+        return bool(row and row[0])
+
+    def slow(message: Message, conn: Conn) -> int:
+        result = int(write(message, conn))
+        assert wait_until(lambda: first_lease_over(message), timeout=30, step=0.1)
+        assert wait_until(lambda: source.stats.extended >= 1, timeout=30)
+        seen.append(_queue_row(pgmq_dsn, pgmq_queue, message.msg_id))
+        seen.append(message.vt)
+        return result
+
+    sink = subscribe(source.pipe(pgops.process_in_transaction(slow), pgops.ack()))
+    (record,) = sink.collect(1, timeout=60)
+    assert (record.status, record.ok) == ("acked", True), record.reason
+    (read_ct, vt_then), read_vt = seen
+    assert read_ct == 1 and vt_then > read_vt  # the heartbeat extended the lease
+    assert _rows(pgmq_dsn, effects) == [msg_id]
+    with psycopg.connect(pgmq_dsn) as db:
+        assert count(db, pgmq_queue) == 0
 
 
 def test_archive_and_move_run_in_the_transaction_and_an_outcome_ack_overrides(
