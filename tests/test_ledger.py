@@ -9,6 +9,7 @@ every emitted delivery ends (settled or released) exactly once.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import pytest
 from hypothesis import event, settings
@@ -130,6 +131,50 @@ def test_heartbeat_picks_old_leases_not_settling_and_extension_renews_them() -> 
     ledger.lease_extended([1], 12.0)
     assert ledger.lease_expiring(11.0) == [3]
     assert ledger.lease_expiring(12.0) == [1, 3]
+
+
+def test_the_fence_sees_the_vt_of_the_read_then_of_the_heartbeat_and_holds_it_off() -> None:
+    """#19 item 1: lease_vt() is the read's vt until the heartbeat records the vt set_vt
+    returned for that delivery (a row with another read_ct, another reader's, is not
+    taken); a delivery being fenced is not extended until fence_ended(); settling or
+    closing forgets the recorded vt."""
+    read_vt, beat_vt, other_vt = (datetime(2026, 1, 1, 0, 0, s, 1, UTC) for s in (1, 2, 3))
+    ledger = _ledger()
+    ledger.emitted([Row(1, 1), Row(2, 1), Row(3, 1)], 0.0)
+    assert ledger.lease_vt((1, 1), read_vt) == read_vt
+    ids = ledger.lease_expiring(0.0)
+    ledger.extension_started(ids)
+    assert ledger.lease_extended(ids, 1.0, [(1, 1, beat_vt), (2, 2, other_vt)]) is False
+    assert ledger.lease_vt((1, 1), read_vt) == beat_vt
+    assert ledger.lease_vt((2, 1), read_vt) == read_vt  # row 2 was someone else's read
+    assert ledger.fence_started((1, 1)) is False  # no extension in flight
+    assert ledger.lease_expiring(1.0) == [2, 3]
+    ledger.fence_ended((1, 1))
+    assert ledger.lease_expiring(1.0) == [1, 2, 3]
+    ledger.settled([Row(1, 1)])
+    ledger.emitted([Row(1, 1)], 2.0)  # the same key again (read_ct went back): forgotten
+    assert ledger.lease_vt((1, 1), read_vt) == read_vt
+
+
+def test_a_fence_started_during_an_extension_waits_for_its_end() -> None:
+    """#19 item 1: fence_started() says an extension of the message is in flight until
+    lease_extended() or extension_failed(), which then ask for a notify (a fence waits)."""
+    beat_vt = datetime(2026, 1, 1, 0, 0, 5, 7, UTC)
+    ledger = _ledger()
+    ledger.emitted([Row(1, 1), Row(2, 1)], 0.0)
+    ledger.extension_started([1])
+    assert ledger.fence_started((1, 1)) is True
+    assert ledger.fence_started((2, 1)) is False
+    assert ledger.lease_extended([1], 1.0, [(1, 1, beat_vt)]) is True
+    assert ledger.fence_started((1, 1)) is False
+    assert ledger.lease_vt((1, 1), beat_vt.replace(second=0)) == beat_vt
+    ledger.extension_started([1])
+    assert ledger.extension_failed() is True and ledger.fence_started((1, 1)) is False
+    ledger.fence_ended((1, 1))
+    ledger.fence_ended((2, 1))
+    assert ledger.extension_failed() is False  # nobody fences: no notify
+    assert ledger.close() == 2
+    assert ledger.lease_vt((1, 1), beat_vt.replace(second=0)) == beat_vt.replace(second=0)
 
 
 def test_outlived_names_requests_whose_lease_may_have_ended() -> None:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -194,6 +195,55 @@ def test_a_handler_outliving_its_first_lease_commits_once_across_heartbeat_exten
     assert (record.status, record.ok) == ("acked", True), record.reason
     (read_ct, vt_then), read_vt = seen
     assert read_ct == 1 and vt_then > read_vt  # the heartbeat extended the lease
+    assert _rows(pgmq_dsn, effects) == [msg_id]
+    with psycopg.connect(pgmq_dsn) as db:
+        assert count(db, pgmq_queue) == 0
+
+
+def _heartbeat_blocked(dsn: str) -> bool:
+    """Whether a ``pgmq.set_vt`` (the consumer's heartbeat) waits for a row lock."""
+    with psycopg.connect(dsn) as db:
+        row = db.execute(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE wait_event_type = 'Lock' AND query LIKE %s AND pid <> pg_backend_pid()",
+            ("%pgmq.set_vt(%",),
+        ).fetchone()
+    return bool(row and row[0])
+
+
+def test_a_fence_waits_for_a_heartbeat_extension_in_flight_and_commits(
+    pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, effects: sql.Identifier, subscribe: Subscribe
+) -> None:
+    """#19 item 1: the fence starts while the consumer's heartbeat is extending the
+    message's lease (its set_vt is held up by another session's row lock, released 1 s
+    later). The fence waits for that extension and compares the vt it set, instead of
+    locking the row right after the extension moved vt and reporting its own heartbeat
+    as a lost lease: the handler commits once."""
+    (msg_id,) = pgmq.send_batch(pgmq_queue, [{"n": 0}])
+    write = _writer(effects)
+    source = source_of(pgmq_dsn, pgmq_queue, visibility_timeout=2, extend_visibility=True)
+    blocker = psycopg.connect(pgmq_dsn)
+    release = threading.Timer(1.0, blocker.rollback)
+
+    def handle(message: Message, conn: Conn) -> int:
+        result = int(write(message, conn))
+        blocker.execute(
+            sql.SQL("SELECT 1 FROM {} WHERE msg_id = %s FOR UPDATE").format(table(pgmq_queue)),
+            (message.msg_id,),
+        )
+        assert wait_until(lambda: _heartbeat_blocked(pgmq_dsn), timeout=30, step=0.05)
+        release.start()  # the heartbeat's set_vt goes on once the fence has started
+        return result
+
+    try:
+        sink = subscribe(source.pipe(pgops.process_in_transaction(handle), pgops.ack()))
+        (record,) = sink.collect(1, timeout=60)
+    finally:
+        if release.is_alive():
+            release.join()
+        blocker.close()
+    assert (record.status, record.ok) == ("acked", True), record.reason
+    assert source.stats.extended >= 1
     assert _rows(pgmq_dsn, effects) == [msg_id]
     with psycopg.connect(pgmq_dsn) as db:
         assert count(db, pgmq_queue) == 0
