@@ -13,6 +13,7 @@ import pytest
 from _support import Subscribe, count, source_of, table, wait_until
 from psycopg import sql
 from psycopg_pool import ConnectionPool
+from reactivex.subject import Subject
 
 from rx_pgmq import Message, Outcome, ReadOptions, Settled, failed
 from rx_pgmq import operators as pgops
@@ -198,6 +199,43 @@ def test_a_handler_outliving_its_first_lease_commits_once_across_heartbeat_exten
     assert _rows(pgmq_dsn, effects) == [msg_id]
     with psycopg.connect(pgmq_dsn) as db:
         assert count(db, pgmq_queue) == 0
+
+
+def test_a_release_at_shutdown_while_the_handler_runs_fails_the_fence(
+    pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, effects: sql.Identifier, subscribe: Subscribe
+) -> None:
+    """#19 item 1: the consumer is disposed while the handler runs (on a pool thread) and
+    its shutdown releases the message (set_vt 0: visible to every reader again). The
+    consumer gave up the lease, so the fence fails: rolled back, LeaseLost, the message
+    stays in the queue with read_ct 1."""
+    (msg_id,) = pgmq.send_batch(pgmq_queue, [{"n": 0}])
+    write = _writer(effects)
+    source = source_of(pgmq_dsn, pgmq_queue, close_timeout=0.2)
+    messages: Subject[Message] = Subject()
+    started = threading.Event()
+
+    def released(message: Message) -> bool:
+        row = _queue_row(pgmq_dsn, pgmq_queue, message.msg_id)
+        return row is not None and row[1] != message.vt
+
+    def handle(message: Message, conn: Conn) -> int:
+        result = int(write(message, conn))
+        started.set()
+        assert wait_until(lambda: released(message), timeout=30, step=0.05)
+        return result
+
+    sink = subscribe(messages.pipe(pgops.process_in_transaction(handle, max_concurrency=2)))
+    reading = source.subscribe(messages)
+    try:
+        assert started.wait(30)
+    finally:
+        reading.dispose()  # the consumer stops and releases what it holds
+    (outcome,) = sink.collect(1)
+    assert not outcome.ok and isinstance(outcome.error, pgops.LeaseLost)
+    assert _rows(pgmq_dsn, effects) == []
+    row = _queue_row(pgmq_dsn, pgmq_queue, msg_id)
+    assert row is not None and row[0] == 1
+    assert source.wait_closed(30)
 
 
 def _heartbeat_blocked(dsn: str) -> bool:
