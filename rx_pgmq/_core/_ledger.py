@@ -314,10 +314,12 @@ class Ledger:
         """The acknowledger stopped for good (it failed): no flush runs or will run.
 
         Deliveries it was settling are unsettled again, so :meth:`to_release` releases
-        them with the rest; settle requests report ``"unacked"`` from now on.
+        them with the rest; settle requests report ``"unacked"`` from now on. No extension
+        is in flight any more either (a fence stops waiting for one).
         """
         self._stopped = True
         self._settling.clear()
+        self._extending.clear()
 
     def to_release(self, unflushed: Iterable[Delivery] = ()) -> list[int]:
         """Ids to release (``set_vt`` 0) at shutdown, sorted.
