@@ -9,6 +9,7 @@ every emitted delivery ends (settled or released) exactly once.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import event, settings
@@ -132,6 +133,54 @@ def test_heartbeat_picks_old_leases_not_settling_and_extension_renews_them() -> 
     assert ledger.lease_expiring(12.0) == [1, 3]
 
 
+def test_the_fence_sees_the_vt_of_the_read_then_of_the_heartbeat_and_holds_it_off() -> None:
+    """#19 item 1: lease_vt() is the read's vt until the heartbeat records the vt set_vt
+    returned for that delivery (a row with another read_ct, another reader's, is not
+    taken); a delivery being fenced is not extended until fence_ended(); settling or
+    closing forgets the recorded vt."""
+    read_vt, beat_vt, other_vt = (datetime(2026, 1, 1, 0, 0, s, 1, UTC) for s in (1, 2, 3))
+    ledger = _ledger()
+    ledger.emitted([Row(1, 1), Row(2, 1), Row(3, 1)], 0.0)
+    assert ledger.lease_vt((1, 1), read_vt) == read_vt
+    ids = ledger.lease_expiring(0.0)
+    ledger.extension_started(ids)
+    assert ledger.lease_extended(ids, 1.0, [(1, 1, beat_vt), (2, 2, other_vt)]) is False
+    assert ledger.lease_vt((1, 1), read_vt) == beat_vt
+    assert ledger.lease_vt((2, 1), read_vt) == read_vt  # row 2 was someone else's read
+    assert ledger.fence_started((1, 1)) is False  # no extension in flight
+    assert ledger.lease_expiring(1.0) == [2, 3]
+    ledger.fence_ended((1, 1))
+    assert ledger.lease_expiring(1.0) == [1, 2, 3]
+    ledger.settled([Row(1, 1)])
+    ledger.emitted([Row(1, 1)], 2.0)  # the same key again (read_ct went back): forgotten
+    assert ledger.lease_vt((1, 1), read_vt) == read_vt
+
+
+def test_a_fence_started_during_an_extension_waits_for_its_end() -> None:
+    """#19 item 1: fence_started() says an extension of the message is in flight until
+    lease_extended() or extension_failed(), which then ask for a notify (a fence waits),
+    or until the acknowledger stopped for good (flushes_abandoned)."""
+    beat_vt = datetime(2026, 1, 1, 0, 0, 5, 7, UTC)
+    ledger = _ledger()
+    ledger.emitted([Row(1, 1), Row(2, 1)], 0.0)
+    ledger.extension_started([1])
+    assert ledger.fence_started((1, 1)) is True
+    assert ledger.fence_started((2, 1)) is False
+    assert ledger.lease_extended([1], 1.0, [(1, 1, beat_vt)]) is True
+    assert ledger.fence_started((1, 1)) is False
+    assert ledger.lease_vt((1, 1), beat_vt.replace(second=0)) == beat_vt
+    ledger.extension_started([1])
+    assert ledger.extension_failed() is True and ledger.fence_started((1, 1)) is False
+    ledger.fence_ended((1, 1))
+    ledger.fence_ended((2, 1))
+    assert ledger.extension_failed() is False  # nobody fences: no notify
+    ledger.extension_started([2])
+    ledger.flushes_abandoned()  # the acknowledger died mid-extension: do not wait for it
+    assert ledger.fence_started((2, 1)) is False
+    assert ledger.close() == 2
+    assert ledger.lease_vt((1, 1), beat_vt.replace(second=0)) == beat_vt.replace(second=0)
+
+
 def test_outlived_names_requests_whose_lease_may_have_ended() -> None:
     """#14 item 10: a retried flush gives up the requests of deliveries read (or extended)
     at or before a time, or no longer held; the others are retried."""
@@ -190,6 +239,8 @@ class LedgerMachine(RuleBasedStateMachine):
         self.settling: set[Delivery] = set()
         self.in_batcher: list[Delivery] = []  # requested, not yet taken by a flush
         self.flushes: list[list[Delivery]] = []  # flushes running
+        self.fencing: set[Delivery] = set()  # process_in_transaction fences them
+        self.lease_vt: dict[Delivery, datetime] = {}  # the vt the heartbeat recorded
         self.closed = False
 
     def _end(self, keys: set[Delivery]) -> None:
@@ -251,14 +302,43 @@ class LedgerMachine(RuleBasedStateMachine):
         self._end(before)
         self.settling.difference_update(batch)
 
-    @rule(age=st.floats(0.0, 5.0))
-    def heartbeat(self, age: float) -> None:
-        """The heartbeat extends only held deliveries that are not settling."""
+    @rule(age=st.floats(0.0, 5.0), data=st.data())
+    def heartbeat(self, age: float, data: st.DataObject) -> None:
+        """The heartbeat extends only held deliveries neither settling nor fenced; a fence
+        started meanwhile is told to wait; the vt set_vt returned is recorded per delivery
+        (a row with another read_ct, another reader's, is not)."""
         ids = self.ledger.lease_expiring(self.now - age)
         live = {key for key in self.emitted if key not in self.ended}
+        busy = self.settling | self.fencing
         for msg_id in ids:
-            assert any(k[0] == msg_id and k not in self.settling for k in live)
-        self.ledger.lease_extended(ids, self.now)
+            assert any(k[0] == msg_id and k not in busy for k in live)
+        self.ledger.extension_started(ids)
+        fence_one: bool = data.draw(st.booleans())
+        if ids and fence_one:
+            fenced = (ids[0], data.draw(st.integers(1, 2)))
+            assert self.ledger.fence_started(fenced) is True
+            self.fencing.add(fenced)
+        self.now += 1.0
+        vt = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=self.now, microseconds=7)
+        rows = [(i, data.draw(st.sampled_from([1, 1, 2])), vt) for i in ids]
+        if data.draw(st.booleans()):
+            self.ledger.lease_extended(ids, self.now, rows)
+            self.lease_vt.update({(i, rc): t for i, rc, t in rows if (i, rc) in live})
+        else:
+            self.ledger.extension_failed()
+        assert not any(self.ledger.fence_started(key) for key in self.fencing)
+
+    @precondition(lambda self: bool(self.emitted))
+    @rule(data=st.data())
+    def fence(self, data: st.DataObject) -> None:
+        """A transaction starts or ends fencing a delivery (no extension in flight)."""
+        key = data.draw(st.sampled_from(sorted(self.emitted)))
+        if key in self.fencing:
+            self.ledger.fence_ended(key)
+            self.fencing.discard(key)
+        else:
+            assert self.ledger.fence_started(key) is False
+            self.fencing.add(key)
 
     @precondition(lambda self: not self.closed and len(self.emitted) >= 4)
     @rule(data=st.data())
@@ -287,6 +367,13 @@ class LedgerMachine(RuleBasedStateMachine):
     def held_deliveries_are_the_ones_in_flight(self) -> None:
         live = {key for key in self.emitted if key not in self.ended}
         assert len(self.ledger) == len(live) == self.ledger.demand.in_flight
+
+    @invariant()
+    def the_fence_sees_the_last_vt_recorded_for_a_held_delivery(self) -> None:
+        read_vt = datetime(2000, 1, 1, tzinfo=UTC)
+        for key in self.emitted:
+            expected = read_vt if key in self.ended else self.lease_vt.get(key, read_vt)
+            assert self.ledger.lease_vt(key, read_vt) == expected
 
     @invariant()
     def every_delivery_ends_at_most_once(self) -> None:

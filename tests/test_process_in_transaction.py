@@ -3,15 +3,17 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import psycopg
 import pytest
-from _support import Subscribe, count, source_of, wait_until
+from _support import Subscribe, count, source_of, table, wait_until
 from psycopg import sql
 from psycopg_pool import ConnectionPool
+from reactivex.subject import Subject
 
 from rx_pgmq import Message, Outcome, ReadOptions, Settled, failed
 from rx_pgmq import operators as pgops
@@ -122,6 +124,167 @@ def test_a_lost_lease_rolls_back_and_reports_lost_lease(
     assert _rows(pgmq_dsn, effects) == []
     with psycopg.connect(pgmq_dsn) as db:
         assert count(db, pgmq_queue) == 1
+
+
+def _queue_row(dsn: str, queue: str, msg_id: int) -> tuple[int, Any] | None:
+    """The message's ``(read_ct, vt)`` in the queue table, or None once it is gone."""
+    with psycopg.connect(dsn) as db:
+        row = db.execute(
+            sql.SQL("SELECT read_ct, vt FROM {} WHERE msg_id = %s").format(table(queue)),
+            (msg_id,),
+        ).fetchone()
+    return None if row is None else (int(row[0]), row[1])
+
+
+def test_another_clients_set_vt_while_the_handler_runs_fails_the_fence(
+    pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, effects: sql.Identifier, subscribe: Subscribe
+) -> None:
+    """#19 item 1 (the vt half of the fence): another client moves the message's vt with
+    set_vt while the handler runs, nobody reads it again (read_ct unchanged). The consumer
+    no longer holds the lease it was given, so the fence fails: the handler's row is rolled
+    back, ack reports lost_lease, and the message stays in the queue with the other
+    client's vt."""
+    (msg_id,) = pgmq.send_batch(pgmq_queue, [{"n": 0}])
+    write = _writer(effects)
+    moved: list[Any] = []
+
+    def handle(message: Message, conn: Conn) -> int:
+        result = int(write(message, conn))
+        with PGMQ(pgmq_dsn) as other:
+            m = other.set_vt(pgmq_queue, message.msg_id, 120)
+        assert m is not None and m.read_ct == message.read_ct and m.vt != message.vt
+        moved.append(m.vt)
+        return result
+
+    sink = subscribe(
+        source_of(pgmq_dsn, pgmq_queue).pipe(pgops.process_in_transaction(handle), pgops.ack())
+    )
+    (record,) = sink.collect(1)
+    assert record.status == "lost_lease" and not record.ok
+    assert isinstance(record.error, pgops.LeaseLost)
+    assert _rows(pgmq_dsn, effects) == []
+    assert _queue_row(pgmq_dsn, pgmq_queue, msg_id) == (1, moved[0])
+
+
+def test_a_handler_outliving_its_first_lease_commits_once_across_heartbeat_extensions(
+    pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, effects: sql.Identifier, subscribe: Subscribe
+) -> None:
+    """#19 item 1: with extend_visibility the consumer's own heartbeat moves vt while the
+    handler runs; the fence compares the vt that heartbeat set (not the read's), so a
+    handler that runs past its first visibility timeout (2 s) still commits, exactly
+    once."""
+    (msg_id,) = pgmq.send_batch(pgmq_queue, [{"n": 0}])
+    write = _writer(effects)
+    source = source_of(pgmq_dsn, pgmq_queue, visibility_timeout=2, extend_visibility=True)
+    seen: list[Any] = []
+
+    def first_lease_over(message: Message) -> bool:
+        with psycopg.connect(pgmq_dsn) as db:
+            row = db.execute("SELECT clock_timestamp() > %s", (message.vt,)).fetchone()
+        return bool(row and row[0])
+
+    def slow(message: Message, conn: Conn) -> int:
+        result = int(write(message, conn))
+        assert wait_until(lambda: first_lease_over(message), timeout=30, step=0.1)
+        assert wait_until(lambda: source.stats.extended >= 1, timeout=30)
+        seen.append(_queue_row(pgmq_dsn, pgmq_queue, message.msg_id))
+        seen.append(message.vt)
+        return result
+
+    sink = subscribe(source.pipe(pgops.process_in_transaction(slow), pgops.ack()))
+    (record,) = sink.collect(1, timeout=60)
+    assert (record.status, record.ok) == ("acked", True), record.reason
+    (read_ct, vt_then), read_vt = seen
+    assert read_ct == 1 and vt_then > read_vt  # the heartbeat extended the lease
+    assert _rows(pgmq_dsn, effects) == [msg_id]
+    with psycopg.connect(pgmq_dsn) as db:
+        assert count(db, pgmq_queue) == 0
+
+
+def test_a_release_at_shutdown_while_the_handler_runs_fails_the_fence(
+    pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, effects: sql.Identifier, subscribe: Subscribe
+) -> None:
+    """#19 item 1: the consumer is disposed while the handler runs (on a pool thread) and
+    its shutdown releases the message (set_vt 0: visible to every reader again). The
+    consumer gave up the lease, so the fence fails: rolled back, LeaseLost, the message
+    stays in the queue with read_ct 1."""
+    (msg_id,) = pgmq.send_batch(pgmq_queue, [{"n": 0}])
+    write = _writer(effects)
+    source = source_of(pgmq_dsn, pgmq_queue, close_timeout=0.2)
+    messages: Subject[Message] = Subject()
+    started = threading.Event()
+
+    def released(message: Message) -> bool:
+        row = _queue_row(pgmq_dsn, pgmq_queue, message.msg_id)
+        return row is not None and row[1] != message.vt
+
+    def handle(message: Message, conn: Conn) -> int:
+        result = int(write(message, conn))
+        started.set()
+        assert wait_until(lambda: released(message), timeout=30, step=0.05)
+        return result
+
+    sink = subscribe(messages.pipe(pgops.process_in_transaction(handle, max_concurrency=2)))
+    reading = source.subscribe(messages)
+    try:
+        assert started.wait(30)
+    finally:
+        reading.dispose()  # the consumer stops and releases what it holds
+    (outcome,) = sink.collect(1)
+    assert not outcome.ok and isinstance(outcome.error, pgops.LeaseLost)
+    assert _rows(pgmq_dsn, effects) == []
+    row = _queue_row(pgmq_dsn, pgmq_queue, msg_id)
+    assert row is not None and row[0] == 1
+    assert source.wait_closed(30)
+
+
+def _heartbeat_blocked(dsn: str) -> bool:
+    """Whether a ``pgmq.set_vt`` (the consumer's heartbeat) waits for a row lock."""
+    with psycopg.connect(dsn) as db:
+        row = db.execute(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE wait_event_type = 'Lock' AND query LIKE %s AND pid <> pg_backend_pid()",
+            ("%pgmq.set_vt(%",),
+        ).fetchone()
+    return bool(row and row[0])
+
+
+def test_a_fence_waits_for_a_heartbeat_extension_in_flight_and_commits(
+    pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, effects: sql.Identifier, subscribe: Subscribe
+) -> None:
+    """#19 item 1: the fence starts while the consumer's heartbeat is extending the
+    message's lease (its set_vt is held up by another session's row lock, released 1 s
+    later). The fence waits for that extension and compares the vt it set, instead of
+    locking the row right after the extension moved vt and reporting its own heartbeat
+    as a lost lease: the handler commits once."""
+    (msg_id,) = pgmq.send_batch(pgmq_queue, [{"n": 0}])
+    write = _writer(effects)
+    source = source_of(pgmq_dsn, pgmq_queue, visibility_timeout=2, extend_visibility=True)
+    blocker = psycopg.connect(pgmq_dsn)
+    release = threading.Timer(1.0, blocker.rollback)
+
+    def handle(message: Message, conn: Conn) -> int:
+        result = int(write(message, conn))
+        blocker.execute(
+            sql.SQL("SELECT 1 FROM {} WHERE msg_id = %s FOR UPDATE").format(table(pgmq_queue)),
+            (message.msg_id,),
+        )
+        assert wait_until(lambda: _heartbeat_blocked(pgmq_dsn), timeout=30, step=0.05)
+        release.start()  # the heartbeat's set_vt goes on once the fence has started
+        return result
+
+    try:
+        sink = subscribe(source.pipe(pgops.process_in_transaction(handle), pgops.ack()))
+        (record,) = sink.collect(1, timeout=60)
+    finally:
+        if release.is_alive():
+            release.join()
+        blocker.close()
+    assert (record.status, record.ok) == ("acked", True), record.reason
+    assert source.stats.extended >= 1
+    assert _rows(pgmq_dsn, effects) == [msg_id]
+    with psycopg.connect(pgmq_dsn) as db:
+        assert count(db, pgmq_queue) == 0
 
 
 def test_archive_and_move_run_in_the_transaction_and_an_outcome_ack_overrides(

@@ -98,6 +98,8 @@ class Acker:
                 beat_ids: list[int] = []
                 if batch is None and next_beat is not None and heartbeat is not None:
                     beat_ids = self._ledger.lease_expiring(now - heartbeat)
+                    if beat_ids:
+                        self._ledger.extension_started(beat_ids)
                     next_beat = now + heartbeat / 2.0
             if batch is not None:
                 self._flush(batch, backoff)
@@ -119,15 +121,23 @@ class Acker:
         return None
 
     def _extend(self, ids: list[int]) -> None:
+        """Extend the leases of ``ids``; record the ``vt`` PostgreSQL gave each (the fence
+        of ``process_in_transaction`` compares it), and wake a fence waiting for it."""
         try:
             conn = self.link.get()
-            conn.execute(_sql.SET_VT_MANY, (self._queue, _sql.id_array(ids), self._vt)).fetchall()
+            params = (self._queue, _sql.id_array(ids), self._vt)
+            rows = conn.execute(_sql.SET_VT_MANY, params).fetchall()
         except psycopg.Error as exc:
             self.link.drop()
+            with self._cond:
+                if self._ledger.extension_failed():
+                    self._cond.notify_all()
             _log.warning("visibility heartbeat of queue %r failed: %s", self._queue, exc)
             return
         with self._cond:
-            self._ledger.lease_extended(ids, time.monotonic())
+            vts = ((r[0], r[1], r[4]) for r in rows)  # msg_id, read_ct, vt (MESSAGE_COLUMNS)
+            if self._ledger.lease_extended(ids, time.monotonic(), vts):
+                self._cond.notify_all()
         self._stats.add("extended", len(ids))
 
     def _flush(self, batch: Batch, backoff: Backoff) -> None:

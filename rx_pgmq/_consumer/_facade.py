@@ -16,9 +16,11 @@ import logging
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
+from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal
 
 import psycopg
@@ -408,6 +410,26 @@ class Consumer:
         hooks = _telemetry.hooks
         if ended and hooks is not None:
             hooks.committed(self.config.queue, action)
+
+    @contextmanager
+    def fencing(self, message: Message) -> Iterator[datetime]:
+        """Hold off the heartbeat for ``message`` while the block runs; give its lease ``vt``.
+
+        The ``vt`` this consumer last set for the delivery (its read's, or its heartbeat's
+        since), for the fence of ``process_in_transaction`` to compare; a heartbeat already
+        extending it is waited for (up to ``visibility_timeout``).
+        """
+        key = (message.msg_id, message.read_ct)
+        with self.cond:
+            deadline = time.monotonic() + self.config.vt
+            while self.ledger.fence_started(key) and (left := deadline - time.monotonic()) > 0:
+                self.cond.wait(left)
+            vt = self.ledger.lease_vt(key, message.vt)
+        try:
+            yield vt
+        finally:
+            with self._lock:
+                self.ledger.fence_ended(key)
 
     def _enqueue(
         self, message: Message, action: Action, reason: str | None, token: Token

@@ -20,11 +20,25 @@ every method with its own lock held and does the I/O the answers ask for::
     with lock: ledger.begin_shutdown(); ids = ledger.to_release(unflushed)
     release(ids)                                             # set_vt 0
     with lock: ledger.close()
+
+It also knows the visibility timeout this consumer last gave each delivery, for the fence
+of ``process_in_transaction``: the ``vt`` its read returned (the message carries it) until
+the heartbeat moves it (:meth:`Ledger.lease_extended` records the ``vt`` PostgreSQL
+returned). A delivery being fenced (:meth:`Ledger.fence_started`) is not extended any more,
+so the ``vt`` the fence compares cannot change under it::
+
+    with lock: ids = ledger.lease_expiring(t); ledger.extension_started(ids)
+    rows = set_vt(ids)                                       # (msg_id, read_ct, vt) rows
+    with lock: ledger.lease_extended(ids, now, rows)         # or extension_failed()
+    with lock: wait while ledger.fence_started(key); vt = ledger.lease_vt(key, m.vt)
+    ... SELECT ... WHERE read_ct = m.read_ct AND vt = vt FOR UPDATE; commit ...
+    with lock: ledger.fence_ended(key)
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Protocol, TypeVar
 
 from rx_pgmq._core._demand import Demand
@@ -62,13 +76,26 @@ class Ledger:
             stays full with nothing settled: a pipeline that never acks).
     """
 
-    __slots__ = ("_held", "_settling", "_stopped", "demand", "ended")
+    __slots__ = (
+        "_extending",
+        "_fencing",
+        "_held",
+        "_lease_vt",
+        "_settling",
+        "_stopped",
+        "demand",
+        "ended",
+    )
 
     def __init__(self, demand: Demand) -> None:
         self.demand = demand
         # delivery -> when it was read or its lease last extended (monotonic seconds)
         self._held: dict[Delivery, float] = {}
         self._settling: set[Delivery] = set()
+        # delivery -> the vt this consumer's heartbeat last set (absent: the read's vt)
+        self._lease_vt: dict[Delivery, datetime] = {}
+        self._fencing: set[Delivery] = set()  # fenced by a transaction: not extended
+        self._extending: set[int] = set()  # msg ids of the heartbeat's set_vt in flight
         self._stopped = False
         self.ended = 0  # deliveries ended so far (a full window with no change stalls)
 
@@ -171,13 +198,15 @@ class Ledger:
         Returns:
             The number of deliveries ended (room given back).
         """
-        held, settling = self._held, self._settling
+        held, settling, lease_vt = self._held, self._settling, self._lease_vt
         n = 0
         for p in requests:
             key = (p.msg_id, p.read_ct)
             settling.discard(key)
             if held.pop(key, None) is not None:
                 n += 1
+                if lease_vt:
+                    lease_vt.pop(key, None)
         if n:
             self.ended += n
             self.demand.on_settled(n)
@@ -192,11 +221,15 @@ class Ledger:
     # -- leases ------------------------------------------------------------------------
 
     def lease_expiring(self, read_before: float) -> list[int]:
-        """Ids of held deliveries read (or extended) at or before ``read_before`` and not
-        settling, sorted: the heartbeat extends their visibility timeout."""
-        settling = self._settling
+        """Ids of held deliveries read (or extended) at or before ``read_before``, neither
+        settling nor being fenced, sorted: the heartbeat extends their visibility timeout."""
+        settling, fencing = self._settling, self._fencing
         return sorted(
-            {key[0] for key, t in self._held.items() if t <= read_before and key not in settling}
+            {
+                key[0]
+                for key, t in self._held.items()
+                if t <= read_before and key not in settling and key not in fencing
+            }
         )
 
     def outlived(self, requests: Iterable[_M], read_before: float) -> list[_M]:
@@ -214,13 +247,62 @@ class Ledger:
                 out.append(p)
         return out
 
-    def lease_extended(self, ids: Iterable[int], now: float) -> None:
-        """The visibility timeout of every held delivery of ``ids`` was extended at ``now``."""
+    def extension_started(self, ids: Iterable[int]) -> None:
+        """The heartbeat sends ``set_vt`` for ``ids`` (from :meth:`lease_expiring`): until
+        :meth:`lease_extended` or :meth:`extension_failed`, a fence of one of them waits."""
+        self._extending = set(ids)
+
+    def lease_extended(
+        self, ids: Iterable[int], now: float, rows: Iterable[tuple[int, int, datetime]] = ()
+    ) -> bool:
+        """The visibility timeout of every held delivery of ``ids`` was extended at ``now``.
+
+        Args:
+            ids: The ids the heartbeat extended.
+            now: When (monotonic seconds): the start of the new lease.
+            rows: ``(msg_id, read_ct, vt)`` of each row ``set_vt`` returned: the new ``vt``
+                of a held delivery with that ``read_ct`` is what its fence compares.
+
+        Returns:
+            Whether a fence may wait for this extension (notify the consumer's condition).
+        """
         extended = set(ids)
-        held = self._held
+        held, lease_vt = self._held, self._lease_vt
         for key in held:
             if key[0] in extended:
                 held[key] = now
+        for msg_id, read_ct, vt in rows:
+            key = (msg_id, read_ct)
+            if key in held:
+                lease_vt[key] = vt
+        return self.extension_failed()
+
+    def extension_failed(self) -> bool:
+        """The heartbeat's ``set_vt`` failed (it may still have committed: a fence of one
+        of its messages then fails, the safe way). Returns whether a fence may wait."""
+        self._extending.clear()
+        return bool(self._fencing)
+
+    # -- the fence of process_in_transaction -------------------------------------------
+
+    def fence_started(self, key: Delivery) -> bool:
+        """A transaction is about to fence ``key``: the heartbeat no longer extends it.
+
+        Returns:
+            Whether a heartbeat extension of its message is in flight: wait until it ended
+            (the condition is notified) and ask again, then read :meth:`lease_vt`.
+        """
+        self._fencing.add(key)
+        return key[0] in self._extending
+
+    def lease_vt(self, key: Delivery, read_vt: datetime) -> datetime:
+        """The ``vt`` this consumer last gave ``key``: its heartbeat's, else ``read_vt``
+        (the ``vt`` its read returned, carried by the message)."""
+        return self._lease_vt.get(key, read_vt)
+
+    def fence_ended(self, key: Delivery) -> None:
+        """The fencing transaction of ``key`` ended (committed, rolled back or failed)."""
+        self._fencing.discard(key)
 
     # -- shutdown ----------------------------------------------------------------------
 
@@ -232,10 +314,12 @@ class Ledger:
         """The acknowledger stopped for good (it failed): no flush runs or will run.
 
         Deliveries it was settling are unsettled again, so :meth:`to_release` releases
-        them with the rest; settle requests report ``"unacked"`` from now on.
+        them with the rest; settle requests report ``"unacked"`` from now on. No extension
+        is in flight any more either (a fence stops waiting for one).
         """
         self._stopped = True
         self._settling.clear()
+        self._extending.clear()
 
     def to_release(self, unflushed: Iterable[Delivery] = ()) -> list[int]:
         """Ids to release (``set_vt`` 0) at shutdown, sorted.
@@ -260,6 +344,7 @@ class Ledger:
         n = len(self._held)
         self._held.clear()
         self._settling.clear()
+        self._lease_vt.clear()
         if n:
             self.demand.on_settled(n)
         return n

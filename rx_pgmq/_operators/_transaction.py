@@ -2,16 +2,27 @@
 
 The queue lives in the user's PostgreSQL, so the handler's effects and the ack can commit
 together: ``fn(message, conn)`` runs in a transaction, then, in that same transaction, a
-fence locks the message's row (``FOR UPDATE``) if it still carries the ``read_ct`` this
-consumer saw, and the success action deletes, archives or moves it. Either both commit or
-neither does: a crash anywhere before the commit leaves no effect and the message
-reappears after its visibility timeout; a commit leaves the effect and no message.
+fence locks the message's row (``FOR UPDATE``) if this consumer still holds it, and the
+success action deletes, archives or moves it. Either both commit or neither does: a crash
+anywhere before the commit leaves no effect and the message reappears after its visibility
+timeout; a commit leaves the effect and no message.
 
-Why ``read_ct`` and the row lock are enough: every read increments ``read_ct`` and locks
-the rows it returns (``FOR UPDATE SKIP LOCKED``). Once the fence holds the row, no reader
-can take it until the commit; if a reader took it before, ``read_ct`` changed and the fence
-finds nothing (the lease was lost). ``vt`` is not compared: this consumer's own heartbeat
-(``extend_visibility``) moves it.
+The fence: the row is locked only if its ``read_ct`` is the delivery's and its ``vt`` is
+the one this consumer last gave it, compared as ``timestamptz`` values PostgreSQL returned
+(the ``vt`` of the read, or of the consumer's own heartbeat since: ``extend_visibility``;
+the consumer's :class:`~rx_pgmq._core._ledger.Ledger` records it). Anything else that moved
+the message fails the fence and is reported ``lost_lease``: a read by another consumer
+(``read_ct`` changed), another client's ``set_vt``, a release at shutdown (``vt`` changed).
+
+Why this is race-free: every write to the row (a read, ``set_vt``, a release) is an
+``UPDATE`` that locks it, and a read skips locked rows (``FOR UPDATE SKIP LOCKED``). The
+fence's ``SELECT ... FOR UPDATE`` waits for a writer that holds the row, then checks both
+values on the row's newest version (PostgreSQL re-evaluates the ``WHERE`` of a locking
+read after the wait). Once it holds the lock, nobody can change the row until the commit.
+On this consumer's side, the heartbeat no longer extends a delivery being fenced
+(:meth:`~rx_pgmq._consumer._facade.Consumer.fencing`), and a fence that starts while an
+extension of its message is in flight waits for its new ``vt`` first: the ``vt`` it
+compares is the row's as long as nobody else touched it.
 
 The outcome of a committed message carries a :class:`Committed` acknowledger: the ack
 operators downstream (``pgops.ack``) report it ``"acked"`` (``"lost_lease"`` when the fence
@@ -24,7 +35,9 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
+from contextlib import ExitStack
 from dataclasses import replace
+from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -46,7 +59,7 @@ __all__ = ["Committed", "LeaseLost", "process_in_transaction"]
 
 _TxHandler = Callable[[Message, psycopg.Connection[Any]], Any]
 
-_LOCK = "SELECT 1 FROM {table} WHERE msg_id = %s AND read_ct = %s FOR UPDATE"
+_LOCK = "SELECT 1 FROM {table} WHERE msg_id = %s AND read_ct = %s AND vt = %s FOR UPDATE"
 _DELETE = "DELETE FROM {table} WHERE msg_id = %s"
 _ARCHIVE = (
     "WITH moved AS (DELETE FROM {table} WHERE msg_id = %s"
@@ -57,10 +70,12 @@ _ARCHIVE = (
 
 
 class LeaseLost(RxPgmqError):
-    """Another consumer read the message while its handler ran: nothing was committed.
+    """The consumer lost the message's lease while its handler ran: nothing was committed.
 
-    The handler's writes were rolled back; the consumer that holds the message now
-    processes it. The ``Settled`` record of such an outcome has status ``"lost_lease"``.
+    Another consumer read the message, or something else changed its visibility timeout
+    (another client's ``set_vt``, a release at shutdown). The handler's writes were rolled
+    back; whoever holds the message now decides what happens to it. The ``Settled`` record
+    of such an outcome has status ``"lost_lease"``.
     """
 
     __module__ = "rx_pgmq.operators"
@@ -136,7 +151,7 @@ class _Pools:
 def _consumer_of(message: Message) -> Any:
     """The consumer that emitted ``message`` (it knows the database and ends deliveries)."""
     acker = message._acknowledger
-    if acker is None or not hasattr(acker, "committed") or not hasattr(acker, "config"):
+    if acker is None or not all(hasattr(acker, a) for a in ("committed", "config", "fencing")):
         raise NotAcknowledgeable(
             "process_in_transaction needs messages emitted by rx_pgmq.read_queue(...) "
             f"(message {message.msg_id} has no consumer to settle it)"
@@ -144,10 +159,16 @@ def _consumer_of(message: Message) -> Any:
     return acker
 
 
-def _settle_in(cur: psycopg.Cursor[Any], message: Message, action: Action) -> bool:
-    """Fence ``message`` and apply ``action`` in the caller's transaction; whether it held."""
+def _settle_in(
+    cur: psycopg.Cursor[Any], message: Message, action: Action, lease_vt: datetime
+) -> bool:
+    """Fence ``message`` and apply ``action`` in the caller's transaction; whether it held.
+
+    ``lease_vt`` is the ``vt`` the consumer last gave the delivery (from PostgreSQL).
+    """
     table = _sql.queue_table(message.queue)
-    locked = cur.execute(sql.SQL(_LOCK).format(table=table), (message.msg_id, message.read_ct))
+    params = (message.msg_id, message.read_ct, lease_vt)
+    locked = cur.execute(sql.SQL(_LOCK).format(table=table), params)
     if locked.fetchone() is None:
         return False
     if isinstance(action, Archive):
@@ -190,7 +211,7 @@ def _run_in_transaction(
         )
     pool = pools.for_conninfo(consumer.config.conninfo)
     action = on_success
-    with pool.connection() as conn:
+    with pool.connection() as conn, ExitStack() as fencing:
         try:
             with conn.transaction():
                 result = fn(message, conn)
@@ -200,21 +221,24 @@ def _run_in_transaction(
                     if result.ack is not None:
                         action = _check_success_action(result.ack, "the outcome's ack")
                     result = result.value
+                # No heartbeat of the consumer moves vt from here to the commit.
+                lease_vt = fencing.enter_context(consumer.fencing(message))
                 with conn.cursor() as cur:
-                    if not _settle_in(cur, message, action):
+                    if not _settle_in(cur, message, action, lease_vt):
                         raise _Rollback(None)
         except _Rollback as rollback:
             if rollback.outcome is not None:
                 return rollback.outcome
             consumer.committed(message, None)
             error = LeaseLost(
-                f"message {message.msg_id} of queue {message.queue!r} was read by another "
-                f"consumer (read_ct {message.read_ct} is no longer the current one); the "
-                "handler's writes were rolled back"
+                f"message {message.msg_id} of queue {message.queue!r} is no longer held by "
+                f"this consumer: another consumer read it (read_ct {message.read_ct} is not "
+                "the current one) or something else changed its visibility timeout (a "
+                "set_vt by another client, a release); the handler's writes were rolled back"
             )
             lost = replace(message, _acknowledger=Committed("lost_lease"))
             return Outcome(lost, False, error=error, ack=action)
-    consumer.committed(message, action)
+        consumer.committed(message, action)
     settled = replace(message, _acknowledger=Committed("acked"))
     return Outcome(settled, True, result, ack=action)
 
@@ -243,7 +267,9 @@ def process_in_transaction(
     ``read_queue``, or from a pool of ``max_concurrency`` connections this operator opens
     and closes with the subscription), and ``on_success`` runs in the same transaction
     after a fence that locks the message's row if this consumer still holds it (its
-    ``read_ct`` unchanged). The commit makes the writes and the ack one fact: a crash
+    ``read_ct`` and the ``vt`` this consumer last set unchanged: nobody else read it or
+    moved its visibility timeout; the consumer's own ``extend_visibility`` heartbeat is
+    fine). The commit makes the writes and the ack one fact: a crash
     before it leaves neither (the message reappears after its visibility timeout and is
     processed again from scratch); after it, both.
 
@@ -254,8 +280,9 @@ def process_in_transaction(
       downstream reports it ``"acked"`` without sending anything again;
     - ``fn`` raised (or returned a failed ``Outcome``): rolled back, ``failed`` with the
       error; ``pgops.ack``'s failure policy settles it as usual;
-    - the lease was lost (another consumer read the message meanwhile): rolled back,
-      ``failed`` with :class:`LeaseLost`, reported ``"lost_lease"`` by ``pgops.ack``.
+    - the lease was lost (another consumer read the message meanwhile, or another client's
+      ``set_vt`` or a release moved its ``vt``): rolled back, ``failed`` with
+      :class:`LeaseLost`, reported ``"lost_lease"`` by ``pgops.ack``.
 
     Follow it with ``pgops.ack(...)`` so failures are settled. ``fn`` is a plain function
     (not ``async``); it may return an ``Outcome`` (e.g. ``succeeded(m).with_ack(Archive())``)
