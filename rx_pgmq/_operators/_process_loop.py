@@ -34,8 +34,8 @@ def on_loop(
     given: asyncio.AbstractEventLoop | None,
     key: KeyFn | None,
 ) -> Observable[Outcome]:
-    """Run ``fn`` as a task per message on ``given`` (or on a loop thread the subscription
-    owns and closes), at most ``limit`` at once, one per key."""
+    """Run ``fn`` per message on worker tasks of ``given`` (or of a loop thread the
+    subscription owns and closes), at most ``limit`` at once, one per key."""
 
     def subscribe(
         observer: abc.ObserverBase[Outcome], scheduler: abc.SchedulerBase | None = None
