@@ -143,6 +143,24 @@ def read_queues(
 
 
 def _entries(queues: object, conninfo_or_pool: object) -> list[Entry]:
+    """``queues`` as ``(conninfo, queue, weight)`` entries, checked."""
+    raw = _raw_entries(queues, conninfo_or_pool)
+    if not raw:
+        raise InvalidArgument("queues", "must name at least one queue")
+    entries: list[Entry] = []
+    seen: set[tuple[object, str]] = set()
+    for item in raw:
+        entry = _entry(item)
+        where = (database_key(entry[0]), entry[1])
+        if where in seen:
+            raise InvalidArgument("queues", f"queue {entry[1]!r} is named twice on one database")
+        seen.add(where)
+        entries.append(entry)
+    return entries
+
+
+def _raw_entries(queues: object, conninfo_or_pool: object) -> list[Any]:
+    """The entries of a ``{queue: weight}`` mapping on ``conninfo_or_pool`` or of a list."""
     if isinstance(queues, Mapping):
         if conninfo_or_pool is None:
             raise InvalidArgument(
@@ -156,41 +174,35 @@ def _entries(queues: object, conninfo_or_pool: object) -> list[Entry]:
                 "must be a conninfo string or a psycopg_pool.ConnectionPool, got "
                 f"{type(conninfo_or_pool).__name__}",
             )
-        raw: list[Any] = [(conninfo_or_pool, q, w) for q, w in queues.items()]
-    elif isinstance(queues, Sequence) and not isinstance(queues, str | bytes):
+        return [(conninfo_or_pool, q, w) for q, w in queues.items()]
+    if isinstance(queues, Sequence) and not isinstance(queues, str | bytes):
         if conninfo_or_pool is not None:
             raise InvalidArgument(
                 "conninfo_or_pool",
                 "must be None when queues is a list of (conninfo, queue, weight)",
             )
-        raw = list(queues)
-    else:
+        return list(queues)
+    raise InvalidArgument(
+        "queues",
+        "must be a {queue: weight} mapping or a list of (conninfo, queue, weight), got "
+        f"{type(queues).__name__}",
+    )
+
+
+def _entry(item: object) -> Entry:
+    """One ``(conninfo, queue, weight)`` entry, checked (not its conninfo: read_queue does)."""
+    if not isinstance(item, tuple) or len(item) != 3:
         raise InvalidArgument(
-            "queues",
-            "must be a {queue: weight} mapping or a list of (conninfo, queue, weight), got "
-            f"{type(queues).__name__}",
+            "queues", f"each entry must be a (conninfo, queue, weight) tuple, got {item!r}"
         )
-    if not raw:
-        raise InvalidArgument("queues", "must name at least one queue")
-    entries: list[Entry] = []
-    seen: set[tuple[object, str]] = set()
-    for item in raw:
-        if not isinstance(item, tuple) or len(item) != 3:
-            raise InvalidArgument(
-                "queues", f"each entry must be a (conninfo, queue, weight) tuple, got {item!r}"
-            )
-        conninfo, queue, weight = item
-        if not isinstance(weight, int) or isinstance(weight, bool) or weight < 1:
-            raise InvalidArgument(
-                "queues", f"the weight of queue {queue!r} must be an int >= 1, got {weight!r}"
-            )
-        if not isinstance(queue, str):
-            raise InvalidArgument("queues", f"queue names must be strings, got {queue!r}")
-        if (database_key(conninfo), queue) in seen:
-            raise InvalidArgument("queues", f"queue {queue!r} is named twice on one database")
-        seen.add((database_key(conninfo), queue))
-        entries.append((conninfo, queue, weight))
-    return entries
+    conninfo, queue, weight = item
+    if not isinstance(weight, int) or isinstance(weight, bool) or weight < 1:
+        raise InvalidArgument(
+            "queues", f"the weight of queue {queue!r} must be an int >= 1, got {weight!r}"
+        )
+    if not isinstance(queue, str):
+        raise InvalidArgument("queues", f"queue names must be strings, got {queue!r}")
+    return (conninfo, queue, weight)
 
 
 class MultiQueueSource(Observable[Message]):
