@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any, Literal
 
 from psycopg_pool import ConnectionPool
-from reactivex import Observable, abc
-from reactivex import operators as ops
+from reactivex import abc
 from reactivex.disposable import Disposable
 
-from rx_pgmq._consumer._iterate import iterate
-from rx_pgmq._consumer._multirun import Run, database_key
-from rx_pgmq._consumer._source import QueueSource, read_queue
+from rx_pgmq._consumer._iterate import SourceBase
+from rx_pgmq._consumer._multirun import Plan, Run, database_key
+from rx_pgmq._consumer._source import read_queue
 from rx_pgmq._core._fairshare import FairShare
 from rx_pgmq._core._stats import ConsumerStats, StatsRecorder
 from rx_pgmq._pg._listener import Listener
@@ -139,7 +138,8 @@ def read_queues(
         )
         for conninfo, queue, _ in entries
     ]
-    return MultiQueueSource(sources, [w for _, _, w in entries], window, listener, scheduler)
+    weights = tuple(w for _, _, w in entries)
+    return MultiQueueSource(Plan(tuple(sources), weights, window, listener), scheduler)
 
 
 def _entries(queues: object, conninfo_or_pool: object) -> list[Entry]:
@@ -205,24 +205,14 @@ def _entry(item: object) -> Entry:
     return (conninfo, queue, weight)
 
 
-class MultiQueueSource(Observable[Message]):
+class MultiQueueSource(SourceBase[Message]):
     """The Observable ``read_queues`` returns: each subscription reads every queue."""
 
-    def __init__(
-        self,
-        sources: list[QueueSource],
-        weights: list[int],
-        window: int,
-        listener: Listener | bool | None,
-        scheduler: abc.SchedulerBase | None,
-    ) -> None:
+    def __init__(self, plan: Plan, scheduler: abc.SchedulerBase | None) -> None:
         super().__init__()
-        self._sources = sources
-        self._weights = weights
-        self._window = window
-        self._listener = listener
+        self._plan = plan
         self._scheduler = scheduler
-        self._recorders = [StatsRecorder() for _ in sources]
+        self._recorders = [StatsRecorder() for _ in plan.sources]
         self._lock = threading.Lock()
         self._runs: list[Run] = []
 
@@ -256,35 +246,19 @@ class MultiQueueSource(Observable[Message]):
     @property
     def queues(self) -> list[str]:
         """The queues this source reads, in order."""
-        return [s.queue for s in self._sources]
+        return [s.queue for s in self._plan.sources]
 
     @property
     def weights(self) -> list[int]:
         """Each queue's weight, in the order of :attr:`queues`."""
-        return list(self._weights)
-
-    def __aiter__(self) -> AsyncGenerator[Message, None]:
-        """``async for message in source``: see :func:`rx_pgmq.aio.iterate`."""
-        return iterate(self)
-
-    def _subscribe_core(
-        self,
-        observer: abc.ObserverBase[Message],
-        scheduler: abc.SchedulerBase | None = None,
-    ) -> abc.DisposableBase:
-        if self._scheduler is not None:
-            inner: Observable[Message] = Observable(self._subscribe_direct)
-            return inner.pipe(ops.observe_on(self._scheduler)).subscribe(
-                observer, scheduler=scheduler
-            )
-        return self._subscribe_direct(observer, scheduler)
+        return list(self._plan.weights)
 
     def _subscribe_direct(
         self,
         observer: abc.ObserverBase[Message],
         scheduler: abc.SchedulerBase | None = None,
     ) -> abc.DisposableBase:
-        run = Run(self._sources, self._weights, self._window, self._listener, observer)
+        run = Run(self._plan, observer)
         run.recorders = self._recorders
         with self._lock:
             self._runs.append(run)

@@ -9,7 +9,7 @@ the other consumers from a granter thread. Observer calls are serialized.
 from __future__ import annotations
 
 import threading
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from psycopg_pool import ConnectionPool
 from reactivex import abc
@@ -22,7 +22,25 @@ from rx_pgmq._core._stats import StatsRecorder
 from rx_pgmq._pg._listener import Listener
 from rx_pgmq.message import Message
 
-__all__ = ["Run", "database_key"]
+__all__ = ["Plan", "Run", "database_key"]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What every subscription of a ``read_queues`` source reads.
+
+    Attributes:
+        sources: One ``read_queue`` source per queue.
+        weights: Each queue's weight, in the order of ``sources``.
+        window: The shared ``max_in_flight``.
+        listener: ``read_queues``' ``listener`` (``True``: one shared listener per
+            database, opened by each subscription).
+    """
+
+    sources: tuple[QueueSource, ...]
+    weights: tuple[int, ...]
+    window: int
+    listener: Listener | bool | None
 
 
 def database_key(conninfo: str | ConnectionPool) -> object:
@@ -72,19 +90,13 @@ class Run:
     granter thread, with no lock held.
     """
 
-    def __init__(
-        self,
-        sources: list[QueueSource],
-        weights: list[int],
-        window: int,
-        listener: Listener | bool | None,
-        observer: abc.ObserverBase[Message],
-    ) -> None:
+    def __init__(self, plan: Plan, observer: abc.ObserverBase[Message]) -> None:
+        sources, listener = plan.sources, plan.listener
         self._observer = observer
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         self._emit_lock = threading.RLock()
-        self._share = FairShare(weights, window)
+        self._share = FairShare(list(plan.weights), plan.window)
         self._pending = [0] * len(sources)
         self._consumers: list[Consumer | None] = [None] * len(sources)
         self._stopped = False

@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import AsyncGenerator
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any, Literal
 
 from psycopg_pool import ConnectionPool
 from reactivex import Observable, abc
-from reactivex import operators as ops
 from reactivex.disposable import CompositeDisposable, Disposable
 
 from rx_pgmq._consumer._facade import Config, Consumer
-from rx_pgmq._consumer._iterate import iterate
+from rx_pgmq._consumer._iterate import SourceBase
 from rx_pgmq._core._stats import ConsumerStats, StatsRecorder
 from rx_pgmq._pg._listener import Listener
 from rx_pgmq._values._bodytype import text_decoder
@@ -218,7 +216,7 @@ def _check_options(read_options: object) -> ReadOptions:
     return options
 
 
-class QueueSource(Observable[Message[BodyT]]):
+class QueueSource(SourceBase[Message[BodyT]]):
     """The Observable ``read_queue`` returns: each subscription is one consumer.
 
     Generic in its messages' body type: ``read_queue(..., body_type=T)`` returns a
@@ -312,28 +310,12 @@ class QueueSource(Observable[Message[BodyT]]):
         derived._family = self._family
         return derived
 
-    def __aiter__(self) -> AsyncGenerator[Message[BodyT], None]:
-        """``async for message in source``: see :func:`rx_pgmq.aio.iterate`."""
-        return iterate(self)
-
     def _forget(self, consumer: Consumer) -> None:
         with self._lock:
             if consumer in self._consumers:
                 self._consumers.remove(consumer)
             if consumer in self._family:
                 self._family.remove(consumer)
-
-    def _subscribe_core(
-        self,
-        observer: abc.ObserverBase[Message],
-        scheduler: abc.SchedulerBase | None = None,
-    ) -> abc.DisposableBase:
-        if self._scheduler is not None:
-            inner: Observable[Message] = Observable(self._subscribe_direct)
-            return inner.pipe(ops.observe_on(self._scheduler)).subscribe(
-                observer, scheduler=scheduler
-            )
-        return self._subscribe_direct(observer, scheduler)
 
     def _subscribe_direct(
         self,
