@@ -13,7 +13,7 @@ from reactivex.disposable import Disposable
 
 from rx_pgmq._consumer._iterate import SourceBase
 from rx_pgmq._consumer._multirun import Plan, Run, database_key
-from rx_pgmq._consumer._source import read_queue
+from rx_pgmq._consumer._source import check_listener, read_queue
 from rx_pgmq._core._fairshare import FairShare
 from rx_pgmq._core._stats import ConsumerStats, StatsRecorder
 from rx_pgmq._pg._listener import Listener
@@ -113,10 +113,7 @@ def read_queues(
             "a Listener instance serves one database, but the queues are on "
             f"{len(databases)}; pass listener=True (one shared listener per database)",
         )
-    if listener is not None and not isinstance(listener, bool | Listener):
-        raise InvalidArgument(
-            "listener", f"must be None, True or an rx_pgmq.Listener, got {listener!r}"
-        )
+    check_listener(listener)
     check_scheduler(scheduler)
     sources = [
         read_queue(

@@ -29,7 +29,7 @@ from rx_pgmq._values._validate import (
 from rx_pgmq.errors import InvalidArgument
 from rx_pgmq.message import BodyT, Message
 
-__all__ = ["ControlledSource", "QueueSource", "read_queue"]
+__all__ = ["ControlledSource", "QueueSource", "check_listener", "read_queue"]
 
 
 def read_queue(
@@ -142,7 +142,7 @@ def read_queue(
     interval = (
         None if read_interval is None else seconds(read_interval, "read_interval", allow_zero=False)
     )
-    listener = _check_listener(listener)
+    listener = check_listener(listener)
     options = _check_options(read_options)
     if interval is None and listener is None and options.long_poll is None:
         raise InvalidArgument(
@@ -196,7 +196,12 @@ def _check_conninfo(conninfo_or_pool: object) -> None:
         )
 
 
-def _check_listener(listener: object) -> Listener | Literal[True] | None:
+def check_listener(listener: object) -> Listener | Literal[True] | None:
+    """``listener`` as a ``Config`` holds it (``False`` means none).
+
+    Raises:
+        InvalidArgument: If it is not None, a bool or a :class:`rx_pgmq.Listener`.
+    """
     if listener is None or listener is False:
         return None
     if listener is True or isinstance(listener, Listener):
