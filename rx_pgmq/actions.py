@@ -11,6 +11,7 @@ from datetime import timedelta
 from typing import Literal
 
 from rx_pgmq._values._validate import check_queue_name, whole_seconds
+from rx_pgmq.errors import InvalidArgument
 
 __all__ = [
     "AckStatus",
@@ -98,3 +99,21 @@ class MoveTo:
 
 Action = Delete | Archive | Nothing | SetVisibilityTimeout | MoveTo
 """Any acknowledgement action."""
+
+ACTION_TYPES: tuple[type, ...] = (Delete, Archive, Nothing, SetVisibilityTimeout, MoveTo)
+"""The classes of :data:`Action`, for ``isinstance`` checks (rx_pgmq's own argument checks)."""
+
+
+def check_action(value: object, argument: str) -> Action:
+    """Return ``value`` if it is an acknowledgement action (rx_pgmq's own argument checks).
+
+    Raises:
+        InvalidArgument: Otherwise (e.g. for the class ``Delete`` instead of ``Delete()``).
+    """
+    if not isinstance(value, ACTION_TYPES):
+        raise InvalidArgument(
+            argument,
+            "must be an action from rx_pgmq.actions (Delete(), Archive(), Nothing(), "
+            f"SetVisibilityTimeout(vt), MoveTo(queue)), got {value!r}",
+        )
+    return value  # type: ignore[return-value]

@@ -22,16 +22,8 @@ from rx_pgmq._values._markup import (
     time_left,
     wrap,
 )
-from rx_pgmq.actions import (
-    AckStatus,
-    Action,
-    Archive,
-    Delete,
-    MoveTo,
-    Nothing,
-    SetVisibilityTimeout,
-)
-from rx_pgmq.errors import DecodeError, InvalidArgument, NotAcknowledgeable
+from rx_pgmq.actions import AckStatus, Action, Delete, SetVisibilityTimeout, check_action
+from rx_pgmq.errors import DecodeError, NotAcknowledgeable
 
 __all__ = [
     "METRICS_HEADERS",
@@ -47,7 +39,6 @@ __all__ = [
     "metrics_html",
 ]
 
-_ACTION_TYPES = (Delete, Archive, Nothing, SetVisibilityTimeout, MoveTo)
 
 SettleCallback = Callable[[AckStatus | Exception], None]
 """Receives the status of a settle request, or the exception an acknowledger failed it with."""
@@ -292,10 +283,4 @@ def _checked(action: object) -> Action:
     """
     if action is None:
         return Delete()
-    if not isinstance(action, _ACTION_TYPES):
-        raise InvalidArgument(
-            "action",
-            "must be an action from rx_pgmq.actions (Delete(), Archive(), Nothing(), "
-            f"SetVisibilityTimeout(vt), MoveTo(queue)), got {action!r}",
-        )
-    return action
+    return check_action(action, "action")

@@ -98,10 +98,14 @@ def uninstrument() -> None:
     _telemetry.hooks = None
 
 
+def _where(queue: str) -> dict[str, Any]:
+    """The attributes that name ``queue`` (every metric point and span has them)."""
+    return {"messaging.system": SYSTEM, "messaging.destination.name": queue}
+
+
 def _base(queue: str, operation: str) -> dict[str, Any]:
     return {
-        "messaging.system": SYSTEM,
-        "messaging.destination.name": queue,
+        **_where(queue),
         "messaging.operation.type": operation,
         "messaging.operation.name": operation,
     }
@@ -160,10 +164,7 @@ class _OtelHooks:
         for consumer in consumers:
             queue = consumer.config.queue
             per_queue[queue] = per_queue.get(queue, 0) + len(consumer.ledger)
-        return [
-            Observation(n, {"messaging.system": SYSTEM, "messaging.destination.name": q})
-            for q, n in per_queue.items()
-        ]
+        return [Observation(n, _where(q)) for q, n in per_queue.items()]
 
     # -- hooks ---------------------------------------------------------------------------
 
@@ -205,14 +206,14 @@ class _OtelHooks:
     def _sent_ids(self, queue: str, span: Any, ids: list[int]) -> None:
         if len(ids) == 1:
             span.set_attribute("messaging.message.id", str(ids[0]))
-        self._sent.add(len(ids), {"messaging.system": SYSTEM, "messaging.destination.name": queue})
+        self._sent.add(len(ids), _where(queue))
 
     def read(self, queue: str, consumer: object, run: Callable[[], list[Message]]) -> list[Message]:
         started_ns = time.time_ns()
         started = time.perf_counter()
         msgs = run()
         seconds = time.perf_counter() - started
-        where = {"messaging.system": SYSTEM, "messaging.destination.name": queue}
+        where = _where(queue)
         self._read_s.record(seconds, where)
         with self._lock:
             self._consumers.add(consumer)
@@ -244,10 +245,7 @@ class _OtelHooks:
             f"settle {queue}", kind=self._trace.SpanKind.CLIENT, attributes=attrs
         ):
             lost, skipped = run()
-        self._ack_s.record(
-            time.perf_counter() - started,
-            {"messaging.system": SYSTEM, "messaging.destination.name": queue},
-        )
+        self._ack_s.record(time.perf_counter() - started, _where(queue))
         counts: dict[tuple[str, str], int] = {}
         for p in items:
             status = (
@@ -266,15 +264,7 @@ class _OtelHooks:
             self._count_settled(queue, action.name, "acked", 1)
 
     def _count_settled(self, queue: str, action: str, status: str, n: int) -> None:
-        self._settled.add(
-            n,
-            {
-                "messaging.system": SYSTEM,
-                "messaging.destination.name": queue,
-                "rx_pgmq.action": action,
-                "rx_pgmq.status": status,
-            },
-        )
+        self._settled.add(n, {**_where(queue), "rx_pgmq.action": action, "rx_pgmq.status": status})
 
     def traced(self, fn: _F) -> _F:
         start = self._process_span

@@ -4,14 +4,13 @@ The :class:`Consumer` holds the lock and the core objects of one subscription
 (:class:`~rx_pgmq._core._demand.Demand`, :class:`~rx_pgmq._core._ledger.Ledger`,
 :class:`~rx_pgmq._core._ackbatch.AckBatcher`), starts the reader loop
 (:mod:`rx_pgmq._consumer._reader`) and the acknowledger loop (:mod:`rx_pgmq._consumer._acker`)
-on threads of their own, takes settle
-requests from messages, and sequences the shutdown. Every method reads the same way: take
-the lock, ask the core, do the I/O without the lock, tell the core.
+on threads of their own, and takes settle requests from messages; its
+:class:`~rx_pgmq._consumer._closing.Closer` sequences the shutdown. Every method reads the
+same way: take the lock, ask the core, do the I/O without the lock, tell the core.
 """
 
 from __future__ import annotations
 
-import atexit
 import logging
 import threading
 import time
@@ -23,21 +22,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-import psycopg
 from psycopg_pool import ConnectionPool
 from reactivex import abc
 
 from rx_pgmq._consumer._acker import Acker
+from rx_pgmq._consumer._closing import Closer, Detached, track
 from rx_pgmq._consumer._reader import Reader
 from rx_pgmq._core._ackbatch import AckBatcher, Pending
-from rx_pgmq._core._backoff import Backoff
 from rx_pgmq._core._demand import Demand
 from rx_pgmq._core._ledger import Ledger
-from rx_pgmq._core._settle import Token, report, resolve
+from rx_pgmq._core._settle import Token, report
 from rx_pgmq._core._stats import StatsRecorder
-from rx_pgmq._pg import _sql
 from rx_pgmq._pg._consumer_sql import MOVED_HEADER
-from rx_pgmq._pg._dberrors import is_transient, translate
 from rx_pgmq._pg._listener import Listener
 from rx_pgmq._pg._wakeup import SocketCondition
 from rx_pgmq._values import _telemetry
@@ -55,64 +51,6 @@ _RELEASE = SetVisibilityTimeout(0)
 
 def _no_report(_status: AckStatus) -> None:
     """The token of a release nobody waits for (a dropped message)."""
-
-
-_live: weakref.WeakSet[Consumer] = weakref.WeakSet()
-"""Consumers started and not closed: closed at interpreter exit (:func:`_close_at_exit`)."""
-_exit_hook = threading.Lock()
-_exit_hooked = False
-
-
-def _close_at_exit() -> None:
-    """At interpreter exit (before non-daemon threads are joined): dispose every consumer
-    still open and wait for each to close, bounded by its ``close_timeout``.
-
-    The reader and acknowledger are daemon threads, killed once the interpreter ends: a
-    program that returns right after ``.run()`` (whose ``take`` disposes upstream only
-    after ``run`` woke up), or never disposes, would leave its messages hidden until
-    their visibility timeout (#14 item 4).
-    """
-    consumers = list(_live)
-    for consumer in consumers:
-        consumer.dispose()
-    for consumer in consumers:
-        consumer.wait_closed(2 * consumer.config.close_timeout + 5.0)
-
-
-def _hook_exit() -> None:
-    """Register :func:`_close_at_exit` once, with ``threading``'s exit hooks (run before
-    the interpreter joins non-daemon threads; ``concurrent.futures`` uses them too)."""
-    global _exit_hooked
-    with _exit_hook:
-        if _exit_hooked:
-            return
-        _exit_hooked = True
-    register = getattr(threading, "_register_atexit", None)
-    try:
-        if register is not None:
-            register(_close_at_exit)
-        else:  # pragma: no cover - every supported CPython has it
-            atexit.register(_close_at_exit)
-    except RuntimeError:  # the interpreter is already shutting down
-        pass
-
-
-class _Detached(abc.ObserverBase[Message]):
-    """The observer of a disposed consumer: the subscriber left, nothing goes to it.
-
-    Dropping the real one frees what the pipeline's operators still hold (e.g. the last
-    value ``.run()`` or ``last()`` keeps), so those messages are released at once instead
-    of holding the close for ``close_timeout``.
-    """
-
-    def on_next(self, value: Message) -> None:
-        """Ignore ``value``."""
-
-    def on_error(self, error: Exception) -> None:
-        """Ignore ``error``."""
-
-    def on_completed(self) -> None:
-        """Ignore completion."""
 
 
 class _Watch(weakref.ref):  # type: ignore[type-arg]
@@ -168,7 +106,6 @@ class Consumer:
         self.config = config
         self.observer = observer
         self.stats = stats
-        self._on_closed = on_closed
         # The hot paths take the lock itself (``with self._lock``), skipping the
         # Condition's Python-level __enter__/__exit__; the condition waits on the same lock.
         self._lock = threading.RLock()
@@ -181,14 +118,12 @@ class Consumer:
         self.batcher = AckBatcher(max_batch=config.ack_batch_size, max_age=config.ack_max_age)
         self.closing = False
         self._failure: Exception | None = None
-        self._closed = threading.Event()
         self._ignored_warned = False
         self._drop_warned = False
         # delivery -> weak reference to its emitted message; an entry leaves when the
         # message dies (the callback), whatever happened to it (see ``watch``).
         self._watches: dict[tuple[int, int], _Watch] = {}
-        self._grace = True  # a close waits for messages still held downstream
-        self._closer: threading.Thread | None = None
+        self._close_thread: threading.Thread | None = None
         self._on_dead = self._dead  # one bound method for every watch
         self.reader = Reader(self)
         self.acker = Acker(self)
@@ -198,21 +133,21 @@ class Consumer:
         self._acker_thread = threading.Thread(
             target=self.acker.run, name=f"rx_pgmq-acker-{config.queue}", daemon=True
         )
+        self._closer = Closer(self, self._acker_thread, on_closed)
 
     # -- public surface used by the source and by messages ------------------------------
 
     def start(self) -> None:
         """Start the reader and acknowledger threads."""
         self.stats.add("consumers")
-        _hook_exit()
-        _live.add(self)
+        track(self)
         self._acker_thread.start()
         self._reader_thread.start()
 
     @property
     def closed(self) -> bool:
         """Whether the consumer has finished closing."""
-        return self._closed.is_set()
+        return self._closer.closed.is_set()
 
     def reader_backend_pid(self) -> int | None:
         """The reader connection's server pid (for fault-injection tests)."""
@@ -255,7 +190,7 @@ class Consumer:
     def dispose(self) -> None:
         """Stop reading at once and return; the consumer closes in the background.
 
-        Closing (the reader thread's :meth:`_shutdown`) lets messages still held downstream
+        Closing (the reader thread's :meth:`Closer.shutdown`) lets messages still held downstream
         settle and pending acks flush for up to ``close_timeout``, then releases the rest.
         A non-daemon thread waits for it, so a program that ends right after disposing
         still releases its messages (#14 item 4). :meth:`wait_closed` waits for it too.
@@ -263,25 +198,18 @@ class Consumer:
         with self.cond:
             already, self.closing = self.closing, True
             self.cond.notify_all()
-            if already or self._closed.is_set():
+            if already or self._closer.closed.is_set():
                 return
             if self._failure is None:
-                self.observer = _Detached()  # the subscriber left (see _Detached)
-            self._closer = closer = threading.Thread(
-                target=self._await_close, name=f"rx_pgmq-close-{self.config.queue}"
+                self.observer = Detached()  # the subscriber left (see Detached)
+            self._close_thread = closer = threading.Thread(
+                target=self._closer.await_close, name=f"rx_pgmq-close-{self.config.queue}"
             )
         closer.start()
 
-    def _await_close(self) -> None:
-        """The closer thread: cancel a long poll, then wait (bounded) for the close."""
-        if self.config.options.long_poll is not None:
-            self._cancel_long_poll()
-        # drain (close_timeout) + acknowledger join (close_timeout) + release retries
-        self._closed.wait(2 * self.config.close_timeout + 5.0)
-
     def wait_closed(self, timeout: float | None = None) -> bool:
         """Wait until the consumer finished closing; return whether it did in time."""
-        return self._closed.wait(timeout)
+        return self._closer.closed.wait(timeout)
 
     # -- dropped messages (#14 item 1) ----------------------------------------------------
 
@@ -337,10 +265,10 @@ class Consumer:
         (an exception's traceback may hold one for as long as the user keeps it; #14 item 3).
         """
         with self.cond:
-            self._grace = False
+            self._closer.grace = False
             self.cond.notify_all()
 
-    def _alive_unsettled(self) -> int:
+    def alive_unsettled(self) -> int:
         """Held deliveries whose messages are still referenced and not settling (lock
         held): a closing consumer waits for them."""
         while True:
@@ -350,22 +278,6 @@ class Consumer:
             except RuntimeError:  # a message died (another thread) while copying
                 continue
         return self.ledger.unsettled_alive(alive)
-
-    def _cancel_long_poll(self) -> None:
-        """Cancel a long poll in progress so dispose does not wait for it to time out.
-
-        A cancel that reaches the server before the statement starts is lost, so it is
-        repeated while the read runs. Each cancel is sent under the lock, and the reader
-        marks the read finished under the same lock: no cancel can hit a later statement
-        (such as the release), and one landing on an idle backend is ignored by PostgreSQL.
-        """
-        for _ in range(50):
-            with self.cond:
-                if not self.reader.reading:
-                    return
-                self.reader.link.cancel()
-            if self._closed.wait(0.1):
-                return
 
     def settle(
         self, message: Message, action: Action, reason: str | None = None
@@ -465,92 +377,8 @@ class Consumer:
             )
         return "ignored"
 
-    # -- shutdown (on the reader thread, once its loop ended) ---------------------------
+    # -- shutdown (on the reader thread, once its loop ended: see _closing) -------------
 
     def _run_reader(self) -> None:
         error = self.reader.run()
-        self._shutdown(error if error is not None else self._failure)
-
-    def _shutdown(self, error: BaseException | None) -> None:
-        """Stop everything; flush acks, release what is unsettled, then report."""
-        with self.cond:
-            self.closing = True
-            if error is not None:  # the stream fails: nothing downstream settles any more
-                self._grace = False
-            self.cond.notify_all()
-        self.reader.stop_listening()
-        self._drain_acks()
-        with self.cond:
-            if len(self.batcher):
-                rest = self.batcher.take()
-                leftovers = [*rest.items, *rest.duplicates]
-            else:
-                leftovers = []
-            unsettled = self.ledger.to_release((p.msg_id, p.read_ct) for p in leftovers)
-        resolve([(p.token, "unacked") for p in leftovers])
-        if unsettled and self.config.on_dispose == "release":
-            self._release(unsettled)
-        self.reader.link.close()  # the acknowledger closes its own connection when it exits
-        if self.socket_cond is not None:
-            self.socket_cond.close()  # no thread waits on the reader connection any more
-        with self.cond:
-            self.ledger.close()
-        self._closed.set()
-        _live.discard(self)
-        self._on_closed(self)
-        if error is not None and not isinstance(error, GeneratorExit):
-            self._report_error(error)
-
-    def _drain_acks(self) -> None:
-        """Let messages still held downstream settle and pending acks flush (up to
-        ``close_timeout`` in all), then stop the acknowledger (#14 item 2)."""
-        deadline = time.monotonic() + self.config.close_timeout
-        with self.cond:
-            while self._acker_thread.is_alive() and (
-                len(self.batcher)
-                or self.acker.flushing
-                or (self._grace and self._alive_unsettled())
-            ):
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                # A settle request wakes this wait; a message dying does too. The cap
-                # re-checks the messages still referenced (no event for a handler ending).
-                self.cond.wait(min(left, 0.05))
-            self.ledger.begin_shutdown()
-            self.cond.notify_all()
-        if threading.current_thread() is not self._acker_thread:
-            self._acker_thread.join(self.config.close_timeout)
-
-    def _report_error(self, error: BaseException) -> None:
-        if isinstance(error, psycopg.Error):
-            error = translate(error, self.config.queue)
-        _log.error("rx_pgmq consumer of queue %r failed: %s", self.config.queue, error)
-        try:
-            self.observer.on_error(error if isinstance(error, Exception) else Exception(error))
-        except Exception as exc:  # the observer itself failed while reporting
-            _log.error("on_error of a subscriber raised: %s", exc)
-
-    def _release(self, ids: list[int]) -> None:
-        backoff = Backoff(initial=0.05, maximum=1.0, max_attempts=4)
-        link = self.reader.link
-        while True:
-            try:
-                conn = link.get()
-                params = (self.config.queue, _sql.id_array(ids), 0)
-                conn.execute(_sql.SET_VT_MANY, params).fetchall()
-                self.stats.settled("release", len(ids))
-                return
-            except psycopg.Error as exc:
-                link.drop()
-                delay = backoff.next_delay()
-                if delay is None or not is_transient(exc):
-                    _log.warning(
-                        "could not release %d unsettled messages of queue %r (%s); they "
-                        "reappear when their visibility timeout ends",
-                        len(ids),
-                        self.config.queue,
-                        exc,
-                    )
-                    return
-                time.sleep(delay)
+        self._closer.shutdown(error if error is not None else self._failure)

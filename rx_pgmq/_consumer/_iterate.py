@@ -10,12 +10,13 @@ from collections.abc import AsyncGenerator
 from typing import Generic, TypeVar
 
 from reactivex import Observable, abc
+from reactivex import operators as ops
 
 from rx_pgmq._values._loop import on_loop
 from rx_pgmq._values._validate import check_positive_int
 from rx_pgmq.errors import InvalidArgument
 
-__all__ = ["iterate"]
+__all__ = ["SourceBase", "iterate"]
 
 T = TypeVar("T")
 
@@ -155,3 +156,38 @@ async def iterate(observable: Observable[T], *, max_buffer: int = 1000) -> Async
         threading.Thread(
             target=subscription.dispose, name="rx_pgmq-aio-dispose", daemon=False
         ).start()
+
+
+class SourceBase(Observable[T]):
+    """An Observable that delivers on its ``scheduler`` (if any) and works with ``async for``.
+
+    The sources of ``read_queue`` and ``read_queues`` subclass it: they set ``_scheduler``
+    and subscribe in :meth:`_subscribe_direct`; with a scheduler, the subscription is moved
+    behind ``observe_on`` so observer calls leave the consumers' threads.
+    """
+
+    _scheduler: abc.SchedulerBase | None = None
+
+    def __aiter__(self) -> AsyncGenerator[T, None]:
+        """``async for message in source``: see :func:`rx_pgmq.aio.iterate`."""
+        return iterate(self)
+
+    def _subscribe_core(
+        self,
+        observer: abc.ObserverBase[T],
+        scheduler: abc.SchedulerBase | None = None,
+    ) -> abc.DisposableBase:
+        if self._scheduler is not None:
+            inner: Observable[T] = Observable(self._subscribe_direct)
+            return inner.pipe(ops.observe_on(self._scheduler)).subscribe(
+                observer, scheduler=scheduler
+            )
+        return self._subscribe_direct(observer, scheduler)
+
+    def _subscribe_direct(
+        self,
+        observer: abc.ObserverBase[T],
+        scheduler: abc.SchedulerBase | None = None,
+    ) -> abc.DisposableBase:
+        """Subscribe ``observer`` on the consumers' threads (no scheduler hop)."""
+        raise NotImplementedError

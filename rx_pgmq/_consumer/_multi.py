@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import AsyncGenerator, Mapping, Sequence
-from dataclasses import replace
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any, Literal
 
 from psycopg_pool import ConnectionPool
-from reactivex import Observable, abc
-from reactivex import operators as ops
+from reactivex import abc
 from reactivex.disposable import Disposable
 
-from rx_pgmq._consumer._facade import Consumer
-from rx_pgmq._consumer._iterate import iterate
-from rx_pgmq._consumer._source import ControlledSource, QueueSource, read_queue
-from rx_pgmq._core._demand import Demand
+from rx_pgmq._consumer._iterate import SourceBase
+from rx_pgmq._consumer._multirun import Plan, Run, database_key
+from rx_pgmq._consumer._source import check_listener, read_queue
 from rx_pgmq._core._fairshare import FairShare
 from rx_pgmq._core._stats import ConsumerStats, StatsRecorder
 from rx_pgmq._pg._listener import Listener
@@ -109,17 +106,14 @@ def read_queues(
     entries = _entries(queues, conninfo_or_pool)
     window = check_positive_int(max_in_flight, "max_in_flight")
     FairShare([w for _, _, w in entries], window)  # checks the window against the queues
-    databases = {_key(c) for c, _, _ in entries}
+    databases = {database_key(c) for c, _, _ in entries}
     if isinstance(listener, Listener) and len(databases) > 1:
         raise InvalidArgument(
             "listener",
             "a Listener instance serves one database, but the queues are on "
             f"{len(databases)}; pass listener=True (one shared listener per database)",
         )
-    if listener is not None and not isinstance(listener, bool | Listener):
-        raise InvalidArgument(
-            "listener", f"must be None, True or an rx_pgmq.Listener, got {listener!r}"
-        )
+    check_listener(listener)
     check_scheduler(scheduler)
     sources = [
         read_queue(
@@ -141,14 +135,29 @@ def read_queues(
         )
         for conninfo, queue, _ in entries
     ]
-    return MultiQueueSource(sources, [w for _, _, w in entries], window, listener, scheduler)
-
-
-def _key(conninfo: Conninfo) -> object:
-    return conninfo if isinstance(conninfo, str) else id(conninfo)
+    weights = tuple(w for _, _, w in entries)
+    return MultiQueueSource(Plan(tuple(sources), weights, window, listener), scheduler)
 
 
 def _entries(queues: object, conninfo_or_pool: object) -> list[Entry]:
+    """``queues`` as ``(conninfo, queue, weight)`` entries, checked."""
+    raw = _raw_entries(queues, conninfo_or_pool)
+    if not raw:
+        raise InvalidArgument("queues", "must name at least one queue")
+    entries: list[Entry] = []
+    seen: set[tuple[object, str]] = set()
+    for item in raw:
+        entry = _entry(item)
+        where = (database_key(entry[0]), entry[1])
+        if where in seen:
+            raise InvalidArgument("queues", f"queue {entry[1]!r} is named twice on one database")
+        seen.add(where)
+        entries.append(entry)
+    return entries
+
+
+def _raw_entries(queues: object, conninfo_or_pool: object) -> list[Any]:
+    """The entries of a ``{queue: weight}`` mapping on ``conninfo_or_pool`` or of a list."""
     if isinstance(queues, Mapping):
         if conninfo_or_pool is None:
             raise InvalidArgument(
@@ -162,63 +171,47 @@ def _entries(queues: object, conninfo_or_pool: object) -> list[Entry]:
                 "must be a conninfo string or a psycopg_pool.ConnectionPool, got "
                 f"{type(conninfo_or_pool).__name__}",
             )
-        raw: list[Any] = [(conninfo_or_pool, q, w) for q, w in queues.items()]
-    elif isinstance(queues, Sequence) and not isinstance(queues, str | bytes):
+        return [(conninfo_or_pool, q, w) for q, w in queues.items()]
+    if isinstance(queues, Sequence) and not isinstance(queues, str | bytes):
         if conninfo_or_pool is not None:
             raise InvalidArgument(
                 "conninfo_or_pool",
                 "must be None when queues is a list of (conninfo, queue, weight)",
             )
-        raw = list(queues)
-    else:
+        return list(queues)
+    raise InvalidArgument(
+        "queues",
+        "must be a {queue: weight} mapping or a list of (conninfo, queue, weight), got "
+        f"{type(queues).__name__}",
+    )
+
+
+def _entry(item: object) -> Entry:
+    """One ``(conninfo, queue, weight)`` entry, checked (not its conninfo: read_queue does)."""
+    if not isinstance(item, tuple) or len(item) != 3:
         raise InvalidArgument(
-            "queues",
-            "must be a {queue: weight} mapping or a list of (conninfo, queue, weight), got "
-            f"{type(queues).__name__}",
+            "queues", f"each entry must be a (conninfo, queue, weight) tuple, got {item!r}"
         )
-    if not raw:
-        raise InvalidArgument("queues", "must name at least one queue")
-    entries: list[Entry] = []
-    seen: set[tuple[object, str]] = set()
-    for item in raw:
-        if not isinstance(item, tuple) or len(item) != 3:
-            raise InvalidArgument(
-                "queues", f"each entry must be a (conninfo, queue, weight) tuple, got {item!r}"
-            )
-        conninfo, queue, weight = item
-        if not isinstance(weight, int) or isinstance(weight, bool) or weight < 1:
-            raise InvalidArgument(
-                "queues", f"the weight of queue {queue!r} must be an int >= 1, got {weight!r}"
-            )
-        if not isinstance(queue, str):
-            raise InvalidArgument("queues", f"queue names must be strings, got {queue!r}")
-        if (_key(conninfo), queue) in seen:
-            raise InvalidArgument("queues", f"queue {queue!r} is named twice on one database")
-        seen.add((_key(conninfo), queue))
-        entries.append((conninfo, queue, weight))
-    return entries
+    conninfo, queue, weight = item
+    if not isinstance(weight, int) or isinstance(weight, bool) or weight < 1:
+        raise InvalidArgument(
+            "queues", f"the weight of queue {queue!r} must be an int >= 1, got {weight!r}"
+        )
+    if not isinstance(queue, str):
+        raise InvalidArgument("queues", f"queue names must be strings, got {queue!r}")
+    return (conninfo, queue, weight)
 
 
-class MultiQueueSource(Observable[Message]):
+class MultiQueueSource(SourceBase[Message]):
     """The Observable ``read_queues`` returns: each subscription reads every queue."""
 
-    def __init__(
-        self,
-        sources: list[QueueSource],
-        weights: list[int],
-        window: int,
-        listener: Listener | bool | None,
-        scheduler: abc.SchedulerBase | None,
-    ) -> None:
+    def __init__(self, plan: Plan, scheduler: abc.SchedulerBase | None) -> None:
         super().__init__()
-        self._sources = sources
-        self._weights = weights
-        self._window = window
-        self._listener = listener
+        self._plan = plan
         self._scheduler = scheduler
-        self._recorders = [StatsRecorder() for _ in sources]
+        self._recorders = [StatsRecorder() for _ in plan.sources]
         self._lock = threading.Lock()
-        self._runs: list[_Run] = []
+        self._runs: list[Run] = []
 
     @property
     def queue_stats(self) -> list[ConsumerStats]:
@@ -250,35 +243,19 @@ class MultiQueueSource(Observable[Message]):
     @property
     def queues(self) -> list[str]:
         """The queues this source reads, in order."""
-        return [s.queue for s in self._sources]
+        return [s.queue for s in self._plan.sources]
 
     @property
     def weights(self) -> list[int]:
         """Each queue's weight, in the order of :attr:`queues`."""
-        return list(self._weights)
-
-    def __aiter__(self) -> AsyncGenerator[Message, None]:
-        """``async for message in source``: see :func:`rx_pgmq.aio.iterate`."""
-        return iterate(self)
-
-    def _subscribe_core(
-        self,
-        observer: abc.ObserverBase[Message],
-        scheduler: abc.SchedulerBase | None = None,
-    ) -> abc.DisposableBase:
-        if self._scheduler is not None:
-            inner: Observable[Message] = Observable(self._subscribe_direct)
-            return inner.pipe(ops.observe_on(self._scheduler)).subscribe(
-                observer, scheduler=scheduler
-            )
-        return self._subscribe_direct(observer, scheduler)
+        return list(self._plan.weights)
 
     def _subscribe_direct(
         self,
         observer: abc.ObserverBase[Message],
         scheduler: abc.SchedulerBase | None = None,
     ) -> abc.DisposableBase:
-        run = _Run(self._sources, self._weights, self._window, self._listener, observer)
+        run = Run(self._plan, observer)
         run.recorders = self._recorders
         with self._lock:
             self._runs.append(run)
@@ -291,189 +268,3 @@ class MultiQueueSource(Observable[Message]):
 
         run.start()
         return Disposable(dispose)
-
-
-class _Watch:
-    """The :class:`~rx_pgmq._core._demand.DemandWatcher` of queue ``index`` in a :class:`_Run`."""
-
-    def __init__(self, run: _Run, index: int) -> None:
-        self._run = run
-        self._index = index
-
-    def read_done(self, demand: Demand, asked: int, got: int) -> None:
-        self._run.read_done(self._index, demand, asked, got)
-
-    def settled(self, demand: Demand, n: int) -> None:
-        self._run.settled(self._index, demand, n)
-
-
-class _FairSource(ControlledSource):
-    """A controlled source whose consumers report to a :class:`_Run`."""
-
-    def __init__(self, source: QueueSource, run: _Run, index: int) -> None:
-        super().__init__(replace(source.config, controlled=True), None)
-        self._run = run
-        self._index = index
-
-    def _subscribe_direct(
-        self,
-        observer: abc.ObserverBase[Message],
-        scheduler: abc.SchedulerBase | None = None,
-    ) -> abc.DisposableBase:
-        self._stats = self._run.recorders[self._index]  # the MultiQueueSource's counters
-        return super()._subscribe_direct(observer, scheduler)
-
-    def _on_new_consumer(self, consumer: Consumer) -> None:
-        self._run.attach(self._index, consumer)
-
-
-class _Run:
-    """One subscription of a :class:`MultiQueueSource`.
-
-    Locks: a consumer's lock may be held when this object's lock is taken (its demand
-    reports under it), never the other way: credit for other queues is handed out by the
-    granter thread, with no lock held.
-    """
-
-    def __init__(
-        self,
-        sources: list[QueueSource],
-        weights: list[int],
-        window: int,
-        listener: Listener | bool | None,
-        observer: abc.ObserverBase[Message],
-    ) -> None:
-        self._observer = observer
-        self._lock = threading.Lock()
-        self._cond = threading.Condition(self._lock)
-        self._emit_lock = threading.RLock()
-        self._share = FairShare(weights, window)
-        self._pending = [0] * len(sources)
-        self._consumers: list[Consumer | None] = [None] * len(sources)
-        self._stopped = False
-        self._done = False
-        self._owned: list[Listener] = []
-        self.recorders: list[StatsRecorder] = [StatsRecorder() for _ in sources]
-        self._subs: list[abc.DisposableBase] = []
-        listeners: dict[object, Listener] = {}
-        self._sources: list[_FairSource] = []
-        for i, src in enumerate(sources):
-            if listener is True:  # one shared listener per database, for this subscription
-                conninfo = src.config.conninfo
-                key = _key(conninfo)
-                if key not in listeners:
-                    dsn = conninfo if isinstance(conninfo, str) else str(conninfo.conninfo)
-                    listeners[key] = Listener(dsn)
-                    self._owned.append(listeners[key])
-                src = QueueSource(replace(src.config, listener=listeners[key]))
-            self._sources.append(_FairSource(src, self, i))
-        self._granter = threading.Thread(target=self._grant_loop, name="rx_pgmq-read_queues")
-        self._granter.daemon = True
-
-    # -- start and stop ------------------------------------------------------------------
-
-    def start(self) -> None:
-        for src in self._sources:
-            sub = src.subscribe(on_next=self._on_next, on_error=self._on_error)
-            with self._cond:
-                stopped = self._stopped  # an error of a queue started before disposed all
-                if not stopped:
-                    self._subs.append(sub)
-            if stopped:
-                sub.dispose()
-        with self._cond:
-            self._add(self._share.grants())
-        self._granter.start()
-
-    def dispose(self) -> None:
-        with self._cond:
-            if self._stopped:
-                return
-            self._stopped = True
-            self._cond.notify_all()
-            subs = list(self._subs)
-        threads = [threading.Thread(target=sub.dispose, daemon=True) for sub in subs]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        for listener in self._owned:
-            listener.close()
-
-    def in_flight(self, index: int) -> int:
-        """Messages of queue ``index`` emitted and not yet settled, now."""
-        consumer = self._consumers[index]
-        return 0 if consumer is None or consumer.closed else consumer.demand.in_flight
-
-    def attach(self, index: int, consumer: Consumer) -> None:
-        """A consumer of queue ``index`` is about to start (before its first read)."""
-        with self._cond:
-            self._consumers[index] = consumer
-            consumer.demand.watcher = _Watch(self, index)
-            self._cond.notify_all()
-
-    # -- observer calls (serialized) -----------------------------------------------------
-
-    def _on_next(self, message: Message) -> None:
-        with self._emit_lock:
-            if not self._done:
-                self._observer.on_next(message)
-
-    def _on_error(self, error: Exception) -> None:
-        with self._emit_lock:
-            if self._done:
-                return
-            self._done = True
-            self._observer.on_error(error)
-        threading.Thread(target=self.dispose, daemon=True).start()
-
-    # -- demand (under the reporting consumer's lock) ------------------------------------
-
-    def read_done(self, index: int, demand: Demand, asked: int, got: int) -> None:
-        with self._cond:
-            share = self._share
-            excess = share.on_read(index, asked, got)
-            if excess:
-                cancelled = min(excess, self._pending[index])
-                self._pending[index] -= cancelled
-                share.withdrawn(index, cancelled + demand.withdraw(excess - cancelled))
-            self._add(share.grants(), index, demand)
-
-    def settled(self, index: int, demand: Demand, n: int) -> None:
-        with self._cond:
-            self._share.on_settled(index, n)
-            self._add(self._share.grants(), index, demand)
-
-    def _add(self, grants: list[int], index: int = -1, demand: Demand | None = None) -> None:
-        """Queue ``grants`` for the granter (lock held); the reporting queue's own credit
-        goes straight to its ``demand``: its consumer reads next anyway."""
-        wake = False
-        for q, n in enumerate(grants):
-            if not n:
-                continue
-            if q == index and demand is not None and not self._pending[q]:
-                demand.request(n)
-            else:
-                self._pending[q] += n
-                wake = True
-        if wake:
-            self._cond.notify_all()
-
-    def _grant_loop(self) -> None:
-        while True:
-            with self._cond:
-                while not self._stopped and not self._ready():
-                    self._cond.wait()
-                if self._stopped:
-                    return
-                work: list[tuple[Consumer, int]] = []
-                for q, n in enumerate(self._pending):
-                    consumer = self._consumers[q]
-                    if n and consumer is not None:
-                        work.append((consumer, n))
-                        self._pending[q] = 0
-            for consumer, n in work:
-                consumer.request(n)
-
-    def _ready(self) -> bool:
-        return any(n and c is not None for n, c in zip(self._pending, self._consumers, strict=True))

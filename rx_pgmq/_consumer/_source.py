@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import AsyncGenerator
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any, Literal
 
 from psycopg_pool import ConnectionPool
 from reactivex import Observable, abc
-from reactivex import operators as ops
 from reactivex.disposable import CompositeDisposable, Disposable
 
 from rx_pgmq._consumer._facade import Config, Consumer
-from rx_pgmq._consumer._iterate import iterate
+from rx_pgmq._consumer._iterate import SourceBase
 from rx_pgmq._core._stats import ConsumerStats, StatsRecorder
 from rx_pgmq._pg._listener import Listener
 from rx_pgmq._values._bodytype import text_decoder
@@ -31,7 +29,7 @@ from rx_pgmq._values._validate import (
 from rx_pgmq.errors import InvalidArgument
 from rx_pgmq.message import BodyT, Message
 
-__all__ = ["ControlledSource", "QueueSource", "read_queue"]
+__all__ = ["ControlledSource", "QueueSource", "check_listener", "read_queue"]
 
 
 def read_queue(
@@ -144,7 +142,7 @@ def read_queue(
     interval = (
         None if read_interval is None else seconds(read_interval, "read_interval", allow_zero=False)
     )
-    listener = _check_listener(listener)
+    listener = check_listener(listener)
     options = _check_options(read_options)
     if interval is None and listener is None and options.long_poll is None:
         raise InvalidArgument(
@@ -198,7 +196,12 @@ def _check_conninfo(conninfo_or_pool: object) -> None:
         )
 
 
-def _check_listener(listener: object) -> Listener | Literal[True] | None:
+def check_listener(listener: object) -> Listener | Literal[True] | None:
+    """``listener`` as a ``Config`` holds it (``False`` means none).
+
+    Raises:
+        InvalidArgument: If it is not None, a bool or a :class:`rx_pgmq.Listener`.
+    """
     if listener is None or listener is False:
         return None
     if listener is True or isinstance(listener, Listener):
@@ -218,7 +221,7 @@ def _check_options(read_options: object) -> ReadOptions:
     return options
 
 
-class QueueSource(Observable[Message[BodyT]]):
+class QueueSource(SourceBase[Message[BodyT]]):
     """The Observable ``read_queue`` returns: each subscription is one consumer.
 
     Generic in its messages' body type: ``read_queue(..., body_type=T)`` returns a
@@ -312,28 +315,12 @@ class QueueSource(Observable[Message[BodyT]]):
         derived._family = self._family
         return derived
 
-    def __aiter__(self) -> AsyncGenerator[Message[BodyT], None]:
-        """``async for message in source``: see :func:`rx_pgmq.aio.iterate`."""
-        return iterate(self)
-
     def _forget(self, consumer: Consumer) -> None:
         with self._lock:
             if consumer in self._consumers:
                 self._consumers.remove(consumer)
             if consumer in self._family:
                 self._family.remove(consumer)
-
-    def _subscribe_core(
-        self,
-        observer: abc.ObserverBase[Message],
-        scheduler: abc.SchedulerBase | None = None,
-    ) -> abc.DisposableBase:
-        if self._scheduler is not None:
-            inner: Observable[Message] = Observable(self._subscribe_direct)
-            return inner.pipe(ops.observe_on(self._scheduler)).subscribe(
-                observer, scheduler=scheduler
-            )
-        return self._subscribe_direct(observer, scheduler)
 
     def _subscribe_direct(
         self,

@@ -251,55 +251,27 @@ def scaled_drain(
     Raises:
         ScaleError: If a consumer failed or the drain did not finish within ``timeout``.
     """
-    ctx = multiprocessing.get_context("spawn")
-    ready = ctx.Queue()
-    results = ctx.Queue()
-    go, stop = ctx.Event(), ctx.Event()
-    progress = ctx.Array("q", consumers, lock=False)
-    procs = [
-        ctx.Process(
-            target=_child,
-            args=(worker, replace(spec, index=i), ready, go, stop, progress, results),
-            name=f"rx_pgmq-scale-{i}",
-            daemon=True,
-        )
-        for i in range(consumers)
-    ]
+    drain = _Drain(worker, spec, consumers)
     deadline = time.monotonic() + timeout
-    for proc in procs:
-        proc.start()
     try:
-        for _ in procs:
-            index = ready.get(timeout=max(0.1, deadline - time.monotonic()))
-            if index < 0:
-                raise ScaleError(_failure(results, -1 - index))
+        drain.await_ready(deadline)
         if on_start is not None:
-            on_start([p.pid or 0 for p in procs])
+            on_start(drain.pids())
         start = time.monotonic()
-        go.set()
-        while (done := sum(progress)) < sent:
-            if on_progress is not None:
-                on_progress(done)
-            if time.monotonic() > deadline:
-                raise ScaleError(f"{done} of {sent} messages counted within {timeout} s")
-            if not all(p.is_alive() for p in procs):
-                raise ScaleError(_failure(results, None))
-            time.sleep(0.1)
-        if on_progress is not None:
-            on_progress(done)
+        drain.go.set()
+        drain.await_count(sent, deadline, timeout, on_progress)
         if on_done is not None:
             on_done()
-        stop.set()
-        outcome = [results.get(timeout=max(1.0, deadline - time.monotonic())) for _ in procs]
+        outcome = drain.outcome(deadline)
     except queue_module.Empty:
         raise ScaleError(f"the consumers did not answer within {timeout} s") from None
     finally:
-        stop.set()
-        go.set()
-        for proc in procs:
-            proc.join(timeout=30)
-            if proc.is_alive():
-                proc.kill()
+        drain.end()
+    return _result(outcome, sent, start, drain.pids())
+
+
+def _result(outcome: list[Any], sent: int, start: float, pids: list[int]) -> DrainResult:
+    """What the processes' reports ``(index, ids, last, error)`` add up to."""
     failures = [error for _i, _ids, _last, error in outcome if error is not None]
     if failures:
         raise ScaleError(f"a consumer failed: {failures[0]}")
@@ -307,15 +279,86 @@ def scaled_drain(
     all_ids = [i for r in outcome for i in r[1]]
     distinct = len(set(all_ids))
     return DrainResult(
-        consumers=consumers,
+        consumers=len(outcome),
         sent=sent,
         seconds=max(r[2] for r in outcome) - start,
         handled=len(all_ids),
         duplicates=len(all_ids) - distinct,
         lost=sent - distinct,
         per_consumer=tuple(len(r[1]) for r in outcome),
-        pids=tuple(p.pid or 0 for p in procs),
+        pids=tuple(pids),
     )
+
+
+class _Drain:
+    """The parent's side of a scaled drain: the consumer processes and what they share.
+
+    Creating it starts the processes; :meth:`end` stops them (always call it).
+    """
+
+    def __init__(self, worker: Worker, spec: WorkerSpec, consumers: int) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self.ready = ctx.Queue()
+        self.results = ctx.Queue()
+        self.go, self.stop = ctx.Event(), ctx.Event()
+        self.progress = ctx.Array("q", consumers, lock=False)
+        shared = (self.ready, self.go, self.stop, self.progress, self.results)
+        self.procs = [
+            ctx.Process(
+                target=_child,
+                args=(worker, replace(spec, index=i), *shared),
+                name=f"rx_pgmq-scale-{i}",
+                daemon=True,
+            )
+            for i in range(consumers)
+        ]
+        for proc in self.procs:
+            proc.start()
+
+    def pids(self) -> list[int]:
+        """The processes' ids."""
+        return [p.pid or 0 for p in self.procs]
+
+    def await_ready(self, deadline: float) -> None:
+        """Wait until every process is ready; raise the error of one that failed first."""
+        for _ in self.procs:
+            index = self.ready.get(timeout=max(0.1, deadline - time.monotonic()))
+            if index < 0:
+                raise ScaleError(_failure(self.results, -1 - index))
+
+    def await_count(
+        self,
+        sent: int,
+        deadline: float,
+        timeout: float,
+        on_progress: Callable[[int], None] | None,
+    ) -> None:
+        """Wait until the processes counted ``sent`` messages (reported to
+        ``on_progress`` about 10 times a second)."""
+        while (done := sum(self.progress)) < sent:
+            if on_progress is not None:
+                on_progress(done)
+            if time.monotonic() > deadline:
+                raise ScaleError(f"{done} of {sent} messages counted within {timeout} s")
+            if not all(p.is_alive() for p in self.procs):
+                raise ScaleError(_failure(self.results, None))
+            time.sleep(0.1)
+        if on_progress is not None:
+            on_progress(done)
+
+    def outcome(self, deadline: float) -> list[Any]:
+        """Stop the drain; return each process's report ``(index, ids, last, error)``."""
+        self.stop.set()
+        return [self.results.get(timeout=max(1.0, deadline - time.monotonic())) for _ in self.procs]
+
+    def end(self) -> None:
+        """Stop the processes (killed if one does not end within 30 s)."""
+        self.stop.set()
+        self.go.set()
+        for proc in self.procs:
+            proc.join(timeout=30)
+            if proc.is_alive():
+                proc.kill()
 
 
 def _failure(results: Any, index: int | None) -> str:

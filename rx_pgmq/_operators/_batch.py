@@ -7,6 +7,7 @@ import logging
 import threading
 from collections.abc import Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -148,24 +149,16 @@ def process_batch(
     return lambda source: _batched(source, settings)
 
 
+@dataclass(frozen=True, slots=True)
 class _Settings:
-    __slots__ = ("fn", "key", "limit", "max_size", "max_wait", "scheduler")
+    """What ``process_batch`` was given, checked."""
 
-    def __init__(
-        self,
-        fn: BatchHandler,
-        max_size: int,
-        max_wait: float,
-        limit: int,
-        key: Callable[[Message], Hashable] | None,
-        scheduler: abc.SchedulerBase | None,
-    ) -> None:
-        self.fn = fn
-        self.max_size = max_size
-        self.max_wait = max_wait
-        self.limit = limit
-        self.key = key
-        self.scheduler = scheduler
+    fn: BatchHandler
+    max_size: int
+    max_wait: float
+    limit: int
+    key: Callable[[Message], Hashable] | None
+    scheduler: abc.SchedulerBase | None
 
 
 def _not_a_message(value: object) -> NotAnOutcome:

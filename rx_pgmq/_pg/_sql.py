@@ -77,14 +77,12 @@ LIST_QUEUES: Final = (
     "SELECT queue_name, is_partitioned, is_unlogged, created_at FROM pgmq.list_queues() "
     "ORDER BY queue_name"
 )
-METRICS: Final = (
+_SELECT_METRICS: Final = (
     "SELECT queue_name, queue_length, newest_msg_age_sec, oldest_msg_age_sec, total_messages,"
-    " scrape_time, queue_visible_length FROM pgmq.metrics(%s)"
+    " scrape_time, queue_visible_length FROM "
 )
-METRICS_ALL: Final = (
-    "SELECT queue_name, queue_length, newest_msg_age_sec, oldest_msg_age_sec, total_messages,"
-    " scrape_time, queue_visible_length FROM pgmq.metrics_all() ORDER BY queue_name"
-)
+METRICS: Final = _SELECT_METRICS + "pgmq.metrics(%s)"
+METRICS_ALL: Final = _SELECT_METRICS + "pgmq.metrics_all() ORDER BY queue_name"
 SEND: Final = "SELECT * FROM pgmq.send(%s, %s::jsonb, %s::jsonb, %s::integer)"
 SEND_BATCH: Final = "SELECT * FROM pgmq.send_batch(%s, %s::jsonb[], %s::jsonb[], %s::integer)"
 ENABLE_NOTIFY: Final = "SELECT pgmq.enable_notify_insert(%s, %s)"

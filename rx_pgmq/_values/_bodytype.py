@@ -108,16 +108,7 @@ def decoder(
                 raise BodyMismatch(name, str(exc)) from None
 
         return from_msgspec
-    validate = _adapter(body_type, name).validate_python
-    invalid = importlib.import_module("pydantic").ValidationError
-
-    def from_pydantic(value: Any) -> T:
-        try:
-            return validate(value)  # type: ignore[no-any-return]
-        except invalid as exc:
-            raise _pydantic_mismatch(name, exc) from None
-
-    return from_pydantic
+    return _pydantic_decoder(body_type, name, "validate_python")
 
 
 def _adapter(body_type: type, name: str) -> Any:
@@ -135,6 +126,24 @@ def _adapter(body_type: type, name: str) -> Any:
         raise InvalidArgument(
             "body_type", f"pydantic cannot decode {name} ({first}); install rx-pgmq[msgspec]"
         ) from exc
+
+
+def _pydantic_decoder(
+    body_type: type[T], name: str, method: Literal["validate_python", "validate_json"]
+) -> Callable[[Any], T]:
+    """pydantic's ``TypeAdapter.<method>`` for ``body_type``, its errors as
+    :func:`_pydantic_mismatch` (JSON values: ``validate_python``; JSON text:
+    ``validate_json``)."""
+    validate = getattr(_adapter(body_type, name), method)
+    invalid = importlib.import_module("pydantic").ValidationError
+
+    def from_pydantic(value: Any) -> T:
+        try:
+            return validate(value)  # type: ignore[no-any-return]
+        except invalid as exc:
+            raise _pydantic_mismatch(name, exc) from None
+
+    return from_pydantic
 
 
 def _pydantic_mismatch(name: str, exc: Any) -> Exception:
@@ -198,16 +207,7 @@ def text_decoder(
         return from_text
     name = getattr(body_type, "__name__", repr(body_type))
     _library(kind, ("pydantic",))  # InvalidArgument without pydantic
-    validate_json = _adapter(body_type, name).validate_json
-    invalid = importlib.import_module("pydantic").ValidationError
-
-    def from_pydantic_text(text: str) -> T:
-        try:
-            return validate_json(text)  # type: ignore[no-any-return]
-        except invalid as exc:
-            raise _pydantic_mismatch(name, exc) from None
-
-    return from_pydantic_text
+    return _pydantic_decoder(body_type, name, "validate_json")
 
 
 def body_decoder(body_type: type[T] | None) -> Callable[[Any], T] | None:

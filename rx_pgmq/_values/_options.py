@@ -77,6 +77,11 @@ class ReadOptions:
     conditional_json: str = field(default="{}", init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        self._check_types()
+        self._check_combination()
+
+    def _check_types(self) -> None:
+        """Each option on its own (and the conditional filter's JSON text, kept)."""
         if not isinstance(self.delete_on_read, bool):
             raise InvalidArgument("delete_on_read", f"must be a bool, got {self.delete_on_read!r}")
         if not isinstance(self.durable_reads, bool):
@@ -93,6 +98,9 @@ class ReadOptions:
             raise InvalidArgument("long_poll", f"must be a LongPoll, got {self.long_poll!r}")
         if self.fifo is not None and self.fifo not in _FIFO_MODES:
             raise InvalidArgument("fifo", f"must be one of {_FIFO_MODES}, got {self.fifo!r}")
+
+    def _check_combination(self) -> None:
+        """The options together: only combinations PGMQ has a function for."""
         if self.delete_on_read and (self.conditional or self.long_poll or self.fifo):
             raise InvalidArgument(
                 "delete_on_read",

@@ -17,13 +17,12 @@ from reactivex import Observable
 from rx_pgmq._values._markup import body_preview, escape, reason_text, wrap
 from rx_pgmq._values._slots import slot_setters
 from rx_pgmq.actions import (
+    ACTION_TYPES,
     AckStatus,
     Action,
-    Archive,
-    Delete,
     MoveTo,
-    Nothing,
     SetVisibilityTimeout,
+    check_action,
 )
 from rx_pgmq.errors import InvalidArgument, RxPgmqError
 from rx_pgmq.message import BodyT, Message, message_row_table
@@ -44,29 +43,11 @@ __all__ = [
     "success_of",
 ]
 
-ACTION_TYPES: tuple[type, ...] = (Delete, Archive, Nothing, SetVisibilityTimeout, MoveTo)
-"""The classes of :data:`rx_pgmq.actions.Action`, for ``isinstance`` checks."""
-
 
 class NotAnOutcome(RxPgmqError, TypeError):
     """A stream value reached an operator that needs a ``Message`` or an ``Outcome``."""
 
     __module__ = "rx_pgmq.operators"
-
-
-def check_action(value: object, argument: str) -> Action:
-    """Return ``value`` if it is an acknowledgement action.
-
-    Raises:
-        InvalidArgument: Otherwise.
-    """
-    if not isinstance(value, ACTION_TYPES):
-        raise InvalidArgument(
-            argument,
-            "must be an action from rx_pgmq.actions (Delete(), Archive(), Nothing(), "
-            f"SetVisibilityTimeout(vt), MoveTo(queue)), got {value!r}",
-        )
-    return value  # type: ignore[return-value]
 
 
 @dataclass(frozen=True, slots=True)

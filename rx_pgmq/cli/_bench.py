@@ -16,6 +16,7 @@ from rx_pgmq.actions import Delete
 from rx_pgmq.cli._common import (
     conninfo_of,
     dsn_option,
+    progress_bar,
     rich_console,
     stop_on_signals,
 )
@@ -133,15 +134,7 @@ def bench(
 
 def _bench_consumers(conninfo: str, consumers: int, messages: int, batch_size: int) -> None:
     """``bench --consumers N``: the scaled drain (``rx_pgmq._front._scalebench``), with progress."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-    progress = Progress(
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        console=rich_console(),
-        refresh_per_second=8,
-    )
+    progress = progress_bar(rich_console())
     tasks = {
         "send": progress.add_task("sending", total=messages),
         "drain": progress.add_task(f"draining with {consumers} consumers", total=messages),

@@ -25,6 +25,7 @@ __all__ = [
     "dsn_option",
     "message_record",
     "parse_json",
+    "progress_bar",
     "queue_arg",
     "require_queue",
     "rich_console",
@@ -77,6 +78,21 @@ def rich_console(stderr: bool = False) -> Any:
     from rich.console import Console
 
     return Console(stderr=stderr, highlight=False, soft_wrap=False)
+
+
+def progress_bar(console: Any, *columns: str) -> Any:
+    """The commands' rich progress bar: the task's description, the bar, done of total,
+    then one text column per template in ``columns`` (e.g. ``"{task.fields[retried]}"``)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    return Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        *(TextColumn(template) for template in columns),
+        console=console,
+        refresh_per_second=8,
+    )
 
 
 def compact_json(value: Any) -> str:

@@ -22,6 +22,7 @@ from rx_pgmq.actions import Archive, Delete
 from rx_pgmq.cli._common import (
     conninfo_of,
     dsn_option,
+    progress_bar,
     queue_arg,
     rich_console,
     stop_on_signals,
@@ -227,7 +228,6 @@ def demo(
     Every 7th message fails on its first attempt (retried after 1 s); every 23rd always
     fails (retried after 1 s and 2 s, then archived after its 3rd attempt).
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
     from rich.table import Table
 
     name = queue_arg(queue)
@@ -239,13 +239,8 @@ def demo(
         "then=Archive(), otherwise=backoff(1)))",
         markup=True,
     )
-    progress = Progress(
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("retried {task.fields[retried]} · archived {task.fields[archived]}"),
-        console=console,
-        refresh_per_second=8,
+    progress = progress_bar(
+        console, "retried {task.fields[retried]} · archived {task.fields[archived]}"
     )
     task = progress.add_task("consuming", total=messages, retried=0, archived=0)
 
