@@ -179,12 +179,11 @@ def text_decoder(
 ) -> Callable[[str], T]:
     """A function from a body's JSON text straight to ``body_type``, for the consumer's reads.
 
-    With msgspec for the type, its typed JSON decoder parses and checks in one pass (a
-    117-byte body: ~1.0 us, against ~2.3 us for ``loads`` alone and ~4.2 us for ``loads``
-    then ``convert``); otherwise pydantic's ``validate_json`` does (a 120-byte body into a
-    model: ~4.9 us, against ~8.9 us for ``json.loads`` then ``validate_python``). Typed
-    bodies are parsed by their library: a custom ``set_json_loads`` function applies to
-    untyped bodies and to headers only.
+    With msgspec for the type, its typed JSON decoder parses and checks in one pass;
+    otherwise pydantic's ``validate_json`` does: both cost less than parsing to dicts first
+    and converting after (figures in BENCHMARKS.md, "Typed bodies"). Typed bodies are parsed
+    by their library: a custom ``set_json_loads`` function applies to untyped bodies and to
+    headers only.
 
     Raises:
         InvalidArgument: As :func:`decoder`.
