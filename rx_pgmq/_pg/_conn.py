@@ -9,12 +9,20 @@ from typing import Any
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
-from psycopg_pool import ConnectionPool
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from rx_pgmq._pg._dberrors import connect_error
 from rx_pgmq.errors import ConnectionLost, InvalidArgument
 
-__all__ = ["KEEPALIVE_DEFAULTS", "ConnSource", "Conninfo", "connect"]
+__all__ = [
+    "KEEPALIVE_DEFAULTS",
+    "ConnSource",
+    "Conninfo",
+    "check_conninfo",
+    "connect",
+    "dsn_of",
+    "first_connect_timeout",
+]
 
 Conninfo = str | ConnectionPool | psycopg.Connection[Any]
 """A PostgreSQL conninfo/URI string, a ``psycopg_pool.ConnectionPool`` or a connection."""
@@ -58,7 +66,42 @@ def connect(
     )
 
 
-def _first_connect_timeout(conninfo: str) -> float:
+def check_conninfo(conninfo: object, pool: type, connection: type) -> None:
+    """Check what a client is made from: a conninfo string, a ``pool`` or a ``connection``
+    (the sync or the asyncio kinds).
+
+    Raises:
+        InvalidArgument: If ``conninfo`` is an empty string or none of those.
+    """
+    if isinstance(conninfo, str):
+        if not conninfo.strip():
+            raise InvalidArgument("conninfo", "must be a non-empty conninfo string or URI")
+    elif not isinstance(conninfo, pool | connection):
+        raise InvalidArgument(
+            "conninfo",
+            f"must be a conninfo string, a psycopg_pool.{pool.__name__} or a "
+            f"psycopg.{connection.__name__}, got {type(conninfo).__name__}",
+        )
+
+
+def dsn_of(
+    conninfo: str
+    | ConnectionPool
+    | AsyncConnectionPool
+    | psycopg.Connection[Any]
+    | psycopg.AsyncConnection[Any],
+) -> str:
+    """A conninfo string that opens a new connection to the database of ``conninfo``."""
+    if isinstance(conninfo, str):
+        return conninfo
+    if isinstance(conninfo, ConnectionPool | AsyncConnectionPool):
+        return str(conninfo.conninfo)
+    info = conninfo.info
+    # info.dsn leaves the password out; a new connection needs it.
+    return make_conninfo(info.dsn, password=info.password) if info.password else info.dsn
+
+
+def first_connect_timeout(conninfo: str) -> float:
     """How long a new private pool may take to open its first connection (seconds).
 
     ``connect_timeout`` from the conninfo (plus a second of slack) when set, else 30 s
@@ -105,15 +148,7 @@ class ConnSource:
     """
 
     def __init__(self, conninfo: Conninfo, *, application_name: str = "rx_pgmq") -> None:
-        if isinstance(conninfo, str):
-            if not conninfo.strip():
-                raise InvalidArgument("conninfo", "must be a non-empty conninfo string or URI")
-        elif not isinstance(conninfo, ConnectionPool | psycopg.Connection):
-            raise InvalidArgument(
-                "conninfo",
-                "must be a conninfo string, a psycopg_pool.ConnectionPool or a "
-                f"psycopg.Connection, got {type(conninfo).__name__}",
-            )
+        check_conninfo(conninfo, ConnectionPool, psycopg.Connection)
         self._conninfo = conninfo
         self._application_name = application_name
         self._own_pool: ConnectionPool | None = None
@@ -127,13 +162,7 @@ class ConnSource:
 
     def dsn(self) -> str:
         """A conninfo string that opens a new connection to the same database."""
-        if isinstance(self._conninfo, str):
-            return self._conninfo
-        if isinstance(self._conninfo, ConnectionPool):
-            return str(self._conninfo.conninfo)
-        info = self._conninfo.info
-        # info.dsn leaves the password out; a new connection needs it.
-        return make_conninfo(info.dsn, password=info.password) if info.password else info.dsn
+        return dsn_of(self._conninfo)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -155,7 +184,7 @@ class ConnSource:
                 )
                 # Fail fast (PoolTimeout -> ConnectionLost; the pool closes itself) instead
                 # of every call waiting the pool's 30 s when the server is unreachable.
-                pool.wait(timeout=_first_connect_timeout(self._conninfo))
+                pool.wait(timeout=first_connect_timeout(self._conninfo))
                 self._own_pool = pool
             return self._own_pool
 
