@@ -593,6 +593,17 @@ def test_archive_list_returns_the_ids_it_archived(
     assert client.archive(pgmq_queue, []) == []
 
 
+def test_acks_of_no_ids_answer_without_a_connection(client: PGMQ, pgmq_queue: str) -> None:
+    """delete, archive and set_vt of an empty id list return [] without taking a
+    connection (so even a closed client answers); one id on a closed client is refused."""
+    client.close()
+    assert client.delete(pgmq_queue, []) == []
+    assert client.archive(pgmq_queue, []) == []
+    assert client.set_vt(pgmq_queue, [], 0) == []
+    with pytest.raises(InvalidArgument, match="closed"):
+        client.delete(pgmq_queue, [1])
+
+
 @pytest.mark.parametrize("vt", [60, timedelta(minutes=1)], ids=["int", "timedelta"])
 def test_set_vt_single_hides_and_zero_shows_again(
     client: PGMQ, pgmq_queue: str, vt: int | timedelta

@@ -23,7 +23,12 @@ from rx_pgmq._pg._api_base import Delay
 from rx_pgmq._pg._api_fifo import AsyncFifoAPI
 from rx_pgmq._pg._api_queues import AsyncQueuesAPI
 from rx_pgmq._pg._api_topics import AsyncTopicsAPI
-from rx_pgmq._pg._conn import check_conninfo, dsn_of, first_connect_timeout
+from rx_pgmq._pg._conn import (
+    check_conninfo,
+    dsn_of,
+    first_connect_timeout,
+    private_pool_options,
+)
 from rx_pgmq._pg._dberrors import translate
 from rx_pgmq._values._records import Partitioning
 from rx_pgmq.errors import InvalidArgument
@@ -113,14 +118,8 @@ class AsyncPGMQ(AsyncTopicsAPI, AsyncFifoAPI, AsyncQueuesAPI):
         async with self._lock:
             self._check_open()
             if self._own_pool is None:
-                pool = AsyncConnectionPool(
-                    conninfo,
-                    min_size=1,
-                    max_size=4,
-                    kwargs={"application_name": "rx_pgmq.aio", "autocommit": True},
-                    open=False,
-                    name="rx_pgmq.aio",
-                )
+                options = private_pool_options("rx_pgmq.aio")
+                pool = AsyncConnectionPool(conninfo, open=False, **options)
                 try:
                     await pool.open(wait=True, timeout=first_connect_timeout(conninfo))
                 except BaseException:

@@ -47,10 +47,14 @@ class ClientAPI:
     def _run(self, call: Call[T]) -> T:
         """Run a call's steps in one transaction and return its result."""
         plan = call.plan
+        try:
+            step = next(plan)
+        except StopIteration as nothing:  # nothing to run (e.g. no ids): no connection
+            empty: T = nothing.value
+            return empty
         with self._cursor(call.queue) as cur:
             fetched = partial(Fetched, loads=_sql.json_loads(cur.connection))
-            try:
-                step = next(plan)
+            try:  # inside the block: an exception leaving it would roll the call back
                 while True:
                     try:
                         cur.execute(step.statement, step.params)
@@ -84,10 +88,14 @@ class AsyncClientAPI:
     async def _run(self, call: Call[T]) -> T:
         """Run a call's steps in one transaction and return its result."""
         plan = call.plan
+        try:
+            step = next(plan)
+        except StopIteration as nothing:  # nothing to run (e.g. no ids): no connection
+            empty: T = nothing.value
+            return empty
         async with self._cursor(call.queue) as cur:
             fetched = partial(Fetched, loads=_sql.json_loads(cur.connection))
-            try:
-                step = next(plan)
+            try:  # inside the block: an exception leaving it would roll the call back
                 while True:
                     try:
                         await cur.execute(step.statement, step.params)

@@ -22,6 +22,7 @@ __all__ = [
     "connect",
     "dsn_of",
     "first_connect_timeout",
+    "private_pool_options",
 ]
 
 Conninfo = str | ConnectionPool | psycopg.Connection[Any]
@@ -101,6 +102,17 @@ def dsn_of(
     return make_conninfo(info.dsn, password=info.password) if info.password else info.dsn
 
 
+def private_pool_options(application_name: str) -> dict[str, Any]:
+    """The settings of a client's private pool (sync or asyncio): 1 to 4 autocommit
+    connections tagged ``application_name``, the pool named after it."""
+    return {
+        "min_size": 1,
+        "max_size": 4,
+        "kwargs": {"application_name": application_name, "autocommit": True},
+        "name": application_name,
+    }
+
+
 def first_connect_timeout(conninfo: str) -> float:
     """How long a new private pool may take to open its first connection (seconds).
 
@@ -174,14 +186,8 @@ class ConnSource:
             if self._own_pool is None:
                 assert isinstance(self._conninfo, str)
                 self._probe(self._conninfo)
-                pool = ConnectionPool(
-                    self._conninfo,
-                    min_size=1,
-                    max_size=4,
-                    kwargs={"application_name": self._application_name, "autocommit": True},
-                    open=True,
-                    name="rx_pgmq",
-                )
+                options = private_pool_options(self._application_name)
+                pool = ConnectionPool(self._conninfo, open=True, **options)
                 # Fail fast (PoolTimeout -> ConnectionLost; the pool closes itself) instead
                 # of every call waiting the pool's 30 s when the server is unreachable.
                 pool.wait(timeout=first_connect_timeout(self._conninfo))
