@@ -15,7 +15,7 @@ from rx_pgmq._pg._api_fifo import FifoAPI
 from rx_pgmq._pg._api_queues import QueuesAPI
 from rx_pgmq._pg._api_topics import TopicsAPI
 from rx_pgmq._pg._closing import Closing
-from rx_pgmq._pg._conn import Conninfo, ConnSource
+from rx_pgmq._pg._conn import Conninfo, ConnSource, OnSource
 from rx_pgmq._pg._dberrors import translate
 from rx_pgmq._values._records import Partitioning
 from rx_pgmq.message import BodyT, Message, QueueInfo, QueueMetrics
@@ -25,7 +25,7 @@ __all__ = ["PGMQ"]
 Duration = int | timedelta
 
 
-class PGMQ(TopicsAPI, FifoAPI, QueuesAPI, Closing):
+class PGMQ(TopicsAPI, FifoAPI, QueuesAPI, OnSource[Conninfo], Closing):
     """A PGMQ client over psycopg 3: queue admin, producer side, low-level reads and acks.
 
     It runs all of PGMQ 1.13 (the README's table maps each PGMQ function to its method):
@@ -55,19 +55,12 @@ class PGMQ(TopicsAPI, FifoAPI, QueuesAPI, Closing):
         1
     """
 
+    _source: ConnSource
+
     def __init__(self, conninfo: Conninfo) -> None:
         self._source = ConnSource(conninfo, application_name="rx_pgmq.client")
 
     # -- plumbing ------------------------------------------------------------------------
-
-    @property
-    def conninfo(self) -> Conninfo:
-        """The conninfo, pool or connection this client was made with."""
-        return self._source.conninfo
-
-    def dsn(self) -> str:
-        """A conninfo string for new connections to the same database."""
-        return self._source.dsn()
 
     def close(self) -> None:
         """Close the private pool (a pool or connection passed in is left open).

@@ -8,7 +8,6 @@ feature mixins' calls: validation, SQL, rows to result) run by the async executo
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -16,33 +15,24 @@ from types import TracebackType
 from typing import Any, overload
 
 import psycopg
-from psycopg_pool import AsyncConnectionPool
 
 from rx_pgmq._pg import _calls, _sql
+from rx_pgmq._pg._aconn import AsyncConnSource
 from rx_pgmq._pg._api_base import Delay
 from rx_pgmq._pg._api_fifo import AsyncFifoAPI
 from rx_pgmq._pg._api_queues import AsyncQueuesAPI
 from rx_pgmq._pg._api_topics import AsyncTopicsAPI
-from rx_pgmq._pg._conn import (
-    check_conninfo,
-    dsn_of,
-    first_connect_timeout,
-    private_pool_options,
-)
+from rx_pgmq._pg._conn import AsyncConninfo, OnSource
 from rx_pgmq._pg._dberrors import translate
 from rx_pgmq._values._records import Partitioning
-from rx_pgmq.errors import InvalidArgument
 from rx_pgmq.message import BodyT, Message, QueueInfo, QueueMetrics
 
 __all__ = ["AsyncConninfo", "AsyncPGMQ"]
 
-AsyncConninfo = str | AsyncConnectionPool | psycopg.AsyncConnection[Any]
-"""A conninfo/URI string, a ``psycopg_pool.AsyncConnectionPool`` or an ``AsyncConnection``."""
-
 Duration = int | timedelta
 
 
-class AsyncPGMQ(AsyncTopicsAPI, AsyncFifoAPI, AsyncQueuesAPI):
+class AsyncPGMQ(AsyncTopicsAPI, AsyncFifoAPI, AsyncQueuesAPI, OnSource[AsyncConninfo]):
     """:class:`rx_pgmq.PGMQ`'s methods as coroutines, for asyncio programs.
 
     Every method of ``PGMQ`` is here with the same signature, validation (before any SQL),
@@ -71,33 +61,19 @@ class AsyncPGMQ(AsyncTopicsAPI, AsyncFifoAPI, AsyncQueuesAPI):
         ...         await AsyncPGMQ(conn).send("orders", {"id": 1})
     """
 
+    _source: AsyncConnSource
+
     def __init__(self, conninfo: AsyncConninfo) -> None:
-        check_conninfo(conninfo, AsyncConnectionPool, psycopg.AsyncConnection)
-        self._conninfo = conninfo
-        self._own_pool: AsyncConnectionPool | None = None
-        self._lock = asyncio.Lock()  # the private pool's opening, or the one connection
-        self._closed = False
+        self._source = AsyncConnSource(conninfo, application_name="rx_pgmq.aio")
 
     # -- plumbing ------------------------------------------------------------------------
-
-    @property
-    def conninfo(self) -> AsyncConninfo:
-        """The conninfo, pool or connection this client was made with."""
-        return self._conninfo
-
-    def dsn(self) -> str:
-        """A conninfo string for new connections to the same database."""
-        return dsn_of(self._conninfo)
 
     async def close(self) -> None:
         """Close the private pool (a pool or connection passed in is left open).
 
         Either way the client refuses further calls (``InvalidArgument``).
         """
-        self._closed = True
-        pool, self._own_pool = self._own_pool, None
-        if pool is not None:
-            await pool.close()
+        await self._source.close()
 
     async def __aenter__(self) -> AsyncPGMQ:
         return self
@@ -110,49 +86,10 @@ class AsyncPGMQ(AsyncTopicsAPI, AsyncFifoAPI, AsyncQueuesAPI):
     ) -> None:
         await self.close()
 
-    def _check_open(self) -> None:
-        if self._closed:
-            raise InvalidArgument("client", "is closed; create a new one")
-
-    async def _pool(self, conninfo: str) -> AsyncConnectionPool:
-        async with self._lock:
-            self._check_open()
-            if self._own_pool is None:
-                options = private_pool_options("rx_pgmq.aio")
-                pool = AsyncConnectionPool(conninfo, open=False, **options)
-                try:
-                    await pool.open(wait=True, timeout=first_connect_timeout(conninfo))
-                except BaseException:
-                    await pool.close()
-                    raise
-                self._own_pool = pool
-            return self._own_pool
-
-    @asynccontextmanager
-    async def _connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-        given = self._conninfo
-        if isinstance(given, psycopg.AsyncConnection):
-            async with self._lock:
-                self._check_open()
-                async with given.transaction():
-                    yield given
-            return
-        if isinstance(given, AsyncConnectionPool):
-            self._check_open()
-            pool = given
-        else:
-            pool = await self._pool(given)
-        async with pool.connection() as conn:
-            if conn.autocommit:
-                async with conn.transaction():
-                    yield conn
-            else:
-                yield conn
-
     @asynccontextmanager
     async def _cursor(self, queue: str | None = None) -> AsyncIterator[psycopg.AsyncCursor[Any]]:
         try:
-            async with self._connection() as conn, conn.cursor() as cur:
+            async with self._source.connection() as conn, conn.cursor() as cur:
                 yield cur
         except psycopg.Error as exc:
             raise translate(exc, queue) from exc

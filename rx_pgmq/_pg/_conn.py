@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
@@ -16,17 +16,21 @@ from rx_pgmq.errors import ConnectionLost, InvalidArgument
 
 __all__ = [
     "KEEPALIVE_DEFAULTS",
+    "AsyncConninfo",
     "ConnSource",
     "Conninfo",
-    "check_conninfo",
+    "OnSource",
+    "Source",
     "connect",
-    "dsn_of",
     "first_connect_timeout",
     "private_pool_options",
 ]
 
 Conninfo = str | ConnectionPool | psycopg.Connection[Any]
 """A PostgreSQL conninfo/URI string, a ``psycopg_pool.ConnectionPool`` or a connection."""
+
+AsyncConninfo = str | AsyncConnectionPool | psycopg.AsyncConnection[Any]
+"""A conninfo/URI string, a ``psycopg_pool.AsyncConnectionPool`` or an ``AsyncConnection``."""
 
 
 KEEPALIVE_DEFAULTS: dict[str, str] = {
@@ -67,39 +71,66 @@ def connect(
     )
 
 
-def check_conninfo(conninfo: object, pool: type, connection: type) -> None:
-    """Check what a client is made from: a conninfo string, a ``pool`` or a ``connection``
-    (the sync or the asyncio kinds).
+C = TypeVar("C", Conninfo, AsyncConninfo)
+
+
+class Source(Generic[C]):
+    """What the sync and the asyncio connection sources share: what they are made from
+    (checked), a dsn for new connections, and refusing use after ``close``.
 
     Raises:
-        InvalidArgument: If ``conninfo`` is an empty string or none of those.
+        InvalidArgument: If ``conninfo`` is an empty string, or neither a string, a
+            ``pool`` nor a ``connection`` (the sync or the asyncio kinds).
     """
-    if isinstance(conninfo, str):
-        if not conninfo.strip():
-            raise InvalidArgument("conninfo", "must be a non-empty conninfo string or URI")
-    elif not isinstance(conninfo, pool | connection):
-        raise InvalidArgument(
-            "conninfo",
-            f"must be a conninfo string, a psycopg_pool.{pool.__name__} or a "
-            f"psycopg.{connection.__name__}, got {type(conninfo).__name__}",
-        )
+
+    def __init__(self, conninfo: C, pool: type, connection: type, application_name: str) -> None:
+        if isinstance(conninfo, str):
+            if not conninfo.strip():
+                raise InvalidArgument("conninfo", "must be a non-empty conninfo string or URI")
+        elif not isinstance(conninfo, pool | connection):
+            raise InvalidArgument(
+                "conninfo",
+                f"must be a conninfo string, a psycopg_pool.{pool.__name__} or a "
+                f"psycopg.{connection.__name__}, got {type(conninfo).__name__}",
+            )
+        self._conninfo: C = conninfo
+        self._application_name = application_name
+        self._closed = False
+
+    @property
+    def conninfo(self) -> C:
+        """What this source was made from."""
+        return self._conninfo
+
+    def dsn(self) -> str:
+        """A conninfo string that opens a new connection to the same database."""
+        given = self._conninfo
+        if isinstance(given, str):
+            return given
+        if isinstance(given, ConnectionPool | AsyncConnectionPool):
+            return str(given.conninfo)
+        info = given.info
+        # info.dsn leaves the password out; a new connection needs it.
+        return make_conninfo(info.dsn, password=info.password) if info.password else info.dsn
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise InvalidArgument("client", "is closed; create a new one")
 
 
-def dsn_of(
-    conninfo: str
-    | ConnectionPool
-    | AsyncConnectionPool
-    | psycopg.Connection[Any]
-    | psycopg.AsyncConnection[Any],
-) -> str:
-    """A conninfo string that opens a new connection to the database of ``conninfo``."""
-    if isinstance(conninfo, str):
-        return conninfo
-    if isinstance(conninfo, ConnectionPool | AsyncConnectionPool):
-        return str(conninfo.conninfo)
-    info = conninfo.info
-    # info.dsn leaves the password out; a new connection needs it.
-    return make_conninfo(info.dsn, password=info.password) if info.password else info.dsn
+class OnSource(Generic[C]):
+    """A client's ``conninfo`` and ``dsn()``, answered by its connection source."""
+
+    _source: Source[C]
+
+    @property
+    def conninfo(self) -> C:
+        """The conninfo, pool or connection this client was made with."""
+        return self._source.conninfo
+
+    def dsn(self) -> str:
+        """A conninfo string for new connections to the same database."""
+        return self._source.dsn()
 
 
 def private_pool_options(application_name: str) -> dict[str, Any]:
@@ -151,7 +182,7 @@ def _lost(exc: psycopg.Error, committing: bool) -> ConnectionLost:
     )
 
 
-class ConnSource:
+class ConnSource(Source[Conninfo]):
     """Hands out connections for short statements, committing each block.
 
     A conninfo string gets a small private pool (opened lazily, closed by :meth:`close`);
@@ -160,25 +191,9 @@ class ConnSource:
     """
 
     def __init__(self, conninfo: Conninfo, *, application_name: str = "rx_pgmq") -> None:
-        check_conninfo(conninfo, ConnectionPool, psycopg.Connection)
-        self._conninfo = conninfo
-        self._application_name = application_name
+        super().__init__(conninfo, ConnectionPool, psycopg.Connection, application_name)
         self._own_pool: ConnectionPool | None = None
         self._lock = threading.Lock()
-        self._closed = False
-
-    @property
-    def conninfo(self) -> Conninfo:
-        """What this source was made from."""
-        return self._conninfo
-
-    def dsn(self) -> str:
-        """A conninfo string that opens a new connection to the same database."""
-        return dsn_of(self._conninfo)
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise InvalidArgument("client", "is closed; create a new one")
 
     def _pool(self) -> ConnectionPool:
         with self._lock:
