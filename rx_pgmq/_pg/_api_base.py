@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import psycopg
 
 from rx_pgmq._pg import _sql
-from rx_pgmq._pg._plan import Call, Fetched, Sending
+from rx_pgmq._pg._plan import Done, Fetched, Runnable, Sending
 from rx_pgmq._values import _telemetry
 from rx_pgmq._values._bodytype import encode_body
 from rx_pgmq._values._validate import check_batch, whole_seconds
@@ -44,17 +44,15 @@ class ClientAPI:
     def _cursor(self, queue: str | None = None) -> AbstractContextManager[psycopg.Cursor[Any]]:
         raise NotImplementedError  # pragma: no cover - PGMQ overrides it
 
-    def _run(self, call: Call[T]) -> T:
-        """Run a call's steps in one transaction and return its result."""
+    def _run(self, call: Runnable[T]) -> T:
+        """Run a call's steps in one transaction and return its result (a ``Done``'s at once)."""
+        if isinstance(call, Done):
+            return call.value
         plan = call.plan
-        try:
-            step = next(plan)
-        except StopIteration as nothing:  # nothing to run (e.g. no ids): no connection
-            empty: T = nothing.value
-            return empty
         with self._cursor(call.queue) as cur:
             fetched = partial(Fetched, loads=_sql.json_loads(cur.connection))
             try:  # inside the block: an exception leaving it would roll the call back
+                step = next(plan)
                 while True:
                     try:
                         cur.execute(step.statement, step.params)
@@ -85,17 +83,15 @@ class AsyncClientAPI:
     ) -> AbstractAsyncContextManager[psycopg.AsyncCursor[Any]]:
         raise NotImplementedError  # pragma: no cover - AsyncPGMQ overrides it
 
-    async def _run(self, call: Call[T]) -> T:
-        """Run a call's steps in one transaction and return its result."""
+    async def _run(self, call: Runnable[T]) -> T:
+        """Run a call's steps in one transaction and return its result (a ``Done``'s at once)."""
+        if isinstance(call, Done):
+            return call.value
         plan = call.plan
-        try:
-            step = next(plan)
-        except StopIteration as nothing:  # nothing to run (e.g. no ids): no connection
-            empty: T = nothing.value
-            return empty
         async with self._cursor(call.queue) as cur:
             fetched = partial(Fetched, loads=_sql.json_loads(cur.connection))
             try:  # inside the block: an exception leaving it would roll the call back
+                step = next(plan)
                 while True:
                     try:
                         await cur.execute(step.statement, step.params)

@@ -15,8 +15,10 @@ from rx_pgmq._pg import _sql, _sql_api
 from rx_pgmq._pg._api_base import Delay, batch_payload, delay_or_time
 from rx_pgmq._pg._plan import (
     Call,
+    Done,
     Headers,
     Plan,
+    Runnable,
     Sending,
     Step,
     exists,
@@ -278,24 +280,22 @@ def pop(name: str, qty: int, body_type: type[BodyT] | None) -> Call[list[Message
 
 def ack(
     name: str, msg_id: int | Sequence[int], one_stmt: str, many_stmt: str
-) -> Call[bool | list[int]]:
+) -> Runnable[bool | list[int]]:
     """``delete``/``archive`` of one id (whether it existed) or many (the ids done)."""
     check_queue_name(name, "name")
     if isinstance(msg_id, int):
         return Call(name, flag(Step(one_stmt, (name, check_msg_id(msg_id)))))
     ids = check_msg_ids(msg_id, "msg_id")
-    return Call(name, _sorted_ids(Step(many_stmt, (name, ids)) if ids else None))
+    return Call(name, _sorted_ids(Step(many_stmt, (name, ids)))) if ids else Done([])
 
 
-def _sorted_ids(step: Step | None) -> Plan[bool | list[int]]:
-    if step is None:
-        return []
+def _sorted_ids(step: Step) -> Plan[bool | list[int]]:
     return sorted((yield from _ids(step)))
 
 
 def set_vt(
     name: str, msg_id: int | Sequence[int], vt: Delay
-) -> Call[Message | list[Message] | None]:
+) -> Runnable[Message | list[Message] | None]:
     """``set_vt`` of one id (the message or None) or many (the messages)."""
     check_queue_name(name, "name")
     when = delay_or_time(vt, "vt")
@@ -305,7 +305,7 @@ def set_vt(
         return Call(name, _first(name, Step(stmt, (name, check_msg_id(msg_id), when))))
     ids = check_msg_ids(msg_id, "msg_id")
     stmt = _sql_api.SET_VT_MANY_AT if at else _sql.SET_VT_MANY
-    return Call(name, _all(name, Step(stmt, (name, ids, when)) if ids else None))
+    return Call(name, _all(name, Step(stmt, (name, ids, when)))) if ids else Done([])
 
 
 def _first(name: str, step: Step) -> Plan[Message | list[Message] | None]:
@@ -313,8 +313,6 @@ def _first(name: str, step: Step) -> Plan[Message | list[Message] | None]:
     return msgs[0] if msgs else None
 
 
-def _all(name: str, step: Step | None) -> Plan[Message | list[Message] | None]:
-    if step is None:
-        return []
+def _all(name: str, step: Step) -> Plan[Message | list[Message] | None]:
     msgs: list[Message] = yield from messages(name, step)
     return msgs

@@ -4,9 +4,10 @@ serve its sync and async connections).
 
 A planner (e.g. :func:`rx_pgmq._pg._calls.read`) checks its arguments at once, before any
 SQL, and returns a :class:`Call`: the queue it is about (for the named errors) and a
-generator that yields each :class:`Step` and is sent back its :class:`Fetched` rows. The
-clients' executors (``ClientAPI._run``, ``AsyncClientAPI._run``) run every step in one
-transaction; an exception the plan raises rolls it back.
+generator that yields each :class:`Step` and is sent back its :class:`Fetched` rows (or
+a :class:`Done` when there is nothing to run). The clients' executors
+(``ClientAPI._run``, ``AsyncClientAPI._run``) run every step in one transaction; an
+exception the plan raises rolls it back.
 """
 
 from __future__ import annotations
@@ -24,9 +25,11 @@ from rx_pgmq.message import Message
 
 __all__ = [
     "Call",
+    "Done",
     "Fetched",
     "Headers",
     "Plan",
+    "Runnable",
     "Sending",
     "Step",
     "exists",
@@ -66,6 +69,18 @@ class Call(Generic[T]):
 
     queue: str | None
     plan: Plan[T]
+
+
+@dataclass(frozen=True, slots=True)
+class Done(Generic[T]):
+    """A checked call with nothing to run (e.g. acks of no ids): its result, answered
+    without a connection."""
+
+    value: T
+
+
+Runnable: TypeAlias = Call[T] | Done[T]
+"""What a planner returns and an executor runs."""
 
 
 @dataclass(frozen=True, slots=True)
