@@ -4,36 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timedelta
-from types import TracebackType
+from datetime import timedelta
 from typing import Any, overload
 
 import psycopg
 
-from rx_pgmq._pg import _sql, _sql_api
-from rx_pgmq._pg._api_base import Delay, batch_payload, decoded, delay_or_time
+from rx_pgmq._pg import _calls, _sql
+from rx_pgmq._pg._api_base import Delay
 from rx_pgmq._pg._api_fifo import FifoAPI
 from rx_pgmq._pg._api_queues import QueuesAPI
 from rx_pgmq._pg._api_topics import TopicsAPI
-from rx_pgmq._pg._conn import Conninfo, ConnSource
+from rx_pgmq._pg._closing import Closing
+from rx_pgmq._pg._conn import Conninfo, ConnSource, OnSource
 from rx_pgmq._pg._dberrors import translate
-from rx_pgmq._pg._queues import check_queue_exists
-from rx_pgmq._values import _telemetry
-from rx_pgmq._values._bodytype import body_decoder, decode_messages, encode_body
 from rx_pgmq._values._records import Partitioning
-from rx_pgmq._values._validate import (
-    check_body,
-    check_bool,
-    check_headers,
-    check_non_negative_int,
-    check_positive_int,
-    check_queue_name,
-    whole_seconds,
-)
-from rx_pgmq._values._validate import check_conditional as _conditional
-from rx_pgmq._values._validate import check_msg_id as _id
-from rx_pgmq._values._validate import check_msg_ids as _ids
-from rx_pgmq.errors import InvalidArgument
 from rx_pgmq.message import BodyT, Message, QueueInfo, QueueMetrics
 
 __all__ = ["PGMQ"]
@@ -41,7 +25,7 @@ __all__ = ["PGMQ"]
 Duration = int | timedelta
 
 
-class PGMQ(TopicsAPI, FifoAPI, QueuesAPI):
+class PGMQ(TopicsAPI, FifoAPI, QueuesAPI, OnSource[Conninfo], Closing):
     """A PGMQ client over psycopg 3: queue admin, producer side, low-level reads and acks.
 
     It runs all of PGMQ 1.13 (the README's table maps each PGMQ function to its method):
@@ -71,19 +55,12 @@ class PGMQ(TopicsAPI, FifoAPI, QueuesAPI):
         1
     """
 
+    _source: ConnSource
+
     def __init__(self, conninfo: Conninfo) -> None:
         self._source = ConnSource(conninfo, application_name="rx_pgmq.client")
 
     # -- plumbing ------------------------------------------------------------------------
-
-    @property
-    def conninfo(self) -> Conninfo:
-        """The conninfo, pool or connection this client was made with."""
-        return self._source.conninfo
-
-    def dsn(self) -> str:
-        """A conninfo string for new connections to the same database."""
-        return self._source.dsn()
 
     def close(self) -> None:
         """Close the private pool (a pool or connection passed in is left open).
@@ -92,17 +69,6 @@ class PGMQ(TopicsAPI, FifoAPI, QueuesAPI):
         """
         self._source.close()
 
-    def __enter__(self) -> PGMQ:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
     @contextmanager
     def _cursor(self, queue: str | None = None) -> Iterator[psycopg.Cursor[Any]]:
         try:
@@ -110,9 +76,6 @@ class PGMQ(TopicsAPI, FifoAPI, QueuesAPI):
                 yield cur
         except psycopg.Error as exc:
             raise translate(exc, queue) from exc
-
-    def _exists_or_raise(self, cur: psycopg.Cursor[Any], queue: str) -> None:
-        check_queue_exists(cur, queue)
 
     # -- administration ------------------------------------------------------------------
 
@@ -132,27 +95,11 @@ class PGMQ(TopicsAPI, FifoAPI, QueuesAPI):
                 not a bool.
             PGMQFeatureMissing: If ``partitioned`` and the database lacks ``pg_partman``.
         """
-        check_queue_name(name, "name")
-        check_bool(unlogged, "unlogged")
-        if not isinstance(partitioned, bool | Partitioning):
-            raise InvalidArgument(
-                "partitioned", f"must be a bool or a Partitioning, got {partitioned!r}"
-            )
-        if partitioned:
-            if unlogged:
-                raise InvalidArgument("unlogged", "a partitioned queue cannot be unlogged")
-            plan = partitioned if isinstance(partitioned, Partitioning) else Partitioning()
-            self._create_partitioned(name, plan)
-            return
-        with self._cursor(name) as cur:
-            cur.execute(_sql.CREATE_UNLOGGED if unlogged else _sql.CREATE, (name,))
+        self._run(_calls.create_queue(name, unlogged, partitioned))
 
     def drop_queue(self, name: str) -> bool:
         """Drop a queue and its archive. Returns False if it did not exist."""
-        check_queue_name(name, "name")
-        with self._cursor(name) as cur:
-            row = cur.execute(_sql.DROP, (name,)).fetchone()
-            return bool(row and row[0])
+        return self._run(_calls.drop_queue(name))
 
     def purge_queue(self, name: str) -> int:
         """Delete every message in a queue. Returns how many were deleted.
@@ -160,23 +107,15 @@ class PGMQ(TopicsAPI, FifoAPI, QueuesAPI):
         Raises:
             QueueNotFound: If the queue does not exist.
         """
-        check_queue_name(name, "name")
-        with self._cursor(name) as cur:
-            self._exists_or_raise(cur, name)
-            row = cur.execute(_sql.PURGE, (name,)).fetchone()
-            return int(row[0]) if row else 0
+        return self._run(_calls.purge_queue(name))
 
     def queue_exists(self, name: str) -> bool:
         """Whether a queue of that name exists."""
-        check_queue_name(name, "name")
-        with self._cursor(name) as cur:
-            row = cur.execute(_sql.QUEUE_EXISTS, (name,)).fetchone()
-            return bool(row and row[0])
+        return self._run(_calls.queue_exists(name))
 
     def list_queues(self) -> list[QueueInfo]:
         """Every queue, by name."""
-        with self._cursor() as cur:
-            return [_sql.queue_info_from_row(r) for r in cur.execute(_sql.LIST_QUEUES)]
+        return self._run(_calls.list_queues())
 
     def metrics(self, name: str) -> QueueMetrics:
         """``pgmq.metrics`` of one queue.
@@ -184,17 +123,11 @@ class PGMQ(TopicsAPI, FifoAPI, QueuesAPI):
         Raises:
             QueueNotFound: If the queue does not exist.
         """
-        check_queue_name(name, "name")
-        with self._cursor(name) as cur:
-            self._exists_or_raise(cur, name)
-            row = cur.execute(_sql.METRICS, (name,)).fetchone()
-            assert row is not None
-            return _sql.metrics_from_row(row)
+        return self._run(_calls.metrics(name))
 
     def metrics_all(self) -> list[QueueMetrics]:
         """``pgmq.metrics`` of every queue, by name."""
-        with self._cursor() as cur:
-            return [_sql.metrics_from_row(r) for r in cur.execute(_sql.METRICS_ALL)]
+        return self._run(_calls.metrics_all())
 
     def enable_notify(self, name: str, throttle_ms: int = 250) -> None:
         """Make inserts into the queue fire ``NOTIFY "pgmq.q_<name>.INSERT"``.
@@ -206,25 +139,15 @@ class PGMQ(TopicsAPI, FifoAPI, QueuesAPI):
         Raises:
             QueueNotFound: If the queue does not exist.
         """
-        check_queue_name(name, "name")
-        check_non_negative_int(throttle_ms, "throttle_ms")
-        with self._cursor(name) as cur:
-            self._exists_or_raise(cur, name)
-            cur.execute(_sql.ENABLE_NOTIFY, (name, throttle_ms))
+        self._run(_calls.enable_notify(name, throttle_ms))
 
     def disable_notify(self, name: str) -> None:
         """Stop insert notifications for the queue."""
-        check_queue_name(name, "name")
-        with self._cursor(name) as cur:
-            self._exists_or_raise(cur, name)
-            cur.execute(_sql.DISABLE_NOTIFY, (name,))
+        self._run(_calls.disable_notify(name))
 
     def notify_throttle_ms(self, name: str) -> int | None:
         """The queue's notification throttle in ms, or None if notifications are off."""
-        check_queue_name(name, "name")
-        with self._cursor(name) as cur:
-            row = cur.execute(_sql.NOTIFY_THROTTLE, (name,)).fetchone()
-            return int(row[0]) if row else None
+        return self._run(_calls.notify_throttle_ms(name))
 
     # -- producing -----------------------------------------------------------------------
 
@@ -250,21 +173,7 @@ class PGMQ(TopicsAPI, FifoAPI, QueuesAPI):
             InvalidArgument: On a bad name, body, headers or delay (before any SQL).
             QueueNotFound: If the queue does not exist.
         """
-        check_queue_name(name, "name")
-        text = check_body(encode_body(body))
-        checked = check_headers(headers)
-        when = delay_or_time(delay, "delay")
-        stmt = _sql_api.SEND_AT if isinstance(when, datetime) else _sql.SEND
-
-        def run(heads: list[Mapping[str, Any] | None]) -> list[int]:
-            head = checked if heads[0] is headers else check_headers(heads[0])
-            with self._cursor(name) as cur:
-                row = cur.execute(stmt, (name, text, head, when)).fetchone()
-                assert row is not None
-                return [int(row[0])]
-
-        hooks = _telemetry.hooks
-        return run([headers])[0] if hooks is None else hooks.send(name, [headers], run)[0]
+        return self._send(_calls.send(name, body, headers, delay))[0]
 
     def send_batch(
         self,
@@ -286,21 +195,7 @@ class PGMQ(TopicsAPI, FifoAPI, QueuesAPI):
             InvalidArgument: On a bad name, body, headers or delay (before any SQL).
             QueueNotFound: If the queue does not exist.
         """
-        check_queue_name(name, "name")
-        texts, heads = batch_payload(bodies, headers)
-        when = delay_or_time(delay, "delay")
-        stmt = _sql_api.SEND_BATCH_AT if isinstance(when, datetime) else _sql.SEND_BATCH
-
-        def run(traced: list[Mapping[str, Any] | None] | None = None) -> list[int]:
-            sent = heads if traced is None else batch_payload(bodies, traced)[1]
-            with self._cursor(name) as cur:
-                rows = cur.execute(stmt, (name, texts, sent, when)).fetchall()
-                return [int(r[0]) for r in rows]
-
-        hooks = _telemetry.hooks
-        if hooks is None:
-            return run()
-        return hooks.send(name, list(headers or [None] * len(texts)), run)
+        return self._send(_calls.send_batch(name, bodies, headers, delay))
 
     # -- low-level reads -----------------------------------------------------------------
 
@@ -331,14 +226,7 @@ class PGMQ(TopicsAPI, FifoAPI, QueuesAPI):
             DecodeError: If a message's body or headers cannot be decoded; the statement is
                 rolled back (settle that message by id, e.g. with :meth:`archive`).
         """
-        check_queue_name(name, "name")
-        secs = whole_seconds(vt, "vt")
-        check_positive_int(qty, "qty")
-        cond = _conditional(conditional)
-        decode = body_decoder(body_type)
-        with self._cursor(name) as cur:
-            rows = decoded(cur, cur.execute(_sql.READ, (name, secs, qty, cond)), name)
-            return decode_messages(rows, decode)
+        return self._run(_calls.read(name, vt, qty, conditional, body_type))
 
     def read_with_poll(
         self,
@@ -360,17 +248,8 @@ class PGMQ(TopicsAPI, FifoAPI, QueuesAPI):
             DecodeError: If a message's body or headers cannot be decoded; the statement is
                 rolled back (settle that message by id, e.g. with :meth:`archive`).
         """
-        check_queue_name(name, "name")
-        secs = whole_seconds(vt, "vt")
-        check_positive_int(qty, "qty")
-        check_non_negative_int(max_poll_seconds, "max_poll_seconds")
-        check_positive_int(poll_interval_ms, "poll_interval_ms")
-        cond = _conditional(conditional)
-        params = (name, secs, qty, max_poll_seconds, poll_interval_ms, cond)
-        decode = body_decoder(body_type)
-        with self._cursor(name) as cur:
-            rows = decoded(cur, cur.execute(_sql.READ_WITH_POLL, params), name)
-            return decode_messages(rows, decode)
+        poll = (max_poll_seconds, poll_interval_ms)
+        return self._run(_calls.read_with_poll(name, vt, qty, poll, conditional, body_type))
 
     def pop(
         self, name: str, qty: int = 1, *, body_type: type[BodyT] | None = None
@@ -385,12 +264,7 @@ class PGMQ(TopicsAPI, FifoAPI, QueuesAPI):
             DecodeError: If a message's body or headers cannot be decoded; the statement is
                 rolled back (settle that message by id, e.g. with :meth:`archive`).
         """
-        check_queue_name(name, "name")
-        check_positive_int(qty, "qty")
-        decode = body_decoder(body_type)
-        with self._cursor(name) as cur:
-            rows = decoded(cur, cur.execute(_sql.POP, (name, qty)), name)
-            return decode_messages(rows, decode)
+        return self._run(_calls.pop(name, qty, body_type))
 
     # -- low-level acks ------------------------------------------------------------------
 
@@ -401,7 +275,7 @@ class PGMQ(TopicsAPI, FifoAPI, QueuesAPI):
 
     def delete(self, name: str, msg_id: int | Sequence[int]) -> bool | list[int]:
         """Delete one message (returns whether it existed) or many (returns ids deleted)."""
-        return self._ack(name, msg_id, _sql.DELETE_ONE, _sql.DELETE_MANY)
+        return self._run(_calls.ack(name, msg_id, _sql.DELETE_ONE, _sql.DELETE_MANY))
 
     @overload
     def archive(self, name: str, msg_id: int) -> bool: ...
@@ -410,20 +284,7 @@ class PGMQ(TopicsAPI, FifoAPI, QueuesAPI):
 
     def archive(self, name: str, msg_id: int | Sequence[int]) -> bool | list[int]:
         """Archive one message (returns whether it existed) or many (returns ids archived)."""
-        return self._ack(name, msg_id, _sql.ARCHIVE_ONE, _sql.ARCHIVE_MANY)
-
-    def _ack(self, name: str, msg_id: int | Sequence[int], one: str, many: str) -> bool | list[int]:
-        check_queue_name(name, "name")
-        if isinstance(msg_id, int):
-            mid = _id(msg_id)
-            with self._cursor(name) as cur:
-                row = cur.execute(one, (name, mid)).fetchone()
-                return bool(row and row[0])
-        ids = _ids(msg_id, "msg_id")
-        if not ids:
-            return []
-        with self._cursor(name) as cur:
-            return sorted(int(r[0]) for r in cur.execute(many, (name, ids)).fetchall())
+        return self._run(_calls.ack(name, msg_id, _sql.ARCHIVE_ONE, _sql.ARCHIVE_MANY))
 
     @overload
     def set_vt(self, name: str, msg_id: int, vt: Delay) -> Message | None: ...
@@ -444,18 +305,4 @@ class PGMQ(TopicsAPI, FifoAPI, QueuesAPI):
             DecodeError: If a message's body or headers cannot be decoded; the statement is
                 rolled back (settle that message by id, e.g. with :meth:`archive`).
         """
-        check_queue_name(name, "name")
-        when = delay_or_time(vt, "vt")
-        at = isinstance(when, datetime)
-        if isinstance(msg_id, int):
-            mid = _id(msg_id)
-            stmt = _sql_api.SET_VT_ONE_AT if at else _sql.SET_VT_ONE
-            with self._cursor(name) as cur:
-                msgs = decoded(cur, cur.execute(stmt, (name, mid, when)), name)
-            return msgs[0] if msgs else None
-        ids = _ids(msg_id, "msg_id")
-        if not ids:
-            return []
-        with self._cursor(name) as cur:
-            stmt = _sql_api.SET_VT_MANY_AT if at else _sql.SET_VT_MANY
-            return decoded(cur, cur.execute(stmt, (name, ids, when)), name)
+        return self._run(_calls.set_vt(name, msg_id, vt))

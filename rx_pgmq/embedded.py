@@ -18,7 +18,6 @@ import datetime as dt
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 
 import psycopg
 
@@ -36,6 +35,7 @@ from rx_pgmq._front._embedded import (
     postmaster,
     stop_server,
 )
+from rx_pgmq._pg._closing import Closing
 from rx_pgmq._pg._install import install_pgmq
 
 __all__ = [
@@ -52,7 +52,7 @@ __all__ = [
 ]
 
 
-class EmbeddedServer:
+class EmbeddedServer(Closing):
     """A handle on an embedded PostgreSQL server (from :func:`start`).
 
     Attributes:
@@ -100,15 +100,9 @@ class EmbeddedServer:
         """
         stop(self.data_dir)
 
-    def __enter__(self) -> EmbeddedServer:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def close(self) -> None:
+        """Stop the server if this handle started it (``started``); what leaving ``with``
+        does."""
         if self.started:
             self.stop()
 

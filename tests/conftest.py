@@ -8,15 +8,19 @@ The integration tests' plain helpers are in ``_support.py``; their fixtures are 
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from functools import partial
+from typing import Any, TypeVar, cast
 
 import psycopg
 import pytest
 from _support import Conn, Sink, Subscribe
+from anyio.from_thread import BlockingPortal, start_blocking_portal
 from reactivex import Observable, abc
 
 import rx_pgmq
+from rx_pgmq.aio import AsyncPGMQ
 
 pytest_plugins = ("pytester",)
 
@@ -62,3 +66,36 @@ def subscribe(pgmq_queue: str) -> Iterator[Subscribe]:
         sink.messages.clear()  # so the close releases it instead of waiting close_timeout
     for source in sources:
         source.wait_closed(15.0)
+
+
+class Blocking:
+    """An :class:`AsyncPGMQ` called from sync code: each coroutine method runs on the event
+    loop of anyio's blocking portal and returns its result, so a test written against
+    ``PGMQ`` runs unchanged on the asyncio client (the same arguments, results, errors)."""
+
+    def __init__(self, client: AsyncPGMQ, portal: BlockingPortal) -> None:
+        self._client = client
+        self._portal = portal
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._client, name)
+        if not inspect.iscoroutinefunction(attr):
+            return attr
+        return lambda *args, **kwargs: self._portal.call(partial(attr, *args, **kwargs))
+
+
+@pytest.fixture(params=["PGMQ", "AsyncPGMQ"])
+def client(request: pytest.FixtureRequest, pgmq_dsn: str) -> Iterator[rx_pgmq.PGMQ]:
+    """The client under test, once ``PGMQ`` and once ``AsyncPGMQ`` (#16 item 3: the asyncio
+    client has every method of the sync one, with the same behaviour); the async one runs
+    on an asyncio loop of anyio's blocking portal and is typed as ``PGMQ`` for the test."""
+    if request.param == "PGMQ":
+        with rx_pgmq.PGMQ(pgmq_dsn) as sync:
+            yield sync
+        return
+    with start_blocking_portal("asyncio") as portal:
+        aclient = AsyncPGMQ(pgmq_dsn)
+        try:
+            yield cast(rx_pgmq.PGMQ, Blocking(aclient, portal))
+        finally:
+            portal.call(aclient.close)

@@ -6,9 +6,14 @@ Async tests run with anyio's pytest plugin (``@pytest.mark.anyio``, asyncio back
 from __future__ import annotations
 
 import asyncio
+import inspect
 import threading
 import time
+from collections.abc import Callable
 from contextlib import aclosing
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, assert_type
 
 import psycopg
 import pytest
@@ -21,7 +26,8 @@ import rx_pgmq
 from rx_pgmq._front._fakes import RecordingAcknowledger, make_message
 from rx_pgmq.actions import Archive, SetVisibilityTimeout
 from rx_pgmq.aio import AsyncPGMQ, iterate
-from rx_pgmq.errors import DecodeError, InvalidArgument, QueueNotFound
+from rx_pgmq.errors import BodyMismatch, DecodeError, InvalidArgument, QueueNotFound
+from rx_pgmq.message import Message
 
 pytestmark = pytest.mark.anyio
 
@@ -306,3 +312,113 @@ async def test_async_client_reads_raise_a_decode_error_and_claim_nothing(
     assert await apgmq.archive(pgmq_queue, bad)
     (message,) = await apgmq.read(pgmq_queue, 30, qty=5)
     assert (message.msg_id, message.body, message.headers) == (good, {"ok": 1}, {"h": 1})
+
+
+# -- AsyncPGMQ: every PGMQ method (#16 item 3) -------------------------------------------
+# The client tests (test_client*.py, test_bodytype.py) run each method on both clients
+# through their ``client`` fixture; these are the asyncio-only properties.
+
+
+@dataclass
+class Order:
+    """A typed body."""
+
+    id: int
+
+
+def _public(cls: type) -> dict[str, inspect.Signature]:
+    return {n: inspect.signature(f) for n, f in vars_of(cls).items() if not n.startswith("_")}
+
+
+def vars_of(cls: type) -> dict[str, Callable[..., Any]]:
+    """Every method of ``cls`` and its bases (the mixins' methods too)."""
+    found: dict[str, Callable[..., Any]] = {}
+    for base in reversed(cls.__mro__):
+        found.update({n: f for n, f in vars(base).items() if callable(f)})
+    return found
+
+
+def test_async_client_has_every_method_of_pgmq_with_the_same_parameters() -> None:
+    """#16 item 3: every public method of PGMQ is on AsyncPGMQ with the same parameters
+    (names, kinds, defaults, annotations), as a coroutine function where PGMQ's does I/O."""
+    sync, coros = _public(rx_pgmq.PGMQ), _public(AsyncPGMQ)
+    assert set(sync) - set(coros) == set()
+    for name, signature in sync.items():
+        assert list(coros[name].parameters.values()) == list(signature.parameters.values()), name
+        if name not in {"dsn"}:
+            assert inspect.iscoroutinefunction(getattr(AsyncPGMQ, name)), name
+
+
+async def test_async_read_with_poll_waits_in_the_server_and_returns_when_a_message_arrives(
+    apgmq: AsyncPGMQ, pgmq_queue: str, pgmq_dsn: str
+) -> None:
+    """#16 item 3: AsyncPGMQ.read_with_poll waits in the server without blocking the loop
+    (the sender below runs on the same loop while it waits) and returns the message sent
+    0.5 s in, long before max_poll_seconds=20."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    reading = asyncio.create_task(
+        apgmq.read_with_poll(pgmq_queue, vt=30, qty=5, max_poll_seconds=20, poll_interval_ms=50)
+    )
+    await asyncio.sleep(0.5)  # one pause for the read to start waiting; no polling loop
+    assert not reading.done(), "an empty queue's read_with_poll must wait for a message"
+    async with AsyncPGMQ(pgmq_dsn) as other:
+        msg_id = await other.send(pgmq_queue, {"late": True})
+    messages = await asyncio.wait_for(reading, WAIT)
+    assert [(m.msg_id, m.body) for m in messages] == [(msg_id, {"late": True})]
+    assert loop.time() - started < 10
+
+
+async def test_async_fifo_poll_returns_typed_bodies_and_a_mismatch_claims_nothing(
+    apgmq: AsyncPGMQ, pgmq_queue: str, db: Conn
+) -> None:
+    """#16 item 3: the FIFO reads (with poll too) decode body_type like PGMQ's, typed
+    for mypy; a body that does not fit raises BodyMismatch and claims nothing."""
+    groups = [{"x-pgmq-group": "a"}, {"x-pgmq-group": "b"}]
+    await apgmq.send_batch(pgmq_queue, [{"id": 1}, {"id": 2}], headers=groups)
+    got = await apgmq.read_grouped_rr_with_poll(pgmq_queue, 30, 2, 1, 50, body_type=Order)
+    assert_type(got, list[Message[Order]])
+    assert [m.body for m in got] == [Order(1), Order(2)]
+    await apgmq.send(pgmq_queue, {"id": "x"}, headers={"x-pgmq-group": "c"})
+    with pytest.raises(BodyMismatch):
+        await apgmq.read_grouped_head(pgmq_queue, 30, 5, body_type=Order)
+    assert count(db, pgmq_queue, "read_ct = 0") == 1
+
+
+async def test_async_topic_sends_in_a_rolled_back_transaction_send_nothing(
+    pgmq: rx_pgmq.PGMQ, pgmq_dsn: str, pgmq_queue: str, db: Conn
+) -> None:
+    """#16 item 3 (done-when), for the send-like methods AsyncPGMQ gained: bind_topic,
+    send_topic, send_batch_topic and a send at a datetime, on the caller's AsyncConnection,
+    are undone by its rollback (no binding, nothing sent) and kept by its commit."""
+    when = datetime.now(UTC) + timedelta(seconds=1)
+    async with await psycopg.AsyncConnection.connect(pgmq_dsn) as conn:
+        client = AsyncPGMQ(conn)
+        with pytest.raises(ZeroDivisionError):
+            async with conn.transaction():
+                await client.bind_topic("orders.*", pgmq_queue)
+                assert await client.send_topic("orders.eu", {"id": 1}) == 1
+                assert await client.send_batch_topic("orders.us", [{"id": 2}, {"id": 3}])
+                await client.send(pgmq_queue, {"id": 4}, delay=when)
+                assert count(db, pgmq_queue) == 0  # not committed yet
+                raise ZeroDivisionError
+        assert count(db, pgmq_queue) == 0
+        assert pgmq.list_topic_bindings(pgmq_queue) == []
+        async with conn.transaction():
+            await client.bind_topic("orders.*", pgmq_queue)
+            await client.send_topic("orders.eu", {"id": 5})
+        assert count(db, pgmq_queue) == 1
+        assert [b.pattern for b in pgmq.list_topic_bindings(pgmq_queue)] == ["orders.*"]
+    pgmq.unbind_topic("orders.*", pgmq_queue)
+
+
+async def test_async_client_dsn_and_routing_key_validation(apgmq: AsyncPGMQ, pgmq_dsn: str) -> None:
+    """#16 item 3: AsyncPGMQ.dsn() gives a conninfo for the same database (as PGMQ.dsn);
+    validate_routing_key passes a good key through the server's check and refuses a bad
+    one with InvalidArgument naming the argument."""
+    assert apgmq.dsn() == pgmq_dsn
+    async with await psycopg.AsyncConnection.connect(pgmq_dsn) as conn:
+        assert "dbname" in AsyncPGMQ(conn).dsn()
+    await apgmq.validate_routing_key("orders.eu")
+    with pytest.raises(InvalidArgument, match="routing_key"):
+        await apgmq.validate_routing_key("orders..eu")

@@ -131,12 +131,12 @@ def test_encode_body_turns_typed_values_into_json_values() -> None:
     assert encode_body(plain) is plain
 
 
-def test_send_accepts_typed_bodies_and_they_decode_back(pgmq: PGMQ, pgmq_queue: str) -> None:
+def test_send_accepts_typed_bodies_and_they_decode_back(client: PGMQ, pgmq_queue: str) -> None:
     """#18 item 4: PGMQ.send / send_batch take typed bodies and store their JSON form; the
     stored body decodes back into the same value."""
-    pgmq.send(pgmq_queue, OrderDC(1, "tea"))
-    pgmq.send_batch(pgmq_queue, [OrderStruct(2, "cake"), OrderModel(id=3, item="jam")])
-    got = pgmq.read(pgmq_queue, 30, 5)
+    client.send(pgmq_queue, OrderDC(1, "tea"))
+    client.send_batch(pgmq_queue, [OrderStruct(2, "cake"), OrderModel(id=3, item="jam")])
+    got = client.read(pgmq_queue, 30, 5)
     assert [m.body for m in got] == [
         {"id": 1, "item": "tea"},
         {"id": 2, "item": "cake"},
@@ -181,19 +181,19 @@ def _read_cts(pgmq: PGMQ, queue: str) -> list[int]:
 
 @pytest.mark.parametrize(("body_type", "kind"), KINDS, ids=[k for _, k in KINDS])
 def test_client_reads_decode_bodies_into_the_body_type(
-    pgmq: PGMQ, pgmq_queue: str, body_type: type[Any], kind: str
+    client: PGMQ, pgmq_queue: str, body_type: type[Any], kind: str
 ) -> None:
     """#18 item 4: PGMQ.read / read_with_poll / pop / read_grouped*(..., body_type=T)
     return messages whose body is a T (the rest of the message unchanged)."""
     groups = [{"x-pgmq-group": str(i)} for i in range(1, 6)]  # FIFO reads skip no group
-    pgmq.send_batch(pgmq_queue, [{"id": i, "item": "tea"} for i in range(1, 6)], groups)
+    client.send_batch(pgmq_queue, [{"id": i, "item": "tea"} for i in range(1, 6)], groups)
     decode = decoder(body_type)
     got = [
-        *pgmq.read(pgmq_queue, 30, 1, body_type=body_type),
-        *pgmq.read_with_poll(pgmq_queue, 30, 1, max_poll_seconds=1, body_type=body_type),
-        *pgmq.read_grouped(pgmq_queue, 30, 1, body_type=body_type),
-        *pgmq.read_grouped_rr_with_poll(pgmq_queue, 30, 1, body_type=body_type),
-        *pgmq.pop(pgmq_queue, 1, body_type=body_type),
+        *client.read(pgmq_queue, 30, 1, body_type=body_type),
+        *client.read_with_poll(pgmq_queue, 30, 1, max_poll_seconds=1, body_type=body_type),
+        *client.read_grouped(pgmq_queue, 30, 1, body_type=body_type),
+        *client.read_grouped_rr_with_poll(pgmq_queue, 30, 1, body_type=body_type),
+        *client.pop(pgmq_queue, 1, body_type=body_type),
     ]
     assert [m.body for m in got] == [decode({"id": i, "item": "tea"}) for i in range(1, 6)]
     assert all(m.queue == pgmq_queue for m in got)
@@ -202,32 +202,32 @@ def test_client_reads_decode_bodies_into_the_body_type(
 
 @pytest.mark.parametrize("how", ["read", "read_grouped_head", "pop"])
 def test_a_body_that_does_not_fit_rolls_the_read_back(
-    pgmq: PGMQ, pgmq_queue: str, how: str
+    client: PGMQ, pgmq_queue: str, how: str
 ) -> None:
     """#18 item 4: a body that does not fit body_type raises BodyMismatch naming the
     message and the field, and the whole read (or pop) is rolled back: nothing claimed or
     deleted, so it can be read again without body_type."""
-    bad = pgmq.send(pgmq_queue, {"id": "one"}, headers={"x-pgmq-group": "a"})
-    good = pgmq.send(pgmq_queue, {"id": 1}, headers={"x-pgmq-group": "b"})
+    bad = client.send(pgmq_queue, {"id": "one"}, headers={"x-pgmq-group": "a"})
+    good = client.send(pgmq_queue, {"id": 1}, headers={"x-pgmq-group": "b"})
     with pytest.raises(BodyMismatch) as info:
-        getattr(pgmq, how)(
+        getattr(client, how)(
             pgmq_queue, **({} if how == "pop" else {"vt": 30}), qty=2, body_type=OrderDC
         )
     assert info.value.msg_id == bad and info.value.queue == pgmq_queue
     assert f"message {bad}" in str(info.value) and "OrderDC" in str(info.value)
-    assert [m.msg_id for m in pgmq.peek(pgmq_queue)] == [bad, good]
-    assert _read_cts(pgmq, pgmq_queue) == [0, 0]
+    assert [m.msg_id for m in client.peek(pgmq_queue)] == [bad, good]
+    assert _read_cts(client, pgmq_queue) == [0, 0]
 
 
-def test_client_reads_refuse_a_bad_body_type_before_sql(pgmq: PGMQ, pgmq_queue: str) -> None:
+def test_client_reads_refuse_a_bad_body_type_before_sql(client: PGMQ, pgmq_queue: str) -> None:
     """#18 item 4: body_type must be one of the four kinds; anything else is
     InvalidArgument and nothing is claimed."""
-    pgmq.send(pgmq_queue, {"id": 1})
+    client.send(pgmq_queue, {"id": 1})
     with pytest.raises(InvalidArgument, match="body_type"):
-        pgmq.read(pgmq_queue, 30, body_type=int)
+        client.read(pgmq_queue, 30, body_type=int)
     with pytest.raises(InvalidArgument, match="body_type"):
-        pgmq.read_grouped_rr(pgmq_queue, 30, body_type=dict)
-    assert _read_cts(pgmq, pgmq_queue) == [0]
+        client.read_grouped_rr(pgmq_queue, 30, body_type=dict)
+    assert _read_cts(client, pgmq_queue) == [0]
 
 
 def test_typed_reads_are_typed_for_mypy(pgmq: PGMQ, pgmq_queue: str) -> None:

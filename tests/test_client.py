@@ -207,99 +207,99 @@ def test_dsn_of_a_connection_client_keeps_the_password(unprivileged_dsn: str) ->
 
 # EctoPGMQ: "create_non_partitioned/3 will create a non-partitioned queue",
 # "create_queue/3 will create an unpartitioned queue"
-def test_create_queue_is_idempotent_and_listed(pgmq: PGMQ, fresh_name: str) -> None:
+def test_create_queue_is_idempotent_and_listed(client: PGMQ, fresh_name: str) -> None:
     """create_queue makes a logged queue that list_queues/queue_exists see; again is a no-op."""
-    assert not pgmq.queue_exists(fresh_name)
-    pgmq.create_queue(fresh_name)
-    msg_id = pgmq.send(fresh_name, "survives a second create")
-    pgmq.create_queue(fresh_name)
-    assert pgmq.queue_exists(fresh_name)
-    mine = [q for q in pgmq.list_queues() if q.queue_name == fresh_name]
+    assert not client.queue_exists(fresh_name)
+    client.create_queue(fresh_name)
+    msg_id = client.send(fresh_name, "survives a second create")
+    client.create_queue(fresh_name)
+    assert client.queue_exists(fresh_name)
+    mine = [q for q in client.list_queues() if q.queue_name == fresh_name]
     assert len(mine) == 1
     info = mine[0]
     assert isinstance(info, QueueInfo)
     assert info.is_unlogged is False
     assert info.is_partitioned is False
     assert info.created_at.tzinfo is not None
-    assert [m.msg_id for m in pgmq.read(fresh_name, 30)] == [msg_id]
+    assert [m.msg_id for m in client.read(fresh_name, 30)] == [msg_id]
 
 
 # EctoPGMQ: "create_unlogged/3 will create an unlogged queue",
 # "create_queue/3 will create an unlogged queue"
-def test_create_queue_unlogged_shows_in_list_queues(pgmq: PGMQ, fresh_name: str) -> None:
+def test_create_queue_unlogged_shows_in_list_queues(client: PGMQ, fresh_name: str) -> None:
     """create_queue(unlogged=True) makes an UNLOGGED queue (list_queues: is_unlogged)."""
-    pgmq.create_queue(fresh_name, unlogged=True)
-    (info,) = [q for q in pgmq.list_queues() if q.queue_name == fresh_name]
+    client.create_queue(fresh_name, unlogged=True)
+    (info,) = [q for q in client.list_queues() if q.queue_name == fresh_name]
     assert info.is_unlogged is True
-    pgmq.send(fresh_name, {"fast": True})
-    assert pgmq.pop(fresh_name)[0].body == {"fast": True}
+    client.send(fresh_name, {"fast": True})
+    assert client.pop(fresh_name)[0].body == {"fast": True}
 
 
 # EctoPGMQ: "list_queues/2 will list all queues", "all_queues/2 will list all queues"
-def test_list_queues_is_sorted_by_name(pgmq: PGMQ) -> None:
+def test_list_queues_is_sorted_by_name(client: PGMQ) -> None:
     """list_queues returns QueueInfo rows ordered by name."""
     names = [_unique("tc_b"), _unique("tc_a")]
     try:
         for n in names:
-            pgmq.create_queue(n)
-        listed = [q.queue_name for q in pgmq.list_queues()]
+            client.create_queue(n)
+        listed = [q.queue_name for q in client.list_queues()]
         assert set(names) <= set(listed)
         assert listed == sorted(listed)
     finally:
         for n in names:
-            pgmq.drop_queue(n)
+            client.drop_queue(n)
 
 
 # EctoPGMQ: "drop_queue/3 will drop a queue" (pgmq_test.exs and ecto_pgmq_test.exs)
-def test_drop_queue_reports_whether_it_existed(pgmq: PGMQ, fresh_name: str) -> None:
+def test_drop_queue_reports_whether_it_existed(client: PGMQ, fresh_name: str) -> None:
     """drop_queue returns True when it dropped the queue, False when there was none."""
-    pgmq.create_queue(fresh_name)
-    assert pgmq.drop_queue(fresh_name) is True
-    assert not pgmq.queue_exists(fresh_name)
-    assert pgmq.drop_queue(fresh_name) is False
+    client.create_queue(fresh_name)
+    assert client.drop_queue(fresh_name) is True
+    assert not client.queue_exists(fresh_name)
+    assert client.drop_queue(fresh_name) is False
 
 
 # EctoPGMQ: "purge_queue/3 will purge messages from a queue" (both files)
-def test_purge_queue_returns_how_many_it_deleted(pgmq: PGMQ, pgmq_queue: str) -> None:
+def test_purge_queue_returns_how_many_it_deleted(client: PGMQ, pgmq_queue: str) -> None:
     """purge_queue deletes every message (visible or not) and returns the count."""
-    pgmq.send_batch(pgmq_queue, [1, 2, 3])
-    pgmq.send(pgmq_queue, 4, delay=60)
-    pgmq.read(pgmq_queue, 30)
-    assert pgmq.purge_queue(pgmq_queue) == 4
-    assert pgmq.metrics(pgmq_queue).queue_length == 0
-    assert pgmq.purge_queue(pgmq_queue) == 0
+    client.send_batch(pgmq_queue, [1, 2, 3])
+    client.send(pgmq_queue, 4, delay=60)
+    client.read(pgmq_queue, 30)
+    assert client.purge_queue(pgmq_queue) == 4
+    assert client.metrics(pgmq_queue).queue_length == 0
+    assert client.purge_queue(pgmq_queue) == 0
 
 
 def test_metrics_use_pgmq_field_names_and_count_hidden_messages(
-    pgmq: PGMQ, pgmq_queue: str
+    client: PGMQ, pgmq_queue: str
 ) -> None:
     """metrics: queue_length counts all, queue_visible_length the readable ones,
     total_messages every message ever sent (deletes do not lower it)."""
-    empty = pgmq.metrics(pgmq_queue)
+    empty = client.metrics(pgmq_queue)
     assert isinstance(empty, QueueMetrics)
     assert (empty.queue_length, empty.queue_visible_length, empty.total_messages) == (0, 0, 0)
     assert empty.newest_msg_age_sec is None
     assert empty.oldest_msg_age_sec is None
 
-    ids = pgmq.send_batch(pgmq_queue, ["a", "b", "c"])
-    pgmq.read(pgmq_queue, vt=60)
-    m = pgmq.metrics(pgmq_queue)
+    ids = client.send_batch(pgmq_queue, ["a", "b", "c"])
+    client.read(pgmq_queue, vt=60)
+    m = client.metrics(pgmq_queue)
     assert m.queue_name == pgmq_queue
     assert (m.queue_length, m.queue_visible_length, m.total_messages) == (3, 2, 3)
     assert m.newest_msg_age_sec is not None and m.newest_msg_age_sec >= 0
     assert m.oldest_msg_age_sec is not None and m.oldest_msg_age_sec >= 0
     assert m.scrape_time.tzinfo is not None
 
-    pgmq.delete(pgmq_queue, ids[1])
-    m = pgmq.metrics(pgmq_queue)
+    client.delete(pgmq_queue, ids[1])
+    m = client.metrics(pgmq_queue)
     assert (m.queue_length, m.queue_visible_length, m.total_messages) == (2, 1, 3)
 
 
 # EctoPGMQ: "metrics_all/2 will return metrics for all queues"
-def test_metrics_all_holds_every_queue_sorted(pgmq: PGMQ, pgmq_queue: str) -> None:
+def test_metrics_all_holds_every_queue_sorted(client: PGMQ, pgmq_queue: str) -> None:
     """metrics_all returns one QueueMetrics per queue, ordered by queue name."""
-    pgmq.send(pgmq_queue, 1)
-    everything = pgmq.metrics_all()
+    client.send(pgmq_queue, 1)
+    everything = client.metrics_all()
     names = [m.queue_name for m in everything]
     assert names == sorted(names)
     (mine,) = [m for m in everything if m.queue_name == pgmq_queue]
@@ -309,31 +309,31 @@ def test_metrics_all_holds_every_queue_sorted(pgmq: PGMQ, pgmq_queue: str) -> No
 # -- producing ---------------------------------------------------------------------------
 
 
-def test_send_returns_increasing_ids(pgmq: PGMQ, pgmq_queue: str) -> None:
+def test_send_returns_increasing_ids(client: PGMQ, pgmq_queue: str) -> None:
     """Each send returns a new msg_id, larger than the previous one."""
-    ids = [pgmq.send(pgmq_queue, i) for i in range(5)]
+    ids = [client.send(pgmq_queue, i) for i in range(5)]
     assert ids == sorted(ids)
     assert len(set(ids)) == 5
     assert all(isinstance(i, int) for i in ids)
 
 
-def test_headers_round_trip(pgmq: PGMQ, pgmq_queue: str) -> None:
+def test_headers_round_trip(client: PGMQ, pgmq_queue: str) -> None:
     """Headers sent with a message come back on read (None when sent without)."""
     headers = {"x-pgmq-group": "g1", "trace": {"id": "ñ-1", "n": [1, 2.5, None, True]}}
-    with_h = pgmq.send(pgmq_queue, "with", headers=headers)
-    without = pgmq.send(pgmq_queue, "without")
-    got = {m.msg_id: m.headers for m in pgmq.read(pgmq_queue, 30, qty=2)}
+    with_h = client.send(pgmq_queue, "with", headers=headers)
+    without = client.send(pgmq_queue, "without")
+    got = {m.msg_id: m.headers for m in client.read(pgmq_queue, 30, qty=2)}
     assert got == {with_h: headers, without: None}
 
 
 @pytest.mark.parametrize("delay", [5, timedelta(seconds=4.2)], ids=["int", "timedelta"])
 def test_delay_hides_a_message_until_it_is_due(
-    pgmq: PGMQ, pgmq_queue: str, db: psycopg.Connection[Any], delay: int | timedelta
+    client: PGMQ, pgmq_queue: str, db: psycopg.Connection[Any], delay: int | timedelta
 ) -> None:
     """A delayed send is stored but not readable until its delay passes (timedelta rounds up)."""
-    msg_id = pgmq.send(pgmq_queue, "later", delay=delay)
-    assert pgmq.read(pgmq_queue, 30) == []
-    m = pgmq.metrics(pgmq_queue)
+    msg_id = client.send(pgmq_queue, "later", delay=delay)
+    assert client.read(pgmq_queue, 30) == []
+    m = client.metrics(pgmq_queue)
     assert (m.queue_length, m.queue_visible_length) == (1, 0)
     table = sql.Identifier("pgmq", f"q_{pgmq_queue}")
     query = sql.SQL("SELECT extract(epoch FROM vt - enqueued_at) FROM {} WHERE msg_id = %s")
@@ -341,16 +341,16 @@ def test_delay_hides_a_message_until_it_is_due(
     assert row is not None
     assert 4.9 <= float(row[0]) <= 5.9, "the delay (4.2 s rounds up to 5) sets vt"
     # Making it due now (instead of sleeping 5 s) shows it was only hidden.
-    pgmq.set_vt(pgmq_queue, msg_id, 0)
-    assert [x.body for x in pgmq.read(pgmq_queue, 30)] == ["later"]
+    client.set_vt(pgmq_queue, msg_id, 0)
+    assert [x.body for x in client.read(pgmq_queue, 30)] == ["later"]
 
 
-def test_send_batch_without_headers_keeps_order(pgmq: PGMQ, pgmq_queue: str) -> None:
+def test_send_batch_without_headers_keeps_order(client: PGMQ, pgmq_queue: str) -> None:
     """send_batch returns one increasing id per body, in the order of the bodies."""
-    ids = pgmq.send_batch(pgmq_queue, [{"i": 0}, {"i": 1}, {"i": 2}])
+    ids = client.send_batch(pgmq_queue, [{"i": 0}, {"i": 1}, {"i": 2}])
     assert len(ids) == 3
     assert ids == sorted(ids)
-    msgs = pgmq.read(pgmq_queue, 30, qty=10)
+    msgs = client.read(pgmq_queue, 30, qty=10)
     assert [(m.msg_id, m.body, m.headers) for m in msgs] == [
         (ids[i], {"i": i}, None) for i in range(3)
     ]
@@ -359,27 +359,29 @@ def test_send_batch_without_headers_keeps_order(pgmq: PGMQ, pgmq_queue: str) -> 
 # EctoPGMQ: "send_messages/4 will send messages to a queue", "... with groups to a queue",
 # "... with groups and headers to a queue"
 def test_send_batch_with_headers_pairs_each_header_with_its_body(
-    pgmq: PGMQ, pgmq_queue: str
+    client: PGMQ, pgmq_queue: str
 ) -> None:
     """send_batch with a header list gives each message its own header (None allowed)."""
-    ids = pgmq.send_batch(pgmq_queue, ["a", "b", "c"], headers=[{"h": 1}, None, {"h": "ç"}])
-    got = {m.msg_id: (m.body, m.headers) for m in pgmq.read(pgmq_queue, 30, qty=10)}
+    ids = client.send_batch(pgmq_queue, ["a", "b", "c"], headers=[{"h": 1}, None, {"h": "ç"}])
+    got = {m.msg_id: (m.body, m.headers) for m in client.read(pgmq_queue, 30, qty=10)}
     assert got == {ids[0]: ("a", {"h": 1}), ids[1]: ("b", None), ids[2]: ("c", {"h": "ç"})}
 
 
 # EctoPGMQ: "send_batch/6 will send messages to a queue with an integer delay"
-def test_send_batch_with_delay_hides_the_batch(pgmq: PGMQ, pgmq_queue: str) -> None:
+def test_send_batch_with_delay_hides_the_batch(client: PGMQ, pgmq_queue: str) -> None:
     """send_batch(delay=...) hides every message of the batch."""
-    pgmq.send_batch(pgmq_queue, [1, 2], delay=30)
-    assert pgmq.read(pgmq_queue, 30, qty=5) == []
-    assert pgmq.metrics(pgmq_queue).queue_length == 2
+    client.send_batch(pgmq_queue, [1, 2], delay=30)
+    assert client.read(pgmq_queue, 30, qty=5) == []
+    assert client.metrics(pgmq_queue).queue_length == 2
 
 
-def test_send_batch_with_mismatched_header_count_sends_nothing(pgmq: PGMQ, pgmq_queue: str) -> None:
+def test_send_batch_with_mismatched_header_count_sends_nothing(
+    client: PGMQ, pgmq_queue: str
+) -> None:
     """A header list whose length differs from the bodies' is rejected and nothing is sent."""
     with pytest.raises(InvalidArgument, match="headers: has 1 entries for 2 bodies"):
-        pgmq.send_batch(pgmq_queue, [1, 2], headers=[{"h": 1}])
-    assert pgmq.metrics(pgmq_queue).total_messages == 0
+        client.send_batch(pgmq_queue, [1, 2], headers=[{"h": 1}])
+    assert client.metrics(pgmq_queue).total_messages == 0
 
 
 JSON_BODIES: list[tuple[str, Any]] = [
@@ -419,18 +421,18 @@ def _same_json(a: Any, b: Any) -> bool:
 
 
 @pytest.mark.parametrize("body", [b for _, b in JSON_BODIES], ids=[i for i, _ in JSON_BODIES])
-def test_every_json_body_type_round_trips_exactly(pgmq: PGMQ, pgmq_queue: str, body: Any) -> None:
+def test_every_json_body_type_round_trips_exactly(client: PGMQ, pgmq_queue: str, body: Any) -> None:
     """send then read returns the same JSON value with the same Python types."""
-    pgmq.send(pgmq_queue, body)
-    (msg,) = pgmq.read(pgmq_queue, 30)
+    client.send(pgmq_queue, body)
+    (msg,) = client.read(pgmq_queue, 30)
     assert _same_json(msg.body, body), (msg.body, body)
 
 
-def test_every_json_body_type_round_trips_through_send_batch(pgmq: PGMQ, pgmq_queue: str) -> None:
+def test_every_json_body_type_round_trips_through_send_batch(client: PGMQ, pgmq_queue: str) -> None:
     """send_batch of bodies of every JSON type returns each exactly, in order."""
     bodies = [b for _, b in JSON_BODIES]
-    ids = pgmq.send_batch(pgmq_queue, bodies)
-    msgs = pgmq.read(pgmq_queue, 30, qty=len(bodies))
+    ids = client.send_batch(pgmq_queue, bodies)
+    msgs = client.read(pgmq_queue, 30, qty=len(bodies))
     assert [m.msg_id for m in msgs] == ids
     for msg, body in zip(msgs, bodies, strict=True):
         assert _same_json(msg.body, body), (msg.body, body)
@@ -441,12 +443,12 @@ def test_every_json_body_type_round_trips_through_send_batch(pgmq: PGMQ, pgmq_qu
 
 # EctoPGMQ: "read/6 will read messages from a queue",
 # "read_messages/5 will read messages from a queue without grouping"
-def test_read_claims_qty_messages_and_hides_them_for_vt(pgmq: PGMQ, pgmq_queue: str) -> None:
+def test_read_claims_qty_messages_and_hides_them_for_vt(client: PGMQ, pgmq_queue: str) -> None:
     """read(qty=2, vt=30) returns the two oldest messages with read_ct 1 and vt ~30 s ahead;
     while hidden, later reads skip them."""
-    ids = pgmq.send_batch(pgmq_queue, ["a", "b", "c"])
+    ids = client.send_batch(pgmq_queue, ["a", "b", "c"])
     before = datetime.now(UTC)
-    first = pgmq.read(pgmq_queue, vt=30, qty=2)
+    first = client.read(pgmq_queue, vt=30, qty=2)
     assert [m.msg_id for m in first] == ids[:2]
     for m in first:
         assert isinstance(m, Message)
@@ -457,37 +459,39 @@ def test_read_claims_qty_messages_and_hides_them_for_vt(pgmq: PGMQ, pgmq_queue: 
         assert timedelta(seconds=29) <= m.vt - m.last_read_at <= timedelta(seconds=31)
         assert m.enqueued_at <= m.last_read_at
         assert not m.acknowledgeable
-    second = pgmq.read(pgmq_queue, vt=30, qty=5)
+    second = client.read(pgmq_queue, vt=30, qty=5)
     assert [m.msg_id for m in second] == ids[2:]
-    assert pgmq.read(pgmq_queue, vt=30, qty=5) == []
+    assert client.read(pgmq_queue, vt=30, qty=5) == []
 
 
-def test_read_again_after_vt_expires_increments_read_ct(pgmq: PGMQ, pgmq_queue: str) -> None:
+def test_read_again_after_vt_expires_increments_read_ct(client: PGMQ, pgmq_queue: str) -> None:
     """A message read with vt=0 is visible again at once; each read bumps read_ct."""
-    msg_id = pgmq.send(pgmq_queue, "again")
-    assert [m.read_ct for m in pgmq.read(pgmq_queue, vt=0)] == [1]
-    assert [m.read_ct for m in pgmq.read(pgmq_queue, vt=timedelta(0))] == [2]
-    (third,) = pgmq.read(pgmq_queue, vt=timedelta(seconds=30))
+    msg_id = client.send(pgmq_queue, "again")
+    assert [m.read_ct for m in client.read(pgmq_queue, vt=0)] == [1]
+    assert [m.read_ct for m in client.read(pgmq_queue, vt=timedelta(0))] == [2]
+    (third,) = client.read(pgmq_queue, vt=timedelta(seconds=30))
     assert (third.msg_id, third.read_ct) == (msg_id, 3)
-    assert pgmq.read(pgmq_queue, vt=30) == []
+    assert client.read(pgmq_queue, vt=30) == []
 
 
-def test_read_with_conditional_returns_only_matching_messages(pgmq: PGMQ, pgmq_queue: str) -> None:
+def test_read_with_conditional_returns_only_matching_messages(
+    client: PGMQ, pgmq_queue: str
+) -> None:
     """read(conditional={...}) only claims messages whose body contains that JSON."""
-    a, b, c = pgmq.send_batch(
+    a, b, c = client.send_batch(
         pgmq_queue, [{"kind": "a"}, {"kind": "b", "n": 1}, {"kind": "b", "n": 2}]
     )
-    assert [m.msg_id for m in pgmq.read(pgmq_queue, 30, qty=5, conditional={"kind": "b"})] == [
+    assert [m.msg_id for m in client.read(pgmq_queue, 30, qty=5, conditional={"kind": "b"})] == [
         b,
         c,
     ]
-    assert [m.msg_id for m in pgmq.read(pgmq_queue, 30, qty=5, conditional={})] == [a]
+    assert [m.msg_id for m in client.read(pgmq_queue, 30, qty=5, conditional={})] == [a]
 
 
 # EctoPGMQ: "read_with_poll/8 will poll until messages are available" (pgmq_poll_test.exs),
 # "read_messages/5 will read messages with a poll from a queue without grouping"
 def test_read_with_poll_returns_as_soon_as_a_message_arrives(
-    pgmq: PGMQ, pgmq_queue: str, pgmq_dsn: str
+    client: PGMQ, pgmq_queue: str, pgmq_dsn: str
 ) -> None:
     """read_with_poll waits in the server and returns shortly after another session sends,
     long before max_poll_seconds."""
@@ -502,7 +506,7 @@ def test_read_with_poll_returns_as_soon_as_a_message_arrives(
     start = time.monotonic()
     timer.start()
     try:
-        msgs = pgmq.read_with_poll(
+        msgs = client.read_with_poll(
             pgmq_queue, vt=30, qty=5, max_poll_seconds=20, poll_interval_ms=50
         )
         elapsed = time.monotonic() - start
@@ -514,116 +518,127 @@ def test_read_with_poll_returns_as_soon_as_a_message_arrives(
 
 
 def test_read_with_poll_on_an_empty_queue_returns_empty_after_max_poll_seconds(
-    pgmq: PGMQ, pgmq_queue: str
+    client: PGMQ, pgmq_queue: str
 ) -> None:
     """read_with_poll(max_poll_seconds=1) on an empty queue returns [] after about 1 s."""
     start = time.monotonic()
-    assert pgmq.read_with_poll(pgmq_queue, vt=30, max_poll_seconds=1) == []
+    assert client.read_with_poll(pgmq_queue, vt=30, max_poll_seconds=1) == []
     elapsed = time.monotonic() - start
     assert 0.9 <= elapsed < 10
 
 
 # EctoPGMQ: "pop/4 will pop messages", "read_messages/5 will read messages from a queue
 # without grouping and immediately delete them"
-def test_pop_deletes_what_it_returns(pgmq: PGMQ, pgmq_queue: str) -> None:
+def test_pop_deletes_what_it_returns(client: PGMQ, pgmq_queue: str) -> None:
     """pop returns up to qty messages and deletes them (at-most-once)."""
-    ids = pgmq.send_batch(pgmq_queue, ["a", "b", "c"])
-    (first,) = pgmq.pop(pgmq_queue)
+    ids = client.send_batch(pgmq_queue, ["a", "b", "c"])
+    (first,) = client.pop(pgmq_queue)
     assert (first.msg_id, first.body) == (ids[0], "a")
-    assert pgmq.metrics(pgmq_queue).queue_length == 2
-    assert [m.msg_id for m in pgmq.pop(pgmq_queue, qty=5)] == ids[1:]
-    assert pgmq.pop(pgmq_queue) == []
-    assert pgmq.metrics(pgmq_queue).queue_length == 0
+    assert client.metrics(pgmq_queue).queue_length == 2
+    assert [m.msg_id for m in client.pop(pgmq_queue, qty=5)] == ids[1:]
+    assert client.pop(pgmq_queue) == []
+    assert client.metrics(pgmq_queue).queue_length == 0
 
 
 # -- low-level acks ----------------------------------------------------------------------
 
 
 def test_delete_single_reports_whether_it_deleted(
-    pgmq: PGMQ, pgmq_queue: str, db: psycopg.Connection[Any]
+    client: PGMQ, pgmq_queue: str, db: psycopg.Connection[Any]
 ) -> None:
     """delete(id) returns True once and False for an id that is gone."""
-    msg_id = pgmq.send(pgmq_queue, "x")
-    assert pgmq.delete(pgmq_queue, msg_id) is True
-    assert pgmq.delete(pgmq_queue, msg_id) is False
+    msg_id = client.send(pgmq_queue, "x")
+    assert client.delete(pgmq_queue, msg_id) is True
+    assert client.delete(pgmq_queue, msg_id) is False
     assert _queue_length(db, pgmq_queue) == 0
     assert _archived(db, pgmq_queue) == {}
 
 
 # EctoPGMQ: "delete/4 will delete messages", "delete_messages/4 will delete messages from a queue"
 def test_delete_list_returns_the_ids_it_deleted(
-    pgmq: PGMQ, pgmq_queue: str, db: psycopg.Connection[Any]
+    client: PGMQ, pgmq_queue: str, db: psycopg.Connection[Any]
 ) -> None:
     """delete([ids]) deletes those messages and returns the ids that existed, sorted."""
-    ids = pgmq.send_batch(pgmq_queue, [1, 2, 3])
+    ids = client.send_batch(pgmq_queue, [1, 2, 3])
     missing = ids[-1] + 1000
-    assert pgmq.delete(pgmq_queue, [ids[2], missing, ids[0]]) == [ids[0], ids[2]]
+    assert client.delete(pgmq_queue, [ids[2], missing, ids[0]]) == [ids[0], ids[2]]
     assert _queue_length(db, pgmq_queue) == 1
-    assert pgmq.delete(pgmq_queue, []) == []
-    assert pgmq.delete(pgmq_queue, (ids[1],)) == [ids[1]]
+    assert client.delete(pgmq_queue, []) == []
+    assert client.delete(pgmq_queue, (ids[1],)) == [ids[1]]
     assert _queue_length(db, pgmq_queue) == 0
 
 
 def test_archive_single_moves_the_message_to_the_archive_table(
-    pgmq: PGMQ, pgmq_queue: str, db: psycopg.Connection[Any]
+    client: PGMQ, pgmq_queue: str, db: psycopg.Connection[Any]
 ) -> None:
     """archive(id) moves the row to pgmq.a_<queue>; True once, False after."""
-    keep = pgmq.send(pgmq_queue, "stays")
-    msg_id = pgmq.send(pgmq_queue, {"archived": "yes"})
-    assert pgmq.archive(pgmq_queue, msg_id) is True
-    assert pgmq.archive(pgmq_queue, msg_id) is False
+    keep = client.send(pgmq_queue, "stays")
+    msg_id = client.send(pgmq_queue, {"archived": "yes"})
+    assert client.archive(pgmq_queue, msg_id) is True
+    assert client.archive(pgmq_queue, msg_id) is False
     assert _archived(db, pgmq_queue) == {msg_id: {"archived": "yes"}}
-    assert [m.msg_id for m in pgmq.read(pgmq_queue, 30, qty=5)] == [keep]
+    assert [m.msg_id for m in client.read(pgmq_queue, 30, qty=5)] == [keep]
 
 
 # EctoPGMQ: "archive/4 will archive messages", "archive_messages/4 will archive messages from a
 # queue"
 def test_archive_list_returns_the_ids_it_archived(
-    pgmq: PGMQ, pgmq_queue: str, db: psycopg.Connection[Any]
+    client: PGMQ, pgmq_queue: str, db: psycopg.Connection[Any]
 ) -> None:
     """archive([ids]) archives those that exist and returns their ids, sorted."""
-    ids = pgmq.send_batch(pgmq_queue, ["a", "b", "c"])
-    assert pgmq.archive(pgmq_queue, [ids[2], ids[0], ids[2] + 1000]) == [ids[0], ids[2]]
+    ids = client.send_batch(pgmq_queue, ["a", "b", "c"])
+    assert client.archive(pgmq_queue, [ids[2], ids[0], ids[2] + 1000]) == [ids[0], ids[2]]
     assert _archived(db, pgmq_queue) == {ids[0]: "a", ids[2]: "c"}
     assert _queue_length(db, pgmq_queue) == 1
-    assert pgmq.archive(pgmq_queue, []) == []
+    assert client.archive(pgmq_queue, []) == []
+
+
+def test_acks_of_no_ids_answer_without_a_connection(client: PGMQ, pgmq_queue: str) -> None:
+    """delete, archive and set_vt of an empty id list return [] without taking a
+    connection (so even a closed client answers); one id on a closed client is refused."""
+    client.close()
+    assert client.delete(pgmq_queue, []) == []
+    assert client.archive(pgmq_queue, []) == []
+    assert client.set_vt(pgmq_queue, [], 0) == []
+    with pytest.raises(InvalidArgument, match="closed"):
+        client.delete(pgmq_queue, [1])
 
 
 @pytest.mark.parametrize("vt", [60, timedelta(minutes=1)], ids=["int", "timedelta"])
 def test_set_vt_single_hides_and_zero_shows_again(
-    pgmq: PGMQ, pgmq_queue: str, vt: int | timedelta
+    client: PGMQ, pgmq_queue: str, vt: int | timedelta
 ) -> None:
     """set_vt(id, 60) hides a message ~60 s ahead; set_vt(id, 0) makes it readable now;
     an unknown id gives None."""
-    msg_id = pgmq.send(pgmq_queue, "v")
+    msg_id = client.send(pgmq_queue, "v")
     before = datetime.now(UTC)
-    updated = pgmq.set_vt(pgmq_queue, msg_id, vt)
+    updated = client.set_vt(pgmq_queue, msg_id, vt)
     assert updated is not None
     assert updated.msg_id == msg_id
     assert updated.vt > before + timedelta(seconds=50)
-    assert pgmq.read(pgmq_queue, 30) == []
-    shown = pgmq.set_vt(pgmq_queue, msg_id, 0)
+    assert client.read(pgmq_queue, 30) == []
+    shown = client.set_vt(pgmq_queue, msg_id, 0)
     assert shown is not None and shown.vt <= datetime.now(UTC) + timedelta(seconds=1)
-    assert [m.msg_id for m in pgmq.read(pgmq_queue, 30)] == [msg_id]
-    assert pgmq.set_vt(pgmq_queue, msg_id + 1000, 0) is None
+    assert [m.msg_id for m in client.read(pgmq_queue, 30)] == [msg_id]
+    assert client.set_vt(pgmq_queue, msg_id + 1000, 0) is None
 
 
 # EctoPGMQ: "set_vt/5 will update message visibility timeouts with an integer delay",
 # "update_messages/5 will update message visibility timeouts"
 @pytest.mark.parametrize("vt", [0, timedelta(0)], ids=["int", "timedelta"])
 def test_set_vt_list_releases_read_messages(
-    pgmq: PGMQ, pgmq_queue: str, vt: int | timedelta
+    client: PGMQ, pgmq_queue: str, vt: int | timedelta
 ) -> None:
     """set_vt([ids], 0) makes read (hidden) messages visible again; unknown ids are skipped."""
-    ids = pgmq.send_batch(pgmq_queue, [1, 2, 3])
-    assert len(pgmq.read(pgmq_queue, 60, qty=3)) == 3
-    assert pgmq.read(pgmq_queue, 60) == []
-    released = pgmq.set_vt(pgmq_queue, [ids[2], ids[0], ids[2] + 1000], vt)
+    ids = client.send_batch(pgmq_queue, [1, 2, 3])
+    assert len(client.read(pgmq_queue, 60, qty=3)) == 3
+    assert client.read(pgmq_queue, 60) == []
+    released = client.set_vt(pgmq_queue, [ids[2], ids[0], ids[2] + 1000], vt)
     assert [m.msg_id for m in released] == [ids[0], ids[2]]
     assert all(m.queue == pgmq_queue for m in released)
-    again = pgmq.read(pgmq_queue, 60, qty=5)
+    again = client.read(pgmq_queue, 60, qty=5)
     assert [(m.msg_id, m.read_ct) for m in again] == [(ids[0], 2), (ids[2], 2)]
-    assert pgmq.set_vt(pgmq_queue, [], 0) == []
+    assert client.set_vt(pgmq_queue, [], 0) == []
 
 
 # -- notifications -----------------------------------------------------------------------
@@ -649,39 +664,39 @@ def listen(pgmq_dsn: str) -> Iterator[Callable[[str], psycopg.Connection[Any]]]:
 # EctoPGMQ: "enable_notify_insert/4 will enable insert notifications" (disabling:
 # test_client_queues.py::test_update_notify_changes_the_throttle_and_list_shows_it)
 def test_enable_notify_makes_a_send_notify_listeners(
-    pgmq: PGMQ, pgmq_queue: str, listen: Callable[[str], psycopg.Connection[Any]]
+    client: PGMQ, pgmq_queue: str, listen: Callable[[str], psycopg.Connection[Any]]
 ) -> None:
     """After enable_notify, a send fires NOTIFY "pgmq.q_<queue>.INSERT"; after
     disable_notify it does not."""
-    assert pgmq.notify_throttle_ms(pgmq_queue) is None
+    assert client.notify_throttle_ms(pgmq_queue) is None
     conn = listen(pgmq_queue)
-    pgmq.send(pgmq_queue, "before enable")
+    client.send(pgmq_queue, "before enable")
     assert list(conn.notifies(timeout=0.5)) == []
 
-    pgmq.enable_notify(pgmq_queue, throttle_ms=0)
-    assert pgmq.notify_throttle_ms(pgmq_queue) == 0
-    pgmq.send(pgmq_queue, "notified")
+    client.enable_notify(pgmq_queue, throttle_ms=0)
+    assert client.notify_throttle_ms(pgmq_queue) == 0
+    client.send(pgmq_queue, "notified")
     notes = list(conn.notifies(timeout=10, stop_after=1))
     assert [n.channel for n in notes] == [f"pgmq.q_{pgmq_queue}.INSERT"]
 
-    pgmq.disable_notify(pgmq_queue)
-    assert pgmq.notify_throttle_ms(pgmq_queue) is None
-    pgmq.send(pgmq_queue, "after disable")
+    client.disable_notify(pgmq_queue)
+    assert client.notify_throttle_ms(pgmq_queue) is None
+    client.send(pgmq_queue, "after disable")
     assert list(conn.notifies(timeout=1)) == []
 
 
 def test_notify_throttle_sends_one_notification_per_window(
-    pgmq: PGMQ, pgmq_queue: str, listen: Callable[[str], psycopg.Connection[Any]]
+    client: PGMQ, pgmq_queue: str, listen: Callable[[str], psycopg.Connection[Any]]
 ) -> None:
     """With a long throttle only the first of several quick sends notifies (leading edge);
     the default throttle is 250 ms and enabling again replaces it."""
-    pgmq.enable_notify(pgmq_queue)
-    assert pgmq.notify_throttle_ms(pgmq_queue) == 250
-    pgmq.enable_notify(pgmq_queue, throttle_ms=600_000)
-    assert pgmq.notify_throttle_ms(pgmq_queue) == 600_000
+    client.enable_notify(pgmq_queue)
+    assert client.notify_throttle_ms(pgmq_queue) == 250
+    client.enable_notify(pgmq_queue, throttle_ms=600_000)
+    assert client.notify_throttle_ms(pgmq_queue) == 600_000
     conn = listen(pgmq_queue)
     for i in range(3):
-        pgmq.send(pgmq_queue, i)
+        client.send(pgmq_queue, i)
     assert len(list(conn.notifies(timeout=1))) == 1
 
 
@@ -710,25 +725,25 @@ MISSING_QUEUE_CALLS: list[tuple[str, Callable[[PGMQ, str], object]]] = [
     "call", [c for _, c in MISSING_QUEUE_CALLS], ids=[i for i, _ in MISSING_QUEUE_CALLS]
 )
 def test_operations_on_a_missing_queue_raise_queue_not_found(
-    pgmq: PGMQ, call: Callable[[PGMQ, str], object]
+    client: PGMQ, call: Callable[[PGMQ, str], object]
 ) -> None:
     """Every queue operation on a queue that does not exist raises QueueNotFound naming it
     and saying to create it."""
     missing = _unique("tc_missing")
     with pytest.raises(QueueNotFound) as info:
-        call(pgmq, missing)
+        call(client, missing)
     assert info.value.queue == missing
     assert f"create_queue({missing!r})" in str(info.value)
     assert isinstance(info.value, RxPgmqError)
-    assert not pgmq.queue_exists(missing)
+    assert not client.queue_exists(missing)
 
 
-def test_queries_on_a_missing_queue_that_need_no_queue_do_not_raise(pgmq: PGMQ) -> None:
+def test_queries_on_a_missing_queue_that_need_no_queue_do_not_raise(client: PGMQ) -> None:
     """queue_exists, notify_throttle_ms and drop_queue answer for a missing queue."""
     missing = _unique("tc_missing")
-    assert pgmq.queue_exists(missing) is False
-    assert pgmq.notify_throttle_ms(missing) is None
-    assert pgmq.drop_queue(missing) is False
+    assert client.queue_exists(missing) is False
+    assert client.notify_throttle_ms(missing) is None
+    assert client.drop_queue(missing) is False
 
 
 @pytest.fixture

@@ -63,14 +63,14 @@ EXPECTED = {
 @pytest.mark.parametrize("mode", ["grouped_rr", "grouped", "grouped_head"])
 @pytest.mark.parametrize("poll", [False, True], ids=["read", "with_poll"])
 def test_client_fifo_reads_keep_the_servers_order_across_groups(
-    pgmq: PGMQ, pgmq_queue: str, mode: str, poll: bool
+    client: PGMQ, pgmq_queue: str, mode: str, poll: bool
 ) -> None:
     """#18 item 1: PGMQ.read_grouped*/…_with_poll return the exact interleaving the
     function selects: round robin a1 b1 c1 a2 b2 a3; grouped a1 a2 a3 b1 b2 c1; heads
     a1 b1 c1."""
-    by_group = _send_groups(pgmq, pgmq_queue, GROUPS)
+    by_group = _send_groups(client, pgmq_queue, GROUPS)
     read: Callable[..., list[Message]] = getattr(
-        pgmq, f"read_{mode}_with_poll" if poll else f"read_{mode}"
+        client, f"read_{mode}_with_poll" if poll else f"read_{mode}"
     )
     got = read(pgmq_queue, VT, 10)
     assert _labels(got, by_group) == EXPECTED[mode]
@@ -104,43 +104,43 @@ def test_consumer_emits_fifo_batches_in_the_servers_order_across_groups(
 
 
 @pytest.mark.parametrize("poll", [False, True], ids=["read", "with_poll"])
-def test_read_grouped_rr_interleaves_two_groups(pgmq: PGMQ, pgmq_queue: str, poll: bool) -> None:
+def test_read_grouped_rr_interleaves_two_groups(client: PGMQ, pgmq_queue: str, poll: bool) -> None:
     """#18 item 2. EctoPGMQ: "read_grouped_rr/5 will read messages from a queue" and
     "read_grouped_rr_with_poll/7 will read messages from a queue": A1 A2 B -> A1 B A2,
     read once, nothing left visible."""
-    by_group = _send_groups(pgmq, pgmq_queue, ["A", "A", "B"])
-    read = pgmq.read_grouped_rr_with_poll if poll else pgmq.read_grouped_rr
+    by_group = _send_groups(client, pgmq_queue, ["A", "A", "B"])
+    read = client.read_grouped_rr_with_poll if poll else client.read_grouped_rr
     assert _labels(read(pgmq_queue, VT, 3), by_group) == ["A1", "B1", "A2"]
-    assert _nothing_visible(pgmq, pgmq_queue)
+    assert _nothing_visible(client, pgmq_queue)
 
 
 @pytest.mark.parametrize("poll", [False, True], ids=["read", "with_poll"])
 def test_read_grouped_fills_the_batch_from_the_oldest_group(
-    pgmq: PGMQ, pgmq_queue: str, poll: bool
+    client: PGMQ, pgmq_queue: str, poll: bool
 ) -> None:
     """#18 item 2. EctoPGMQ: "read_grouped/5 will read messages from a queue" and
     "read_grouped_with_poll/7 will read messages from a queue": A1 A2 B -> A1 A2 B."""
-    by_group = _send_groups(pgmq, pgmq_queue, ["A", "A", "B"])
-    read = pgmq.read_grouped_with_poll if poll else pgmq.read_grouped
+    by_group = _send_groups(client, pgmq_queue, ["A", "A", "B"])
+    read = client.read_grouped_with_poll if poll else client.read_grouped
     assert _labels(read(pgmq_queue, VT, 3), by_group) == ["A1", "A2", "B1"]
-    assert _nothing_visible(pgmq, pgmq_queue)
+    assert _nothing_visible(client, pgmq_queue)
 
 
 @pytest.mark.parametrize("poll", [False, True], ids=["read", "with_poll"])
 def test_read_grouped_head_reads_one_head_per_group(
-    pgmq: PGMQ, pgmq_queue: str, poll: bool
+    client: PGMQ, pgmq_queue: str, poll: bool
 ) -> None:
     """#18 item 2. EctoPGMQ: "read_grouped_head/5" and "read_grouped_head_with_poll/7":
     "will read messages from a queue" (A B C -> all three) and "... when too many are
     requested" (A1 A2 B, qty 3 -> A1 B; A2 stays visible for a plain read)."""
-    read = pgmq.read_grouped_head_with_poll if poll else pgmq.read_grouped_head
-    by_group = _send_groups(pgmq, pgmq_queue, ["A", "B", "C"])
+    read = client.read_grouped_head_with_poll if poll else client.read_grouped_head
+    by_group = _send_groups(client, pgmq_queue, ["A", "B", "C"])
     assert _labels(read(pgmq_queue, VT, 3), by_group) == ["A1", "B1", "C1"]
-    assert _nothing_visible(pgmq, pgmq_queue)
-    pgmq.purge_queue(pgmq_queue)
-    by_group = _send_groups(pgmq, pgmq_queue, ["A", "A", "B"])
+    assert _nothing_visible(client, pgmq_queue)
+    client.purge_queue(pgmq_queue)
+    by_group = _send_groups(client, pgmq_queue, ["A", "A", "B"])
     assert _labels(read(pgmq_queue, VT, 3), by_group) == ["A1", "B1"]
-    assert [m.msg_id for m in pgmq.read(pgmq_queue, VT, 3)] == [by_group["A"][1]]
+    assert [m.msg_id for m in client.read(pgmq_queue, VT, 3)] == [by_group["A"][1]]
 
 
 @pytest.mark.parametrize(
@@ -155,23 +155,23 @@ def test_read_grouped_head_reads_one_head_per_group(
     ],
 )
 def test_fifo_reads_without_groups_return_what_there_is(
-    pgmq: PGMQ, pgmq_queue: str, method: str
+    client: PGMQ, pgmq_queue: str, method: str
 ) -> None:
     """#18 item 2. EctoPGMQ: "read_grouped*/… will read messages from a queue when too
     many are requested": two messages without a group header, qty 3. The grouped and
     round-robin reads return both in order; the head read returns the default group's
     head only."""
-    ids = pgmq.send_batch(pgmq_queue, [{"id": 1}, {"id": 2}])
-    got = [m.msg_id for m in getattr(pgmq, method)(pgmq_queue, VT, 3)]
+    ids = client.send_batch(pgmq_queue, [{"id": 1}, {"id": 2}])
+    got = [m.msg_id for m in getattr(client, method)(pgmq_queue, VT, 3)]
     assert got == (ids[:1] if "head" in method else ids)
-    assert all(m.read_ct == 1 for m in pgmq.set_vt(pgmq_queue, got, 0))
+    assert all(m.read_ct == 1 for m in client.set_vt(pgmq_queue, got, 0))
 
 
 @pytest.mark.parametrize(
     "method", ["read_grouped_with_poll", "read_grouped_rr_with_poll", "read_grouped_head_with_poll"]
 )
 def test_fifo_polls_return_as_soon_as_a_message_arrives(
-    pgmq: PGMQ, pgmq_queue: str, pgmq_dsn: str, method: str
+    client: PGMQ, pgmq_queue: str, pgmq_dsn: str, method: str
 ) -> None:
     """#18 item 2. EctoPGMQ pgmq_poll_test: "read_grouped*_with_poll/7 will poll until
     messages are available": a message sent 0.5 s into a 10 s poll is returned well
@@ -185,28 +185,28 @@ def test_fifo_polls_return_as_soon_as_a_message_arrives(
     sender = threading.Thread(target=send_later)
     started = time.monotonic()
     sender.start()
-    got = getattr(pgmq, method)(pgmq_queue, VT, 1, max_poll_seconds=10, poll_interval_ms=50)
+    got = getattr(client, method)(pgmq_queue, VT, 1, max_poll_seconds=10, poll_interval_ms=50)
     took = time.monotonic() - started
     sender.join()
     assert [m.body for m in got] == [{"late": True}]
     assert took < 8, f"the poll took {took:.1f} s"
 
 
-def test_fifo_reads_validate_before_sql(pgmq: PGMQ, pgmq_queue: str) -> None:
+def test_fifo_reads_validate_before_sql(client: PGMQ, pgmq_queue: str) -> None:
     """#18 item 2: bad queue names, vt, qty and poll arguments are InvalidArgument naming
     the argument; a missing queue is QueueNotFound."""
     with pytest.raises(InvalidArgument, match="name"):
-        pgmq.read_grouped("Bad", VT, 1)
+        client.read_grouped("Bad", VT, 1)
     with pytest.raises(InvalidArgument, match="vt"):
-        pgmq.read_grouped_rr(pgmq_queue, -1, 1)
+        client.read_grouped_rr(pgmq_queue, -1, 1)
     with pytest.raises(InvalidArgument, match="qty"):
-        pgmq.read_grouped_head(pgmq_queue, VT, 0)
+        client.read_grouped_head(pgmq_queue, VT, 0)
     with pytest.raises(InvalidArgument, match="max_poll_seconds"):
-        pgmq.read_grouped_with_poll(pgmq_queue, VT, 1, max_poll_seconds=-1)
+        client.read_grouped_with_poll(pgmq_queue, VT, 1, max_poll_seconds=-1)
     with pytest.raises(InvalidArgument, match="poll_interval_ms"):
-        pgmq.read_grouped_rr_with_poll(pgmq_queue, VT, 1, poll_interval_ms=0)
+        client.read_grouped_rr_with_poll(pgmq_queue, VT, 1, poll_interval_ms=0)
     with pytest.raises(QueueNotFound):
-        pgmq.read_grouped_rr("no_such_queue_fifo", VT, 1)
+        client.read_grouped_rr("no_such_queue_fifo", VT, 1)
 
 
 # -- FIFO indexes -------------------------------------------------------------------------
@@ -220,23 +220,25 @@ def _fifo_index(db: Conn, queue: str) -> bool:
     return bool(row and row[0])
 
 
-def test_create_fifo_index_indexes_the_headers(pgmq: PGMQ, pgmq_queue: str, db: Conn) -> None:
+def test_create_fifo_index_indexes_the_headers(client: PGMQ, pgmq_queue: str, db: Conn) -> None:
     """#18 item 2. EctoPGMQ: "create_fifo_index/3 will create an index to optimize FIFO
     group reads" and "create_queue/3 will create a queue with an index to optimize message
     group reads": the GIN index on headers exists afterwards; twice is fine; a missing
     queue is QueueNotFound."""
     assert not _fifo_index(db, pgmq_queue)
-    pgmq.create_fifo_index(pgmq_queue)
-    pgmq.create_fifo_index(pgmq_queue)
+    client.create_fifo_index(pgmq_queue)
+    client.create_fifo_index(pgmq_queue)
     assert _fifo_index(db, pgmq_queue)
     with pytest.raises(QueueNotFound):
-        pgmq.create_fifo_index("no_such_queue_fifo")
+        client.create_fifo_index("no_such_queue_fifo")
 
 
-def test_create_fifo_indexes_all_covers_every_queue(pgmq: PGMQ, pgmq_queue: str, db: Conn) -> None:
+def test_create_fifo_indexes_all_covers_every_queue(
+    client: PGMQ, pgmq_queue: str, db: Conn
+) -> None:
     """#18 item 2: create_fifo_indexes_all indexes every existing queue."""
     assert not _fifo_index(db, pgmq_queue)
-    pgmq.create_fifo_indexes_all()
+    client.create_fifo_indexes_all()
     assert _fifo_index(db, pgmq_queue)
 
 

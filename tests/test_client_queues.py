@@ -55,7 +55,7 @@ def _vts(db: Conn, queue: str) -> list[datetime]:
 
 @pytest.mark.parametrize("batch", [False, True], ids=["send", "send_batch"])
 def test_send_delay_as_an_aware_datetime_sets_the_visible_time(
-    pgmq: PGMQ, pgmq_queue: str, db: Conn, batch: bool
+    client: PGMQ, pgmq_queue: str, db: Conn, batch: bool
 ) -> None:
     """#18 item 2. EctoPGMQ: "send_batch/6 will send messages to a queue with a timestamp
     delay" (and "... with an integer delay", "send_messages/4 will send messages to a queue
@@ -64,58 +64,58 @@ def test_send_delay_as_an_aware_datetime_sets_the_visible_time(
     at = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=2)
     in_tokyo = at.astimezone(datetime.now(UTC).astimezone().tzinfo)
     if batch:
-        pgmq.send_batch(pgmq_queue, [1, 2], delay=in_tokyo)
+        client.send_batch(pgmq_queue, [1, 2], delay=in_tokyo)
     else:
-        pgmq.send(pgmq_queue, 1, delay=in_tokyo)
+        client.send(pgmq_queue, 1, delay=in_tokyo)
     assert set(_vts(db, pgmq_queue)) == {at}
-    assert pgmq.read(pgmq_queue, VT, 5) == []
+    assert client.read(pgmq_queue, VT, 5) == []
     past = datetime.now(UTC) - timedelta(minutes=1)
-    msg_id = pgmq.send(pgmq_queue, "now", delay=past)
-    assert [m.msg_id for m in pgmq.read(pgmq_queue, VT, 5)] == [msg_id]
+    msg_id = client.send(pgmq_queue, "now", delay=past)
+    assert [m.msg_id for m in client.read(pgmq_queue, VT, 5)] == [msg_id]
 
 
 @pytest.mark.parametrize("delay", [7, timedelta(seconds=7)], ids=["int", "timedelta"])
 def test_send_delay_in_seconds_still_works(
-    pgmq: PGMQ, pgmq_queue: str, db: Conn, delay: Any
+    client: PGMQ, pgmq_queue: str, db: Conn, delay: Any
 ) -> None:
     """#18 item 2. EctoPGMQ: "send_batch/6 will send messages to a queue with an integer
     delay": an int or timedelta delays by that many seconds from the server's now."""
     before = datetime.now(UTC)
-    pgmq.send_batch(pgmq_queue, [1, 2], delay=delay)
+    client.send_batch(pgmq_queue, [1, 2], delay=delay)
     for vt in _vts(db, pgmq_queue):
         assert before + timedelta(seconds=6) <= vt <= datetime.now(UTC) + timedelta(seconds=8)
 
 
 @pytest.mark.parametrize("many", [False, True], ids=["one", "many"])
-def test_set_vt_to_an_aware_datetime(pgmq: PGMQ, pgmq_queue: str, many: bool) -> None:
+def test_set_vt_to_an_aware_datetime(client: PGMQ, pgmq_queue: str, many: bool) -> None:
     """#18 item 2. EctoPGMQ: "set_vt/5 will update message visibility timeouts with a
     timestamp delay" (and "... with an integer delay", "update_messages/5 will update
     message visibility timeouts"): the returned messages carry that vt, and they stay
     hidden until then."""
-    ids = pgmq.send_batch(pgmq_queue, [1, 2])
+    ids = client.send_batch(pgmq_queue, [1, 2])
     at = datetime.now(UTC).replace(microsecond=0) + timedelta(minutes=30)
     if many:
-        updated = pgmq.set_vt(pgmq_queue, ids, at)
+        updated = client.set_vt(pgmq_queue, ids, at)
     else:
-        one = pgmq.set_vt(pgmq_queue, ids[0], at)
+        one = client.set_vt(pgmq_queue, ids[0], at)
         assert one is not None
-        updated = [one, *pgmq.set_vt(pgmq_queue, ids[1:], 300)]
+        updated = [one, *client.set_vt(pgmq_queue, ids[1:], 300)]
     assert [m.msg_id for m in updated] == ids
     assert updated[0].vt == at
-    assert pgmq.read(pgmq_queue, VT, 5) == []
+    assert client.read(pgmq_queue, VT, 5) == []
 
 
-def test_naive_datetimes_are_refused_before_sql(pgmq: PGMQ, pgmq_queue: str) -> None:
+def test_naive_datetimes_are_refused_before_sql(client: PGMQ, pgmq_queue: str) -> None:
     """#18 item 2: a naive datetime (no time zone) as delay or vt is InvalidArgument naming
     the argument, for send, send_batch, send_topic, send_batch_topic and set_vt."""
     naive = datetime(2030, 1, 1, 12, 0)
     calls: list[tuple[str, Any]] = [
-        ("delay", lambda: pgmq.send(pgmq_queue, 1, delay=naive)),
-        ("delay", lambda: pgmq.send_batch(pgmq_queue, [1], delay=naive)),
-        ("delay", lambda: pgmq.send_topic("k", 1, delay=naive)),
-        ("delay", lambda: pgmq.send_batch_topic("k", [1], delay=naive)),
-        ("vt", lambda: pgmq.set_vt(pgmq_queue, 1, naive)),
-        ("vt", lambda: pgmq.set_vt(pgmq_queue, [1], naive)),
+        ("delay", lambda: client.send(pgmq_queue, 1, delay=naive)),
+        ("delay", lambda: client.send_batch(pgmq_queue, [1], delay=naive)),
+        ("delay", lambda: client.send_topic("k", 1, delay=naive)),
+        ("delay", lambda: client.send_batch_topic("k", [1], delay=naive)),
+        ("vt", lambda: client.set_vt(pgmq_queue, 1, naive)),
+        ("vt", lambda: client.set_vt(pgmq_queue, [1], naive)),
     ]
     for argument, call in calls:
         with pytest.raises(InvalidArgument, match="naive datetime") as info:
@@ -125,80 +125,82 @@ def test_naive_datetimes_are_refused_before_sql(pgmq: PGMQ, pgmq_queue: str) -> 
 
 @pytest.mark.parametrize("poll", [False, True], ids=["read", "read_with_poll"])
 def test_reading_more_than_there_is_claims_all_of_it(
-    pgmq: PGMQ, pgmq_queue: str, poll: bool
+    client: PGMQ, pgmq_queue: str, poll: bool
 ) -> None:
     """#18 item 2. EctoPGMQ: "read/6 will read messages from a queue", "... when too many
     are requested", "read_with_poll/8 will read messages from a queue", "... when too
     many are requested" and "read_messages/5 will read messages with a Duration
     visibility timeout": qty 3 of 2 returns both, in order, hidden for the timedelta."""
-    ids = pgmq.send_batch(pgmq_queue, [{"id": 1}, {"id": 2}])
+    ids = client.send_batch(pgmq_queue, [{"id": 1}, {"id": 2}])
     vt = timedelta(minutes=5)
     before = datetime.now(UTC)
     if poll:
-        got = pgmq.read_with_poll(pgmq_queue, vt, 3, max_poll_seconds=1)
+        got = client.read_with_poll(pgmq_queue, vt, 3, max_poll_seconds=1)
     else:
-        got = pgmq.read(pgmq_queue, vt, 3)
+        got = client.read(pgmq_queue, vt, 3)
     assert [m.msg_id for m in got] == ids and [m.read_ct for m in got] == [1, 1]
     assert all(before + vt - timedelta(seconds=1) <= m.vt <= datetime.now(UTC) + vt for m in got)
-    assert pgmq.read(pgmq_queue, VT, 1) == []
+    assert client.read(pgmq_queue, VT, 1) == []
 
 
 # -- notifications ------------------------------------------------------------------------
 
 
-def test_update_notify_changes_the_throttle_and_list_shows_it(pgmq: PGMQ, pgmq_queue: str) -> None:
+def test_update_notify_changes_the_throttle_and_list_shows_it(
+    client: PGMQ, pgmq_queue: str
+) -> None:
     """#18 item 2. EctoPGMQ: "update_notify_insert/4 will update a notification throttle",
     "list_notify_insert_throttles/2 will list all notification throttles",
     "enable_notify_insert/4", "disable_notify_insert/3" and "update_queue/4 will update
     notifications for a queue": 250 -> 500 ms, listed while on, gone once off."""
-    pgmq.enable_notify(pgmq_queue, throttle_ms=250)
-    assert pgmq.notify_throttle_ms(pgmq_queue) == 250
-    pgmq.update_notify(pgmq_queue, 500)
-    assert pgmq.notify_throttle_ms(pgmq_queue) == 500
-    (ours,) = [t for t in pgmq.list_notify_throttles() if t.queue_name == pgmq_queue]
+    client.enable_notify(pgmq_queue, throttle_ms=250)
+    assert client.notify_throttle_ms(pgmq_queue) == 250
+    client.update_notify(pgmq_queue, 500)
+    assert client.notify_throttle_ms(pgmq_queue) == 500
+    (ours,) = [t for t in client.list_notify_throttles() if t.queue_name == pgmq_queue]
     assert ours.throttle_interval_ms == 500 and ours.last_notified_at.tzinfo is not None
-    names = [t.queue_name for t in pgmq.list_notify_throttles()]
+    names = [t.queue_name for t in client.list_notify_throttles()]
     assert names == sorted(names)
-    pgmq.disable_notify(pgmq_queue)
-    assert all(t.queue_name != pgmq_queue for t in pgmq.list_notify_throttles())
+    client.disable_notify(pgmq_queue)
+    assert all(t.queue_name != pgmq_queue for t in client.list_notify_throttles())
 
 
-def test_update_notify_refuses_a_queue_without_notifications(pgmq: PGMQ, pgmq_queue: str) -> None:
+def test_update_notify_refuses_a_queue_without_notifications(client: PGMQ, pgmq_queue: str) -> None:
     """#18 item 2: update_notify on a queue whose notifications are off says to enable
     them; a bad throttle is InvalidArgument; a missing queue QueueNotFound."""
     with pytest.raises(InvalidArgument, match=r"enable_notify") as info:
-        pgmq.update_notify(pgmq_queue, 100)
+        client.update_notify(pgmq_queue, 100)
     assert info.value.argument == "name"
     with pytest.raises(InvalidArgument, match="throttle_ms"):
-        pgmq.update_notify(pgmq_queue, -1)
+        client.update_notify(pgmq_queue, -1)
     with pytest.raises(QueueNotFound):
-        pgmq.update_notify("no_such_queue_notify", 100)
+        client.update_notify("no_such_queue_notify", 100)
 
 
 # -- one record per queue -----------------------------------------------------------------
 
 
 def test_queue_gathers_kind_metrics_throttle_and_bindings(
-    pgmq: PGMQ, pgmq_queue: str, fresh_name: str
+    client: PGMQ, pgmq_queue: str, fresh_name: str
 ) -> None:
     """#18 item 2. EctoPGMQ: "get_queue/3 will get a queue", "get_queue/3 will not get a
     missing queue", "all_queues/2 will list all queues", "create_queue/3 will create a
     queue with notifications enabled" and "... with bindings": PGMQ.queue(name) holds the
     kind, metrics, throttle and bindings; queues() lists every queue by name."""
-    pgmq.send_batch(pgmq_queue, [1, 2, 3])
-    pgmq.enable_notify(pgmq_queue, throttle_ms=40)
-    pgmq.bind_topic("b.#", pgmq_queue)
-    pgmq.bind_topic("a.*", pgmq_queue)
-    details = pgmq.queue(pgmq_queue)
+    client.send_batch(pgmq_queue, [1, 2, 3])
+    client.enable_notify(pgmq_queue, throttle_ms=40)
+    client.bind_topic("b.#", pgmq_queue)
+    client.bind_topic("a.*", pgmq_queue)
+    details = client.queue(pgmq_queue)
     assert details.queue_name == pgmq_queue and details.kind == "logged"
     assert details.metrics.queue_length == 3 and details.metrics.queue_name == pgmq_queue
     assert details.notify_throttle_ms == 40
     assert details.bindings == ("a.*", "b.#")
     assert details.created_at.tzinfo is not None
-    pgmq.create_queue(fresh_name, unlogged=True)
-    other = pgmq.queue(fresh_name)
+    client.create_queue(fresh_name, unlogged=True)
+    other = client.queue(fresh_name)
     assert (other.kind, other.notify_throttle_ms, other.bindings) == ("unlogged", None, ())
-    listed = {q.queue_name: q for q in pgmq.queues()}
+    listed = {q.queue_name: q for q in client.queues()}
     again = listed[pgmq_queue]
     assert (again.kind, again.notify_throttle_ms, again.bindings, again.created_at) == (
         "logged",
@@ -208,28 +210,28 @@ def test_queue_gathers_kind_metrics_throttle_and_bindings(
     )
     assert list(listed) == sorted(listed)
     with pytest.raises(QueueNotFound):
-        pgmq.queue("no_such_queue_details")
+        client.queue("no_such_queue_details")
 
 
 # -- peek ----------------------------------------------------------------------------------
 
 
-def test_peek_reads_without_claiming(pgmq: PGMQ, pgmq_queue: str, db: Conn) -> None:
+def test_peek_reads_without_claiming(client: PGMQ, pgmq_queue: str, db: Conn) -> None:
     """#15 item 7 / #18 item 2: PGMQ.peek returns the first n messages by msg_id, hidden
     ones too, and changes neither read_ct nor vt; archive=True browses the archive."""
-    ids = pgmq.send_batch(pgmq_queue, [{"i": i} for i in range(4)])
-    pgmq.read(pgmq_queue, VT, 1)
+    ids = client.send_batch(pgmq_queue, [{"i": i} for i in range(4)])
+    client.read(pgmq_queue, VT, 1)
     before = _vts(db, pgmq_queue)
-    peeked = pgmq.peek(pgmq_queue, 3)
+    peeked = client.peek(pgmq_queue, 3)
     assert [m.msg_id for m in peeked] == ids[:3]
     assert [m.read_ct for m in peeked] == [1, 0, 0]
     assert _vts(db, pgmq_queue) == before
-    pgmq.archive(pgmq_queue, ids[3])
-    assert [m.body for m in pgmq.peek(pgmq_queue, archive=True)] == [{"i": 3}]
+    client.archive(pgmq_queue, ids[3])
+    assert [m.body for m in client.peek(pgmq_queue, archive=True)] == [{"i": 3}]
     with pytest.raises(QueueNotFound):
-        pgmq.peek("no_such_queue_peek")
+        client.peek("no_such_queue_peek")
     with pytest.raises(InvalidArgument, match="n"):
-        pgmq.peek(pgmq_queue, 0)
+        client.peek(pgmq_queue, 0)
 
 
 # -- headers (#18 item 5) ----------------------------------------------------------------------
@@ -238,21 +240,23 @@ def test_peek_reads_without_claiming(pgmq: PGMQ, pgmq_queue: str, db: Conn) -> N
 @pytest.mark.parametrize(
     "headers", [[("a", 1)], "x", 1, {1: "int key"}, {"nan": float("nan")}, {"nul": "\x00"}]
 )
-def test_headers_must_be_a_json_object(pgmq: PGMQ, pgmq_queue: str, headers: Any) -> None:
+def test_headers_must_be_a_json_object(client: PGMQ, pgmq_queue: str, headers: Any) -> None:
     """#18 item 5: send(..., headers=...) accepts only a JSON object with str keys that
     jsonb can store; anything else is InvalidArgument naming 'headers', before any SQL."""
     with pytest.raises(InvalidArgument) as info:
-        pgmq.send(pgmq_queue, {}, headers=headers)
+        client.send(pgmq_queue, {}, headers=headers)
     assert info.value.argument == "headers"
-    assert pgmq.peek(pgmq_queue) == []
+    assert client.peek(pgmq_queue) == []
 
 
-def test_headers_round_trip_with_the_keys_pgmq_and_rx_pgmq_use(pgmq: PGMQ, pgmq_queue: str) -> None:
+def test_headers_round_trip_with_the_keys_pgmq_and_rx_pgmq_use(
+    client: PGMQ, pgmq_queue: str
+) -> None:
     """#18 item 5: headers are stored and read back exactly, nested values too, and the
     group key PGMQ reads (x-pgmq-group) works as documented."""
     headers = {GROUP: "g1", "trace": {"id": "abc", "n": [1, 2]}, "x-app": None}
-    pgmq.send(pgmq_queue, {"b": 1}, headers=headers)
-    (message,) = pgmq.read_grouped(pgmq_queue, VT, 1)
+    client.send(pgmq_queue, {"b": 1}, headers=headers)
+    (message,) = client.read_grouped(pgmq_queue, VT, 1)
     assert message.headers == headers
 
 
@@ -279,7 +283,7 @@ def partman(db: Conn) -> None:
 
 
 def test_partitioning_without_pg_partman_names_the_missing_extension(
-    pgmq: PGMQ, pgmq_queue: str, fresh_name: str, db: Conn
+    client: PGMQ, pgmq_queue: str, fresh_name: str, db: Conn
 ) -> None:
     """#18 item 2: where pg_partman is not installed, create_queue(partitioned=...) and
     convert_archive_partitioned raise PGMQFeatureMissing naming pg_partman and its
@@ -287,13 +291,13 @@ def test_partitioning_without_pg_partman_names_the_missing_extension(
     if _partman_installed(db):
         pytest.skip("pg_partman is installed here; the error cannot happen")
     with pytest.raises(PGMQFeatureMissing, match="pg_partman") as info:
-        pgmq.create_queue(fresh_name, partitioned=True)
+        client.create_queue(fresh_name, partitioned=True)
     assert info.value.extension == "pg_partman"
     assert "postgresql-<major>-partman" in str(info.value)
     assert isinstance(info.value, RxPgmqError)
-    assert not pgmq.queue_exists(fresh_name)
+    assert not client.queue_exists(fresh_name)
     with pytest.raises(PGMQFeatureMissing, match="pg_partman"):
-        pgmq.convert_archive_partitioned(pgmq_queue)
+        client.convert_archive_partitioned(pgmq_queue)
 
 
 def _partman_installed(db: Conn) -> bool:
@@ -302,7 +306,7 @@ def _partman_installed(db: Conn) -> bool:
     return bool(found and found[0])
 
 
-def test_partitioning_arguments_are_validated_before_sql(pgmq: PGMQ, fresh_name: str) -> None:
+def test_partitioning_arguments_are_validated_before_sql(client: PGMQ, fresh_name: str) -> None:
     """#18 item 2: bad intervals, mixed kinds, premake < 1, unlogged + partitioned and a
     non-bool 'partitioned' are InvalidArgument naming the argument."""
     builds: list[tuple[str, Callable[[], object]]] = [
@@ -317,10 +321,10 @@ def test_partitioning_arguments_are_validated_before_sql(pgmq: PGMQ, fresh_name:
             build()
         assert info.value.argument == argument
     with pytest.raises(InvalidArgument, match="unlogged"):
-        pgmq.create_queue(fresh_name, unlogged=True, partitioned=True)
+        client.create_queue(fresh_name, unlogged=True, partitioned=True)
     with pytest.raises(InvalidArgument, match="partitioned"):
-        pgmq.create_queue(fresh_name, partitioned="yes")  # type: ignore[arg-type]
-    assert not pgmq.queue_exists(fresh_name)
+        client.create_queue(fresh_name, partitioned="yes")  # type: ignore[arg-type]
+    assert not client.queue_exists(fresh_name)
 
 
 def _partitioned(db: Conn, name: str) -> bool:
@@ -338,18 +342,18 @@ def _partitioned(db: Conn, name: str) -> bool:
     ids=["by_msg_id", "by_time"],
 )
 def test_create_partitioned_queue(
-    partman: None, pgmq: PGMQ, fresh_name: str, db: Conn, partitioning: Any
+    partman: None, client: PGMQ, fresh_name: str, db: Conn, partitioning: Any
 ) -> None:
     """#18 item 2. EctoPGMQ: "create_partitioned/5 will create a partitioned queue based on
     message ID", "... based on a time interval" and "create_queue/3 will create a
     partitioned queue": the queue and archive are partitioned tables, its kind is
     'partitioned', and it sends, reads and archives like any queue."""
-    pgmq.create_queue(fresh_name, partitioned=partitioning)
+    client.create_queue(fresh_name, partitioned=partitioning)
     assert _partitioned(db, f"q_{fresh_name}") and _partitioned(db, f"a_{fresh_name}")
-    assert pgmq.queue(fresh_name).kind == "partitioned"
-    ids = pgmq.send_batch(fresh_name, [1, 2])
-    assert [m.msg_id for m in pgmq.read(fresh_name, VT, 5)] == ids
-    assert pgmq.archive(fresh_name, ids) == ids
+    assert client.queue(fresh_name).kind == "partitioned"
+    ids = client.send_batch(fresh_name, [1, 2])
+    assert [m.msg_id for m in client.read(fresh_name, VT, 5)] == ids
+    assert client.archive(fresh_name, ids) == ids
 
 
 @pytest.mark.parametrize(
@@ -358,24 +362,24 @@ def test_create_partitioned_queue(
     ids=["by_msg_id", "by_time"],
 )
 def test_convert_archive_partitioned(
-    partman: None, pgmq: PGMQ, pgmq_queue: str, db: Conn, partitioning: Any
+    partman: None, client: PGMQ, pgmq_queue: str, db: Conn, partitioning: Any
 ) -> None:
     """#18 item 2. EctoPGMQ: "convert_archive_partitioned/6 will partition a
     non-partitioned archive based on message ID" and "... based on a time interval": the
     archive becomes a partitioned table and archiving still works."""
     assert not _partitioned(db, f"a_{pgmq_queue}")
-    pgmq.convert_archive_partitioned(pgmq_queue, partitioning)
+    client.convert_archive_partitioned(pgmq_queue, partitioning)
     assert _partitioned(db, f"a_{pgmq_queue}")
-    msg_id = pgmq.send(pgmq_queue, {"x": 1})
-    assert pgmq.archive(pgmq_queue, msg_id) is True
-    assert [m.msg_id for m in pgmq.peek(pgmq_queue, archive=True)] == [msg_id]
+    msg_id = client.send(pgmq_queue, {"x": 1})
+    assert client.archive(pgmq_queue, msg_id) is True
+    assert [m.msg_id for m in client.peek(pgmq_queue, archive=True)] == [msg_id]
 
 
-def test_convert_archive_partitioned_of_a_missing_queue(partman: None, pgmq: PGMQ) -> None:
+def test_convert_archive_partitioned_of_a_missing_queue(partman: None, client: PGMQ) -> None:
     """#18 item 2: converting the archive of a missing queue is QueueNotFound (PGMQ only
     prints a notice)."""
     with pytest.raises(QueueNotFound):
-        pgmq.convert_archive_partitioned("no_such_queue_part")
+        client.convert_archive_partitioned("no_such_queue_part")
 
 
 def test_a_connection_client_sees_the_callers_transaction(pgmq_dsn: str, pgmq_queue: str) -> None:

@@ -45,70 +45,70 @@ def _bodies(db: Conn, queue: str) -> list[Any]:
     return [r[0] for r in rows]
 
 
-def test_bind_list_and_unbind_a_topic(pgmq: PGMQ, pgmq_queue: str) -> None:
+def test_bind_list_and_unbind_a_topic(client: PGMQ, pgmq_queue: str) -> None:
     """#18 item 2. EctoPGMQ: "bind_topic/4 will bind a queue to a routing key pattern",
     "unbind_topic/4 will unbind a queue from a routing key pattern", "list_topic_bindings/2
     will list all queue bindings" and "update_queue/4 will update bindings for a queue":
     a binding appears with its time and regex, binding twice keeps one, unbinding reports
     whether it existed."""
-    assert pgmq.list_topic_bindings(pgmq_queue) == []
-    pgmq.bind_topic("orders.*", pgmq_queue)
-    pgmq.bind_topic("orders.*", pgmq_queue)
-    pgmq.bind_topic("#", pgmq_queue)
-    (binding,) = [b for b in pgmq.list_topic_bindings(pgmq_queue) if b.pattern == "orders.*"]
+    assert client.list_topic_bindings(pgmq_queue) == []
+    client.bind_topic("orders.*", pgmq_queue)
+    client.bind_topic("orders.*", pgmq_queue)
+    client.bind_topic("#", pgmq_queue)
+    (binding,) = [b for b in client.list_topic_bindings(pgmq_queue) if b.pattern == "orders.*"]
     assert binding.queue_name == pgmq_queue
     assert binding.bound_at.tzinfo is not None
     assert binding.compiled_regex.startswith("^") and binding.compiled_regex.endswith("$")
-    assert _patterns(pgmq, pgmq_queue) == ["#", "orders.*"]
-    every = {(b.pattern, b.queue_name) for b in pgmq.list_topic_bindings()}
+    assert _patterns(client, pgmq_queue) == ["#", "orders.*"]
+    every = {(b.pattern, b.queue_name) for b in client.list_topic_bindings()}
     assert {("#", pgmq_queue), ("orders.*", pgmq_queue)} <= every
-    assert pgmq.unbind_topic("#", pgmq_queue) is True
-    assert pgmq.unbind_topic("#", pgmq_queue) is False
-    assert _patterns(pgmq, pgmq_queue) == ["orders.*"]
+    assert client.unbind_topic("#", pgmq_queue) is True
+    assert client.unbind_topic("#", pgmq_queue) is False
+    assert _patterns(client, pgmq_queue) == ["orders.*"]
 
 
-def test_bindings_go_with_their_queue(pgmq: PGMQ) -> None:
+def test_bindings_go_with_their_queue(client: PGMQ) -> None:
     """#18 item 2: dropping a queue drops its bindings (no route to a missing queue)."""
     name = f"t3_{uuid.uuid4().hex[:12]}"
-    pgmq.create_queue(name)
-    pgmq.bind_topic("gone.#", name)
-    pgmq.drop_queue(name)
-    assert all(b.queue_name != name for b in pgmq.list_topic_bindings())
-    assert all(m.queue_name != name for m in pgmq.test_routing("gone.x"))
+    client.create_queue(name)
+    client.bind_topic("gone.#", name)
+    client.drop_queue(name)
+    assert all(b.queue_name != name for b in client.list_topic_bindings())
+    assert all(m.queue_name != name for m in client.test_routing("gone.x"))
 
 
 def test_test_routing_lists_the_matching_bindings(
-    pgmq: PGMQ, pgmq_queue: str, second_queue: str
+    client: PGMQ, pgmq_queue: str, second_queue: str
 ) -> None:
     """#18 item 2. EctoPGMQ: "test_routing/3 will return all bindings for a routing key":
     * matches one segment, # any number; nothing is sent."""
-    pgmq.bind_topic("logs.*", pgmq_queue)
-    pgmq.bind_topic("logs.#", second_queue)
+    client.bind_topic("logs.*", pgmq_queue)
+    client.bind_topic("logs.#", second_queue)
     ours = {pgmq_queue, second_queue}
 
     def routes(key: str) -> set[tuple[str, str]]:
-        return {(m.pattern, m.queue_name) for m in pgmq.test_routing(key) if m.queue_name in ours}
+        return {(m.pattern, m.queue_name) for m in client.test_routing(key) if m.queue_name in ours}
 
     assert routes("logs.error") == {("logs.*", pgmq_queue), ("logs.#", second_queue)}
     assert routes("logs.api.error") == {("logs.#", second_queue)}
     assert routes("metrics.cpu") == set()
-    assert pgmq.read(pgmq_queue, 30, 10) == [] and pgmq.read(second_queue, 30, 10) == []
+    assert client.read(pgmq_queue, 30, 10) == [] and client.read(second_queue, 30, 10) == []
 
 
 def test_send_topic_delivers_to_every_matching_queue(
-    pgmq: PGMQ, pgmq_queue: str, second_queue: str, db: Conn
+    client: PGMQ, pgmq_queue: str, second_queue: str, db: Conn
 ) -> None:
     """#18 item 2. EctoPGMQ: "send_messages/4 will send messages with a routing key":
     send_topic copies the message (and headers) to each matching queue and returns how
     many queues got it; no match sends nothing and returns 0."""
-    pgmq.bind_topic("orders.*", pgmq_queue)
-    pgmq.bind_topic("orders.#", second_queue)
-    assert pgmq.send_topic("orders.created", {"id": 1}, headers={"k": "v"}) == 2
-    assert pgmq.send_topic("orders.eu.created", {"id": 2}) == 1
-    assert pgmq.send_topic("invoices.created", {"id": 3}) == 0
+    client.bind_topic("orders.*", pgmq_queue)
+    client.bind_topic("orders.#", second_queue)
+    assert client.send_topic("orders.created", {"id": 1}, headers={"k": "v"}) == 2
+    assert client.send_topic("orders.eu.created", {"id": 2}) == 1
+    assert client.send_topic("invoices.created", {"id": 3}) == 0
     assert _bodies(db, pgmq_queue) == [{"id": 1}]
     assert _bodies(db, second_queue) == [{"id": 1}, {"id": 2}]
-    (first,) = pgmq.read(pgmq_queue, 30, 5)
+    (first,) = client.read(pgmq_queue, 30, 5)
     assert first.headers == {"k": "v"}
 
 
@@ -118,21 +118,21 @@ def test_send_topic_delivers_to_every_matching_queue(
     ids=["none", "int", "timedelta", "datetime"],
 )
 def test_send_batch_topic_returns_ids_by_queue_and_honours_the_delay(
-    pgmq: PGMQ, pgmq_queue: str, second_queue: str, db: Conn, delay: Any
+    client: PGMQ, pgmq_queue: str, second_queue: str, db: Conn, delay: Any
 ) -> None:
     """#18 item 2. EctoPGMQ: "send_batch_topic/6 will send messages with an integer
     delay" and "... with a timestamp delay": every matching queue gets the batch in
     order; the result maps each queue to its new ids; a delay hides them."""
-    pgmq.bind_topic("#", pgmq_queue)
-    pgmq.bind_topic("my.key", second_queue)
-    sent = pgmq.send_batch_topic(
+    client.bind_topic("#", pgmq_queue)
+    client.bind_topic("my.key", second_queue)
+    sent = client.send_batch_topic(
         "my.key", [{"id": 1}, {"id": 2}], headers=[{"h": 1}, None], delay=delay
     )
     assert list(sent) == sorted([pgmq_queue, second_queue])
     for queue, ids in sent.items():
         assert len(ids) == 2 and ids == sorted(ids)
         assert _bodies(db, queue) == [{"id": 1}, {"id": 2}]
-    visible = pgmq.read(pgmq_queue, 30, 5)
+    visible = client.read(pgmq_queue, 30, 5)
     if delay == 0:
         assert [m.msg_id for m in visible] == sent[pgmq_queue]
         assert [m.headers for m in visible] == [{"h": 1}, None]
@@ -141,40 +141,40 @@ def test_send_batch_topic_returns_ids_by_queue_and_honours_the_delay(
 
 
 def test_send_topic_with_a_datetime_delay_hides_the_message_until_then(
-    pgmq: PGMQ, pgmq_queue: str, db: Conn
+    client: PGMQ, pgmq_queue: str, db: Conn
 ) -> None:
     """#18 item 2: send_topic (which PGMQ only takes in seconds) accepts an aware
     datetime; the message becomes visible at that time, not before (rounded up to the
     second)."""
-    pgmq.bind_topic("later", pgmq_queue)
+    client.bind_topic("later", pgmq_queue)
     at = datetime.now(UTC) + timedelta(hours=1)
-    assert pgmq.send_topic("later", {"x": 1}, delay=at) == 1
+    assert client.send_topic("later", {"x": 1}, delay=at) == 1
     (vt,) = db.execute(sql.SQL("SELECT vt FROM {}").format(table(pgmq_queue))).fetchone() or (None,)
     assert vt is not None and at <= vt <= at + timedelta(seconds=2)
 
 
-def test_topic_calls_validate_before_sql(pgmq: PGMQ, pgmq_queue: str) -> None:
+def test_topic_calls_validate_before_sql(client: PGMQ, pgmq_queue: str) -> None:
     """#18 item 2: bad routing keys, patterns, queue names, bodies and delays are
     InvalidArgument naming the argument; binding a missing queue is QueueNotFound."""
     cases: list[tuple[str, Any]] = [
-        ("pattern", lambda: pgmq.bind_topic("a..b", pgmq_queue)),
-        ("pattern", lambda: pgmq.unbind_topic("", pgmq_queue)),
-        ("queue", lambda: pgmq.bind_topic("a.*", "Bad")),
-        ("routing_key", lambda: pgmq.send_topic("a.*", {})),
-        ("routing_key", lambda: pgmq.test_routing("a b")),
-        ("body", lambda: pgmq.send_topic("a", float("nan"))),
-        ("headers", lambda: pgmq.send_topic("a", {}, headers=["x"])),  # type: ignore[arg-type]
-        ("delay", lambda: pgmq.send_topic("a", {}, delay=-1)),
-        ("delay", lambda: pgmq.send_batch_topic("a", [1], delay=datetime(2030, 1, 1))),
-        ("bodies", lambda: pgmq.send_batch_topic("a", [])),
-        ("headers", lambda: pgmq.send_batch_topic("a", [1, 2], headers=[None])),
+        ("pattern", lambda: client.bind_topic("a..b", pgmq_queue)),
+        ("pattern", lambda: client.unbind_topic("", pgmq_queue)),
+        ("queue", lambda: client.bind_topic("a.*", "Bad")),
+        ("routing_key", lambda: client.send_topic("a.*", {})),
+        ("routing_key", lambda: client.test_routing("a b")),
+        ("body", lambda: client.send_topic("a", float("nan"))),
+        ("headers", lambda: client.send_topic("a", {}, headers=["x"])),  # type: ignore[arg-type]
+        ("delay", lambda: client.send_topic("a", {}, delay=-1)),
+        ("delay", lambda: client.send_batch_topic("a", [1], delay=datetime(2030, 1, 1))),
+        ("bodies", lambda: client.send_batch_topic("a", [])),
+        ("headers", lambda: client.send_batch_topic("a", [1, 2], headers=[None])),
     ]
     for argument, call in cases:
         with pytest.raises(InvalidArgument) as info:
             call()
         assert info.value.argument == argument
     with pytest.raises(QueueNotFound):
-        pgmq.bind_topic("a.#", "no_such_queue_topic")
+        client.bind_topic("a.#", "no_such_queue_topic")
 
 
 # -- the rules are PGMQ's --------------------------------------------------------------------
@@ -221,7 +221,7 @@ def _local_accepts(check: Any, value: str) -> bool:
     return True
 
 
-def test_routing_keys_and_patterns_follow_pgmqs_rules(pgmq: PGMQ, db: Conn) -> None:
+def test_routing_keys_and_patterns_follow_pgmqs_rules(client: PGMQ, db: Conn) -> None:
     """#18 item 2. EctoPGMQ: "validate_routing_key/3 will validate a routing key", "...
     will raise an error with an invalid routing key", "validate_topic_pattern will
     validate a pattern", "... will raise an error with an invalid pattern": rx_pgmq's
@@ -235,12 +235,12 @@ def test_routing_keys_and_patterns_follow_pgmqs_rules(pgmq: PGMQ, db: Conn) -> N
         expected = _server_accepts(db, "validate_topic_pattern", pattern)
         assert _local_accepts(check_topic_pattern, pattern) == expected, pattern
         assert expected == (pattern in PATTERNS_OK), pattern
-    pgmq.validate_routing_key("my.key")
-    pgmq.validate_topic_pattern("my.*.pattern")
+    client.validate_routing_key("my.key")
+    client.validate_topic_pattern("my.*.pattern")
     with pytest.raises(InvalidArgument, match="routing_key"):
-        pgmq.validate_routing_key("my.*.invalid..key")
+        client.validate_routing_key("my.*.invalid..key")
     with pytest.raises(InvalidArgument, match="pattern"):
-        pgmq.validate_topic_pattern("my..invalid*.pattern")
+        client.validate_topic_pattern("my..invalid*.pattern")
 
 
 _TOPIC_TEXT = st.text(alphabet="ab.-_*#!Z9 é", max_size=8)

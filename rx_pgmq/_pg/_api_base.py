@@ -1,22 +1,32 @@
-"""What the :class:`~rx_pgmq.PGMQ` client's feature mixins share: its one execute path,
-and the checks of the arguments several of them take (no I/O here)."""
+"""What the clients' feature mixins share: the sync and the async executor of a
+:class:`~rx_pgmq._pg._plan.Call`, and the checks of the arguments several calls take."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from datetime import datetime, timedelta
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 import psycopg
 
 from rx_pgmq._pg import _sql
+from rx_pgmq._pg._plan import Done, Fetched, Runnable, Sending
+from rx_pgmq._values import _telemetry
 from rx_pgmq._values._bodytype import encode_body
 from rx_pgmq._values._validate import check_batch, whole_seconds
 from rx_pgmq.errors import InvalidArgument
-from rx_pgmq.message import Message
 
-__all__ = ["ClientAPI", "Delay", "batch_payload", "decoded", "delay_or_time"]
+__all__ = [
+    "AsyncClientAPI",
+    "ClientAPI",
+    "Delay",
+    "batch_payload",
+    "delay_or_time",
+]
+
+T = TypeVar("T")
 
 Delay = int | timedelta | datetime
 """When a message becomes visible: seconds from now (int or timedelta) or an aware
@@ -24,34 +34,84 @@ datetime."""
 
 
 class ClientAPI:
-    """The base of the client's feature mixins: they run SQL only through ``_cursor``.
+    """The base of the sync client's feature mixins: every call runs through :meth:`_run`.
 
-    :class:`~rx_pgmq.PGMQ` provides both methods; every call of every mixin goes through
-    its connection handling and error translation.
+    :class:`~rx_pgmq.PGMQ` provides ``_cursor`` (its connection handling and error
+    translation); the mixins' methods are thin: a planner of
+    :mod:`rx_pgmq._pg._calls` (checks, statements, rows to result) and this executor.
     """
 
     def _cursor(self, queue: str | None = None) -> AbstractContextManager[psycopg.Cursor[Any]]:
         raise NotImplementedError  # pragma: no cover - PGMQ overrides it
 
-    def _exists_or_raise(self, cur: psycopg.Cursor[Any], queue: str) -> None:
-        raise NotImplementedError  # pragma: no cover - PGMQ overrides it
+    def _run(self, call: Runnable[T]) -> T:
+        """Run a call's steps in one transaction and return its result (a ``Done``'s at once)."""
+        if isinstance(call, Done):
+            return call.value
+        plan = call.plan
+        with self._cursor(call.queue) as cur:
+            fetched = partial(Fetched, loads=_sql.json_loads(cur.connection))
+            try:  # inside the block: an exception leaving it would roll the call back
+                step = next(plan)
+                while True:
+                    try:
+                        cur.execute(step.statement, step.params)
+                    except psycopg.Error as exc:
+                        step = plan.throw(exc)  # the plan may name it, or re-raises it
+                    else:
+                        step = plan.send(fetched(cur.fetchall() if cur.description else []))
+            except StopIteration as done:
+                result: T = done.value
+                return result
+
+    def _send(self, sending: Sending) -> list[int]:
+        """Run a send, through the telemetry hooks when they are on."""
+        hooks = _telemetry.hooks
+        if hooks is None:
+            return self._run(sending.call(None))
+        return hooks.send(sending.queue, sending.headers, lambda h: self._run(sending.call(h)))
 
 
-def decoded(
-    cur: psycopg.Cursor[Any], result: psycopg.Cursor[Any], name: str, *, in_order: bool = False
-) -> list[Message]:
-    """The messages of a statement's rows (JSON text columns, :data:`_sql.TEXT_COLUMNS`);
-    raise the first one's ``DecodeError``, if any.
+class AsyncClientAPI:
+    """The base of the asyncio client's feature mixins: :class:`ClientAPI` with awaits.
 
-    Called inside the statement's transaction, so raising rolls the statement back: nothing
-    is claimed, popped or changed.
+    :class:`~rx_pgmq.aio.AsyncPGMQ` provides ``_cursor``; the plans are the sync client's.
     """
-    loads = _sql.json_loads(cur.connection)
-    msgs = _sql.messages_from_rows(result.fetchall(), name, loads=loads, in_order=in_order)
-    for m in msgs:
-        if m.decode_error is not None:
-            raise m.decode_error
-    return msgs
+
+    def _cursor(
+        self, queue: str | None = None
+    ) -> AbstractAsyncContextManager[psycopg.AsyncCursor[Any]]:
+        raise NotImplementedError  # pragma: no cover - AsyncPGMQ overrides it
+
+    async def _run(self, call: Runnable[T]) -> T:
+        """Run a call's steps in one transaction and return its result (a ``Done``'s at once)."""
+        if isinstance(call, Done):
+            return call.value
+        plan = call.plan
+        async with self._cursor(call.queue) as cur:
+            fetched = partial(Fetched, loads=_sql.json_loads(cur.connection))
+            try:  # inside the block: an exception leaving it would roll the call back
+                step = next(plan)
+                while True:
+                    try:
+                        await cur.execute(step.statement, step.params)
+                    except psycopg.Error as exc:
+                        step = plan.throw(exc)  # the plan may name it, or re-raises it
+                    else:
+                        rows = await cur.fetchall() if cur.description else []
+                        step = plan.send(fetched(rows))
+            except StopIteration as done:
+                result: T = done.value
+                return result
+
+    async def _send(self, sending: Sending) -> list[int]:
+        """Run a send, through the telemetry hooks when they are on."""
+        hooks = _telemetry.hooks
+        if hooks is None:
+            return await self._run(sending.call(None))
+        return await hooks.asend(
+            sending.queue, sending.headers, lambda h: self._run(sending.call(h))
+        )
 
 
 def delay_or_time(value: object, argument: str) -> int | datetime:

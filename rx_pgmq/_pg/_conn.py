@@ -5,19 +5,32 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
-from psycopg_pool import ConnectionPool
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from rx_pgmq._pg._dberrors import connect_error
 from rx_pgmq.errors import ConnectionLost, InvalidArgument
 
-__all__ = ["KEEPALIVE_DEFAULTS", "ConnSource", "Conninfo", "connect"]
+__all__ = [
+    "KEEPALIVE_DEFAULTS",
+    "AsyncConninfo",
+    "ConnSource",
+    "Conninfo",
+    "OnSource",
+    "Source",
+    "connect",
+    "first_connect_timeout",
+    "private_pool_options",
+]
 
 Conninfo = str | ConnectionPool | psycopg.Connection[Any]
 """A PostgreSQL conninfo/URI string, a ``psycopg_pool.ConnectionPool`` or a connection."""
+
+AsyncConninfo = str | AsyncConnectionPool | psycopg.AsyncConnection[Any]
+"""A conninfo/URI string, a ``psycopg_pool.AsyncConnectionPool`` or an ``AsyncConnection``."""
 
 
 KEEPALIVE_DEFAULTS: dict[str, str] = {
@@ -58,7 +71,80 @@ def connect(
     )
 
 
-def _first_connect_timeout(conninfo: str) -> float:
+C = TypeVar("C", Conninfo, AsyncConninfo)
+
+
+class Source(Generic[C]):
+    """What the sync and the asyncio connection sources share: what they are made from
+    (checked), a dsn for new connections, and refusing use after ``close``.
+
+    Raises:
+        InvalidArgument: If ``conninfo`` is an empty string, or neither a string, a
+            ``pool`` nor a ``connection`` (the sync or the asyncio kinds).
+    """
+
+    def __init__(self, conninfo: C, pool: type, connection: type, application_name: str) -> None:
+        if isinstance(conninfo, str):
+            if not conninfo.strip():
+                raise InvalidArgument("conninfo", "must be a non-empty conninfo string or URI")
+        elif not isinstance(conninfo, pool | connection):
+            raise InvalidArgument(
+                "conninfo",
+                f"must be a conninfo string, a psycopg_pool.{pool.__name__} or a "
+                f"psycopg.{connection.__name__}, got {type(conninfo).__name__}",
+            )
+        self._conninfo: C = conninfo
+        self._application_name = application_name
+        self._closed = False
+
+    @property
+    def conninfo(self) -> C:
+        """What this source was made from."""
+        return self._conninfo
+
+    def dsn(self) -> str:
+        """A conninfo string that opens a new connection to the same database."""
+        given = self._conninfo
+        if isinstance(given, str):
+            return given
+        if isinstance(given, ConnectionPool | AsyncConnectionPool):
+            return str(given.conninfo)
+        info = given.info
+        # info.dsn leaves the password out; a new connection needs it.
+        return make_conninfo(info.dsn, password=info.password) if info.password else info.dsn
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise InvalidArgument("client", "is closed; create a new one")
+
+
+class OnSource(Generic[C]):
+    """A client's ``conninfo`` and ``dsn()``, answered by its connection source."""
+
+    _source: Source[C]
+
+    @property
+    def conninfo(self) -> C:
+        """The conninfo, pool or connection this client was made with."""
+        return self._source.conninfo
+
+    def dsn(self) -> str:
+        """A conninfo string for new connections to the same database."""
+        return self._source.dsn()
+
+
+def private_pool_options(application_name: str) -> dict[str, Any]:
+    """The settings of a client's private pool (sync or asyncio): 1 to 4 autocommit
+    connections tagged ``application_name``, the pool named after it."""
+    return {
+        "min_size": 1,
+        "max_size": 4,
+        "kwargs": {"application_name": application_name, "autocommit": True},
+        "name": application_name,
+    }
+
+
+def first_connect_timeout(conninfo: str) -> float:
     """How long a new private pool may take to open its first connection (seconds).
 
     ``connect_timeout`` from the conninfo (plus a second of slack) when set, else 30 s
@@ -96,7 +182,7 @@ def _lost(exc: psycopg.Error, committing: bool) -> ConnectionLost:
     )
 
 
-class ConnSource:
+class ConnSource(Source[Conninfo]):
     """Hands out connections for short statements, committing each block.
 
     A conninfo string gets a small private pool (opened lazily, closed by :meth:`close`);
@@ -105,39 +191,9 @@ class ConnSource:
     """
 
     def __init__(self, conninfo: Conninfo, *, application_name: str = "rx_pgmq") -> None:
-        if isinstance(conninfo, str):
-            if not conninfo.strip():
-                raise InvalidArgument("conninfo", "must be a non-empty conninfo string or URI")
-        elif not isinstance(conninfo, ConnectionPool | psycopg.Connection):
-            raise InvalidArgument(
-                "conninfo",
-                "must be a conninfo string, a psycopg_pool.ConnectionPool or a "
-                f"psycopg.Connection, got {type(conninfo).__name__}",
-            )
-        self._conninfo = conninfo
-        self._application_name = application_name
+        super().__init__(conninfo, ConnectionPool, psycopg.Connection, application_name)
         self._own_pool: ConnectionPool | None = None
         self._lock = threading.Lock()
-        self._closed = False
-
-    @property
-    def conninfo(self) -> Conninfo:
-        """What this source was made from."""
-        return self._conninfo
-
-    def dsn(self) -> str:
-        """A conninfo string that opens a new connection to the same database."""
-        if isinstance(self._conninfo, str):
-            return self._conninfo
-        if isinstance(self._conninfo, ConnectionPool):
-            return str(self._conninfo.conninfo)
-        info = self._conninfo.info
-        # info.dsn leaves the password out; a new connection needs it.
-        return make_conninfo(info.dsn, password=info.password) if info.password else info.dsn
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise InvalidArgument("client", "is closed; create a new one")
 
     def _pool(self) -> ConnectionPool:
         with self._lock:
@@ -145,17 +201,11 @@ class ConnSource:
             if self._own_pool is None:
                 assert isinstance(self._conninfo, str)
                 self._probe(self._conninfo)
-                pool = ConnectionPool(
-                    self._conninfo,
-                    min_size=1,
-                    max_size=4,
-                    kwargs={"application_name": self._application_name, "autocommit": True},
-                    open=True,
-                    name="rx_pgmq",
-                )
+                options = private_pool_options(self._application_name)
+                pool = ConnectionPool(self._conninfo, open=True, **options)
                 # Fail fast (PoolTimeout -> ConnectionLost; the pool closes itself) instead
                 # of every call waiting the pool's 30 s when the server is unreachable.
-                pool.wait(timeout=_first_connect_timeout(self._conninfo))
+                pool.wait(timeout=first_connect_timeout(self._conninfo))
                 self._own_pool = pool
             return self._own_pool
 

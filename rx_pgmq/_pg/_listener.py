@@ -16,7 +16,6 @@ import math
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any
 
 import psycopg
@@ -25,6 +24,7 @@ from psycopg.conninfo import conninfo_to_dict
 from reactivex import abc
 from reactivex.disposable import Disposable
 
+from rx_pgmq._pg._closing import Closing
 from rx_pgmq._pg._conn import KEEPALIVE_DEFAULTS
 from rx_pgmq._pg._listener_thread import ListenerThread
 from rx_pgmq._pg._wakeup import WakeSocket
@@ -62,7 +62,7 @@ class _Subscription:
     active: bool = True
 
 
-class Listener:
+class Listener(Closing):
     """One LISTEN connection shared by any number of consumers and queues.
 
     Each :meth:`subscribe` registers a callback for a queue's insert notifications
@@ -249,17 +249,6 @@ class Listener:
             thread.join(_CLOSE_JOIN_TIMEOUT)
             if thread.is_alive():
                 logger.debug("listener thread still busy after close(); it exits on its own")
-
-    def __enter__(self) -> Listener:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"backend_pid={self._backend_pid}"
