@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import threading
 from asyncio import _get_running_loop as _running_loop  # a public low-level API
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import partial
 from typing import TypeVar, cast
 
@@ -19,9 +20,9 @@ from rx_pgmq._operators._serial import Serial
 from rx_pgmq._values._loop import user_loop
 from rx_pgmq._values._outcome import Outcome, Settled, as_outcome, settled_of
 from rx_pgmq.actions import AckStatus, Action, Archive, Delete
-from rx_pgmq.message import BodyT, Message, SettleCallback
+from rx_pgmq.message import Acknowledger, BodyT, Message, SettleCallback
 
-__all__ = ["ack", "ack_with", "failures", "successes"]
+__all__ = ["ack", "ack_with", "failures", "settle_group", "successes"]
 
 _Decide = Callable[[Outcome], Action]
 _R = TypeVar("_R")
@@ -245,12 +246,20 @@ class _Acks:
                 callback = _Request(self, outcome, action)
                 if _running_loop() is not None and (loop := user_loop()) is not None:
                     callback = partial(_call_on, loop, callback)
-            acker.settle_callback(message, action, outcome.reason, callback)
+            group: list[_GroupEntry] | None = getattr(_group, "requests", None)
+            if group is not None:  # sent with the rest of the group (settle_group)
+                group.append((acker, message, action, outcome.reason, callback, self, track))
+            else:
+                acker.settle_callback(message, action, outcome.reason, callback)
         except Exception as exc:  # e.g. NotAcknowledgeable: the request was not made
-            if track:
-                with self.lock:
-                    self.pending -= 1
-            self.send_terminal(exc)
+            self.request_failed(exc, track)
+
+    def request_failed(self, exc: Exception, track: bool) -> None:
+        """A settle request could not be made: the stream ends with ``exc``."""
+        if track:
+            with self.lock:
+                self.pending -= 1
+        self.send_terminal(exc)
 
     def upstream_ended(self, error: Exception | None) -> None:
         """Upstream completed or failed: the settles requested already finish first
@@ -260,6 +269,58 @@ class _Acks:
             finished = self.pending == 0
         if finished:
             self.send_terminal(error)
+
+
+_GroupEntry = tuple[Acknowledger, Message, Action, "str | None", SettleCallback, _Acks, bool]
+_group = threading.local()  # .requests: the open settle group of this thread, or None
+
+
+@contextmanager
+def settle_group() -> Iterator[None]:
+    """Collect the settle requests ack operators make on this thread meanwhile, and send
+    them to their consumers when the block ends: one ``settle_many`` call (one lock, one
+    batcher add) per run of requests to the same consumer, in order.
+
+    ``process_batch`` wraps the emission of a group's outcomes in it, so a group of 1000
+    messages is settled with one call instead of 1000. Statuses, records and errors are
+    those of the requests made one by one; a nested block joins the outer one.
+    """
+    if getattr(_group, "requests", None) is not None:
+        yield
+        return
+    requests: list[_GroupEntry] = []
+    _group.requests = requests
+    try:
+        yield
+    finally:
+        _group.requests = None
+        if requests:
+            _send_group(requests)
+
+
+def _send_group(requests: list[_GroupEntry]) -> None:
+    """Send each run of requests to the same acknowledger with one call."""
+    start, end = 0, len(requests)
+    while start < end:
+        acker = requests[start][0]
+        stop = start + 1
+        while stop < end and requests[stop][0] is acker:
+            stop += 1
+        run = requests[start:stop]
+        start = stop
+        many = getattr(acker, "settle_many", None)
+        if many is not None:
+            try:
+                many([(r[1], r[2], r[3], r[4]) for r in run])
+            except Exception as exc:
+                for r in run:
+                    r[5].request_failed(exc, r[6])
+            continue
+        for r in run:
+            try:
+                acker.settle_callback(r[1], r[2], r[3], r[4])
+            except Exception as exc:
+                r[5].request_failed(exc, r[6])
 
 
 def _ignore(status: AckStatus | Exception) -> None:
