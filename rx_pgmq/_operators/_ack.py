@@ -18,7 +18,7 @@ from rx_pgmq._core._settle import Grouped
 from rx_pgmq._operators._seen import SeenConsumers
 from rx_pgmq._operators._serial import Serial
 from rx_pgmq._values._loop import user_loop
-from rx_pgmq._values._outcome import Outcome, Settled, as_outcome, settled_of
+from rx_pgmq._values._outcome import ACTION_TYPES, Outcome, Settled, as_outcome, settled_of
 from rx_pgmq.actions import AckStatus, Action, Archive, Delete
 from rx_pgmq.message import Acknowledger, BodyT, Message, SettleCallback
 
@@ -80,7 +80,19 @@ def ack(
     """
     success = check_policy(on_success, "on_success")
     failure = check_policy(on_failure, "on_failure")
+    if isinstance(success, ACTION_TYPES) and isinstance(failure, ACTION_TYPES):
+        fixed = partial(_fixed, cast(Action, success), cast(Action, failure))
+        return _acknowledge(fixed)  # what resolve() does, without its two calls
     return _acknowledge(lambda outcome: resolve(success if outcome.ok else failure, outcome))
+
+
+def _fixed(success: Action, failure: Action, outcome: Outcome) -> Action:
+    """The action of ``outcome`` under two fixed policies: its override, else ``success``
+    or ``failure`` (as :func:`~rx_pgmq._core._policy.resolve`, without two calls)."""
+    override = outcome.ack
+    if override is not None:
+        return override
+    return success if outcome.ok else failure
 
 
 def ack_with(
@@ -221,7 +233,7 @@ class _Acks:
 
     def on_next(self, value: Outcome | Message) -> None:
         try:
-            outcome = as_outcome(value)
+            outcome = value if type(value) is Outcome else as_outcome(value)
             action = self.decide(outcome)
         except Exception as exc:
             self.send_terminal(exc)
