@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import Future
+from functools import partial
 from typing import Any
 
 import pytest
@@ -460,3 +461,89 @@ def test_ack_settles_through_the_acknowledgers_callback_api() -> None:
     source.pipe(ack()).subscribe(got.append)
     assert acker.calls == 3
     assert [s.status for s in got] == ["acked"] * 3
+
+
+class _Collecting:
+    """An acknowledger that keeps each request's callback; ``settle_many`` (the group
+    path) is recorded as one call."""
+
+    def __init__(self, *, many: bool) -> None:
+        self.callbacks: list[SettleCallback] = []
+        self.calls: list[int] = []  # requests per call
+        if many:
+            self.settle_many = self._settle_many
+
+    def settle(self, message: Message, action: Action, reason: str | None = None) -> Any:
+        raise AssertionError("the ack operators use settle_callback")
+
+    def settle_callback(
+        self, message: Message, action: Action, reason: str | None, callback: SettleCallback
+    ) -> None:
+        self.calls.append(1)
+        self.callbacks.append(callback)
+
+    def _settle_many(self, requests: list[tuple[Message, Action, str | None, Any]]) -> None:
+        self.calls.append(len(requests))
+        self.callbacks.extend(r[3] for r in requests)
+
+
+def test_a_flush_reports_its_statuses_together_in_order_beside_other_tokens() -> None:
+    """#17 item 3: the acknowledger reports a flush's statuses with one resolve() call,
+    which hands the ack operator's callbacks to it as runs (one lock, one hand-over to the
+    subscriber each): a record per message with its own status, in order, and other
+    tokens between them (a Future, a plain callback) are reported in their place."""
+    from rx_pgmq._core._settle import resolve
+
+    acker = _Collecting(many=False)
+    subject: Subject[Outcome] = Subject()
+    got: list[Any] = []
+    subject.pipe(ack()).subscribe(got.append)
+    messages = [make_message(i, msg_id=900 + i, acknowledger=acker) for i in range(4)]
+    for m in messages:
+        subject.on_next(succeeded(m))
+    tokens = acker.callbacks
+    future: Future[AckStatus] = Future()
+    plain: list[AckStatus] = []
+    resolve(
+        [
+            (tokens[0], "acked"),
+            (tokens[1], "lost_lease"),
+            (future, "acked"),
+            (tokens[2], "unacked"),
+            (plain.append, "ignored"),
+            (tokens[3], "acked"),
+        ]
+    )
+    assert [(s.message.msg_id, s.status) for s in got] == [
+        (900, "acked"),
+        (901, "lost_lease"),
+        (902, "unacked"),
+        (903, "acked"),
+    ]
+    assert future.result(0) == "acked" and plain == ["ignored"]
+
+
+def test_settle_group_sends_a_groups_requests_in_one_call_with_the_same_records() -> None:
+    """#17 item 3: inside ``settle_group`` the ack operators' settle requests reach an
+    acknowledger with ``settle_many`` in one call when the block ends (one without it gets
+    one ``settle_callback`` each); the records and completion are those of single requests."""
+    from rx_pgmq._core._settle import resolve
+    from rx_pgmq._operators._ack import settle_group
+
+    for many in (True, False):
+        acker = _Collecting(many=many)
+        subject: Subject[Outcome] = Subject()
+        got: list[Any] = []
+        done: list[object] = []
+        subject.pipe(ack()).subscribe(got.append, done.append, partial(done.append, "completed"))
+        messages = [make_message(i, msg_id=950 + i, acknowledger=acker) for i in range(5)]
+        with settle_group():
+            for m in messages:
+                subject.on_next(succeeded(m))
+            assert acker.calls == []  # nothing sent before the group ends
+        assert acker.calls == ([5] if many else [1] * 5)
+        subject.on_completed()
+        assert done == []  # completion waits for the pending settles
+        resolve([(cb, "acked") for cb in acker.callbacks])
+        assert [s.message.msg_id for s in got] == [950, 951, 952, 953, 954]
+        assert done == ["completed"]

@@ -57,6 +57,22 @@ def test_batch_groups_requests_by_the_sql_they_need() -> None:
     assert batch.sql_needed
 
 
+def test_add_many_queues_like_one_add_per_request() -> None:
+    """#17 item 3: ``add_many`` (a process_batch group's settles in one call) leaves the
+    batcher as the same requests added one by one: order, count, age and SQL need."""
+    one, many = AckBatcher(max_batch=3, max_age=1.0), AckBatcher(max_batch=3, max_age=1.0)
+    requests = [p(1), p(2, Nothing()), p(3, Archive())]
+    for r in requests:
+        one.add(r, 5.0)
+    assert many.add_many(requests, 5.0) == 3
+    assert many.due(5.0, starved=False) and one.due(5.0, starved=False)  # max_batch reached
+    assert many.deadline() == one.deadline() == 6.0
+    assert many.take() == one.take()
+    nothing_only = AckBatcher(max_batch=10)
+    nothing_only.add_many([p(4, Nothing())], 1.0)
+    assert nothing_only.due(1.0, starved=False)  # no SQL needed: due at once, as with add
+
+
 def test_duplicate_ids_get_one_action_and_the_first_request_wins() -> None:
     """A second request for the same id goes to duplicates; only the first one has SQL."""
     first, second, third = p(7, Archive(), "a"), p(7, Delete(), "b"), p(7, Nothing(), "c")

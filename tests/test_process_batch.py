@@ -193,3 +193,34 @@ def test_dispose_releases_the_pending_group_once(
     assert calls == []
     visible = "vt <= clock_timestamp()"
     assert count(db, pgmq_queue, visible) == 3
+
+
+def test_a_groups_acks_reach_the_consumer_in_one_call(
+    pgmq: rx_pgmq.PGMQ,
+    pgmq_queue: str,
+    pgmq_dsn: str,
+    db: Conn,
+    subscribe: Subscribe,
+    monkeypatch: Any,
+) -> None:
+    """#17 item 3: ``process_batch -> ack`` settles each group with one
+    ``Consumer.settle_many`` call (one lock, one batcher add) instead of one call per
+    message; every message still gets its own acked Settled record and is deleted."""
+    from rx_pgmq._consumer._facade import Consumer
+
+    sizes: list[int] = []
+    settle_many = Consumer.settle_many
+
+    def counting(self: Consumer, requests: list[Any]) -> None:
+        sizes.append(len(requests))
+        settle_many(self, requests)
+
+    monkeypatch.setattr(Consumer, "settle_many", counting)
+    sent = set(pgmq.send_batch(pgmq_queue, [{"n": i} for i in range(30)]))
+    source = source_of(pgmq_dsn, pgmq_queue, batch_size=10, max_in_flight=30)
+    sink = subscribe(source.pipe(pgops.process_batch(lambda _ms: None, max_size=10), pgops.ack()))
+    settled: list[Settled] = sink.collect(30, timeout=WAIT)
+    assert {s.message.msg_id for s in settled} == sent
+    assert all(s.ok and s.acked and s.action.name == "delete" for s in settled)
+    assert sizes == [10, 10, 10]
+    assert wait_until(lambda: count(db, pgmq_queue) == 0)

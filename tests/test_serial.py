@@ -91,3 +91,43 @@ def test_dispose_drops_everything_queued_and_later() -> None:
     serial.on_next(1)
     assert serial.terminal(None) is False
     assert observer.calls == []
+
+
+def test_on_next_many_delivers_in_order_and_a_raising_subscriber_drops_the_rest() -> None:
+    """#17 item 3: ``on_next_many`` hands several values over with one lock acquisition;
+    they arrive in order like single calls, and a subscriber raising on one of them ends
+    the stream with its exception, dropping the values after it."""
+    observer = Blocking()
+    serial: Serial[int] = Serial(observer)
+    serial.on_next_many([1, 2, 3])
+    serial.on_next_many([])
+    assert [(k, v) for k, v, _t in observer.calls] == [("next", 1), ("next", 2), ("next", 3)]
+    serial.on_next_many([4, -1, 5])
+    kinds = [(k, v if k == "next" else type(v)) for k, v, _t in observer.calls[3:]]
+    assert kinds == [("next", 4), ("error", ValueError)]
+    assert serial.stopped
+    serial.on_next_many([6])
+    assert len(observer.calls) == 5
+
+
+def test_values_queued_by_other_threads_follow_a_direct_delivery_in_order() -> None:
+    """#17 item 3: an idle Serial delivers ``on_next`` at once on the calling thread; what
+    other threads queue meanwhile (single values and runs) follows it on that thread, in
+    order."""
+    observer = Blocking()
+    serial: Serial[int] = Serial(observer)
+    first = threading.Thread(target=serial.on_next, args=(0,), name="first")
+    first.start()
+    assert observer.inside.wait(WAIT)
+    serial.on_next(1)
+    serial.on_next_many([2, 3])
+    serial.terminal(None)
+    observer.release.set()
+    first.join(WAIT)
+    assert [(k, v, t) for k, v, t in observer.calls] == [
+        ("next", 0, "first"),
+        ("next", 1, "first"),
+        ("next", 2, "first"),
+        ("next", 3, "first"),
+        ("completed", None, "first"),
+    ]

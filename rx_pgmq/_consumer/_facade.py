@@ -42,11 +42,14 @@ from rx_pgmq._values._slots import new_tuple
 from rx_pgmq.actions import AckStatus, Action, SetVisibilityTimeout
 from rx_pgmq.message import Message
 
-__all__ = ["MOVED_HEADER", "Config", "Consumer"]
+__all__ = ["MOVED_HEADER", "Config", "Consumer", "SettleRequest"]
 
 _log = logging.getLogger("rx_pgmq")
 
 _RELEASE = SetVisibilityTimeout(0)
+
+SettleRequest = tuple[Message, Action, "str | None", Callable[[AckStatus], None]]
+"""One request of :meth:`Consumer.settle_many`: message, action, reason, callback."""
 
 
 def _no_report(_status: AckStatus) -> None:
@@ -306,6 +309,35 @@ class Consumer:
         status = self._enqueue(message, action, reason, callback)
         if status is not None:
             report(callback, status)
+
+    def settle_many(self, requests: list[SettleRequest]) -> None:
+        """:meth:`settle_callback` for each ``(message, action, reason, callback)``, in
+        order, with one lock acquisition and one batcher add for all of them (the ack
+        operator settles a ``process_batch`` group so)."""
+        if self.config.options.delete_on_read:
+            resolve([(r[3], self._ignored(r[1])) for r in requests])
+            return
+        now_reports: list[tuple[object, AckStatus]] = []
+        items: list[Pending] = []
+        with self._lock:
+            settle_requested, batcher = self.ledger.settle_requested, self.batcher
+            for message, action, reason, callback in requests:
+                msg_id, read_ct = message.msg_id, message.read_ct
+                status = settle_requested((msg_id, read_ct))
+                if status is not None:
+                    now_reports.append((callback, status))
+                    continue
+                items.append(
+                    new_tuple(Pending, (msg_id, read_ct, action, reason, callback, message))
+                )
+            if items:
+                before = len(batcher)
+                pending = batcher.add_many(items, time.monotonic())
+                # Wake the acknowledger when its plan changes (as in _enqueue): the first
+                # request starts the max_age timer, reaching max_batch makes it due.
+                if before == 0 or before < batcher.max_batch <= pending:
+                    self.cond.notify_all()
+        resolve(now_reports)
 
     def committed(self, message: Message, action: Action | None) -> None:
         """``message`` was settled in another transaction (``process_in_transaction``).

@@ -190,6 +190,16 @@ class AckBatcher:
             self._oldest = now
         return len(pending)
 
+    def add_many(self, items: list[Pending], now: float) -> int:
+        """Queue several settle requests made at ``now`` (as :meth:`add` each, in order);
+        return how many are pending now."""
+        pending = self._pending
+        pending.extend(items)
+        self._sql_count += sum(1 for item in items if not isinstance(item.action, Nothing))
+        if self._oldest is None or now < self._oldest:
+            self._oldest = now
+        return len(pending)
+
     def due(self, now: float, starved: bool, closing: bool = False) -> bool:
         """Return whether the pending requests should be flushed now.
 

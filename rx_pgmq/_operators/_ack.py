@@ -4,22 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable
+from asyncio import _get_running_loop as _running_loop  # a public low-level API
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import partial
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from reactivex import Observable, abc
 from reactivex.disposable import CompositeDisposable, Disposable
 
 from rx_pgmq._core._policy import Policy, check_policy, resolve
+from rx_pgmq._core._settle import Grouped
 from rx_pgmq._operators._seen import SeenConsumers
 from rx_pgmq._operators._serial import Serial
 from rx_pgmq._values._loop import user_loop
-from rx_pgmq._values._outcome import Outcome, Settled, as_outcome, settled_of
+from rx_pgmq._values._outcome import ACTION_TYPES, Outcome, Settled, as_outcome, settled_of
 from rx_pgmq.actions import AckStatus, Action, Archive, Delete
-from rx_pgmq.message import BodyT, Message, SettleCallback
+from rx_pgmq.message import Acknowledger, BodyT, Message, SettleCallback
 
-__all__ = ["ack", "ack_with", "failures", "successes"]
+__all__ = ["ack", "ack_with", "failures", "settle_group", "successes"]
 
 _Decide = Callable[[Outcome], Action]
 _R = TypeVar("_R")
@@ -77,7 +80,19 @@ def ack(
     """
     success = check_policy(on_success, "on_success")
     failure = check_policy(on_failure, "on_failure")
+    if isinstance(success, ACTION_TYPES) and isinstance(failure, ACTION_TYPES):
+        fixed = partial(_fixed, cast(Action, success), cast(Action, failure))
+        return _acknowledge(fixed)  # what resolve() does, without its two calls
     return _acknowledge(lambda outcome: resolve(success if outcome.ok else failure, outcome))
+
+
+def _fixed(success: Action, failure: Action, outcome: Outcome) -> Action:
+    """The action of ``outcome`` under two fixed policies: its override, else ``success``
+    or ``failure`` (as :func:`~rx_pgmq._core._policy.resolve`, without two calls)."""
+    override = outcome.ack
+    if override is not None:
+        return override
+    return success if outcome.ok else failure
 
 
 def ack_with(
@@ -161,6 +176,169 @@ def _call_on(loop: asyncio.AbstractEventLoop, fn: Callable[[_R], None], arg: _R)
         fn(arg)
 
 
+class _Request(Grouped):
+    """The settle callback of one message: its record is built from these once the
+    acknowledger reports a status (several at once through :meth:`_Acks.report_many`)."""
+
+    __slots__ = ("action", "outcome")
+
+    def __init__(self, sink: _Acks, outcome: Outcome, action: Action) -> None:
+        self.sink, self.outcome, self.action = sink, outcome, action
+
+
+class _Acks:
+    """One subscription of an ack operator: its pending settles and its subscriber."""
+
+    def __init__(self, observer: abc.ObserverBase[Settled], decide: _Decide) -> None:
+        self.decide = decide
+        self.lock = threading.Lock()  # guards the fields below; never held while calling out
+        self.serial: Serial[Settled] = Serial(observer)  # one call at a time, no lock held
+        self.pending = 0
+        self.upstream_done = False
+        self.upstream_error: Exception | None = None  # sent once the pending settles finished
+        self.seen = SeenConsumers()
+        self.last_acker: object = None  # the consumer of the last message (seen already)
+
+    def send_terminal(self, error: Exception | None) -> None:
+        if error is not None:  # nothing downstream settles now: release at once
+            self.seen.stream_failed()
+        self.serial.terminal(error)
+
+    def report_many(self, run: list[tuple[Grouped, AckStatus | Exception]]) -> None:
+        """The statuses of settles this operator requested (the acknowledger reports a
+        flush's in one call): their records in order, one hand-over to the subscriber;
+        an acknowledger's error ends the stream after the records before it."""
+        failure: Exception | None = None
+        records: list[Settled] = []
+        for request, status in run:
+            if isinstance(status, Exception):  # an acknowledger failed the request
+                failure = failure or status
+            elif failure is None:
+                r = cast(_Request, request)
+                records.append(settled_of(r.outcome, r.action, status))
+        try:
+            if records and not self.serial.stopped:
+                if len(records) == 1:
+                    self.serial.on_next(records[0])
+                else:
+                    self.serial.on_next_many(records)
+        finally:  # even if a subscriber raised, completion must not wait forever
+            with self.lock:
+                self.pending -= len(run)
+                finished = self.upstream_done and self.pending == 0
+        if failure is not None:
+            self.send_terminal(failure)
+        elif finished:
+            self.send_terminal(self.upstream_error)
+
+    def on_next(self, value: Outcome | Message) -> None:
+        try:
+            outcome = value if type(value) is Outcome else as_outcome(value)
+            action = self.decide(outcome)
+        except Exception as exc:
+            self.send_terminal(exc)
+            return
+        message = outcome.message
+        acker = message._acknowledger
+        if acker is not self.last_acker:  # one identity check per message for one consumer
+            self.seen.note(message)
+            self.last_acker = acker
+        with self.lock:
+            track = not self.serial.stopped
+            if track:
+                self.pending += 1
+        # The Future-free settle; it calls back like a Future's done-callback
+        # (exceptions logged, never raised here). Outcomes delivered on the user's
+        # event loop get their records on it too.
+        try:
+            if acker is None:
+                acker = message._acker()  # raises NotAcknowledgeable
+            callback: SettleCallback = _ignore
+            if track:
+                callback = _Request(self, outcome, action)
+                if _running_loop() is not None and (loop := user_loop()) is not None:
+                    callback = partial(_call_on, loop, callback)
+            group: list[_GroupEntry] | None = getattr(_group, "requests", None)
+            if group is not None:  # sent with the rest of the group (settle_group)
+                group.append((acker, message, action, outcome.reason, callback, self, track))
+            else:
+                acker.settle_callback(message, action, outcome.reason, callback)
+        except Exception as exc:  # e.g. NotAcknowledgeable: the request was not made
+            self.request_failed(exc, track)
+
+    def request_failed(self, exc: Exception, track: bool) -> None:
+        """A settle request could not be made: the stream ends with ``exc``."""
+        if track:
+            with self.lock:
+                self.pending -= 1
+        self.send_terminal(exc)
+
+    def upstream_ended(self, error: Exception | None) -> None:
+        """Upstream completed or failed: the settles requested already finish first
+        (their records are delivered), then the terminal event (#14 item 2)."""
+        with self.lock:
+            self.upstream_done, self.upstream_error = True, error
+            finished = self.pending == 0
+        if finished:
+            self.send_terminal(error)
+
+
+_GroupEntry = tuple[Acknowledger, Message, Action, "str | None", SettleCallback, _Acks, bool]
+_group = threading.local()  # .requests: the open settle group of this thread, or None
+
+
+@contextmanager
+def settle_group() -> Iterator[None]:
+    """Collect the settle requests ack operators make on this thread meanwhile, and send
+    them to their consumers when the block ends: one ``settle_many`` call (one lock, one
+    batcher add) per run of requests to the same consumer, in order.
+
+    ``process_batch`` wraps the emission of a group's outcomes in it, so a group of 1000
+    messages is settled with one call instead of 1000. Statuses, records and errors are
+    those of the requests made one by one; a nested block joins the outer one.
+    """
+    if getattr(_group, "requests", None) is not None:
+        yield
+        return
+    requests: list[_GroupEntry] = []
+    _group.requests = requests
+    try:
+        yield
+    finally:
+        _group.requests = None
+        if requests:
+            _send_group(requests)
+
+
+def _send_group(requests: list[_GroupEntry]) -> None:
+    """Send each run of requests to the same acknowledger with one call."""
+    start, end = 0, len(requests)
+    while start < end:
+        acker = requests[start][0]
+        stop = start + 1
+        while stop < end and requests[stop][0] is acker:
+            stop += 1
+        run = requests[start:stop]
+        start = stop
+        many = getattr(acker, "settle_many", None)
+        if many is not None:
+            try:
+                many([(r[1], r[2], r[3], r[4]) for r in run])
+            except Exception as exc:
+                for r in run:
+                    r[5].request_failed(exc, r[6])
+            continue
+        for r in run:
+            try:
+                acker.settle_callback(r[1], r[2], r[3], r[4])
+            except Exception as exc:
+                r[5].request_failed(exc, r[6])
+
+
+def _ignore(status: AckStatus | Exception) -> None:
+    """Callback of a settle requested after the stream stopped."""
+
+
 def _acknowledge(
     decide: _Decide,
 ) -> Callable[[Observable[Outcome | Message]], Observable[Settled]]:
@@ -168,84 +346,14 @@ def _acknowledge(
         def subscribe(
             observer: abc.ObserverBase[Settled], scheduler: abc.SchedulerBase | None = None
         ) -> abc.DisposableBase:
-            lock = threading.Lock()  # guards the fields below; never held while calling out
-            serial: Serial[Settled] = Serial(observer)  # one call at a time, no lock held
-            pending = 0
-            upstream_done = False
-            upstream_error: Exception | None = None  # sent once the pending settles finished
-
-            seen = SeenConsumers()
-
-            def send_terminal(error: Exception | None) -> None:
-                if error is not None:  # nothing downstream settles now: release at once
-                    seen.stream_failed()
-                serial.terminal(error)
-
-            def finish(outcome: Outcome, action: Action, status: AckStatus | Exception) -> None:
-                nonlocal pending
-                if isinstance(status, Exception):  # an acknowledger failed the request
-                    with lock:
-                        pending -= 1
-                    send_terminal(status)
-                    return
-                try:
-                    if not serial.stopped:
-                        serial.on_next(settled_of(outcome, action, status))
-                finally:  # even if a subscriber raised, completion must not wait forever
-                    with lock:
-                        pending -= 1
-                        finished = upstream_done and pending == 0
-                if finished:
-                    send_terminal(upstream_error)
-
-            def ignore(status: AckStatus | Exception) -> None:
-                """Callback of a settle requested after the stream stopped."""
-
-            def on_next(value: Outcome | Message) -> None:
-                nonlocal pending
-                try:
-                    outcome = as_outcome(value)
-                    action = decide(outcome)
-                except Exception as exc:
-                    send_terminal(exc)
-                    return
-                message = outcome.message
-                seen.note(message)
-                with lock:
-                    track = not serial.stopped
-                    if track:
-                        pending += 1
-                # The Future-free settle; it calls back like a Future's done-callback
-                # (exceptions logged, never raised here). Outcomes delivered on the user's
-                # event loop get their records on it too.
-                loop = user_loop()
-                try:
-                    acker = message._acknowledger or message._acker()  # raises if None
-                    callback: SettleCallback = ignore
-                    if track:
-                        done = partial(finish, outcome, action)  # one frame less
-                        callback = done if loop is None else partial(_call_on, loop, done)
-                    acker.settle_callback(message, action, outcome.reason, callback)
-                except Exception as exc:  # e.g. NotAcknowledgeable: the request was not made
-                    if track:
-                        with lock:
-                            pending -= 1
-                    send_terminal(exc)
-
-            def upstream_ended(error: Exception | None) -> None:
-                """Upstream completed or failed: the settles requested already finish first
-                (their records are delivered), then the terminal event (#14 item 2)."""
-                nonlocal upstream_done, upstream_error
-                with lock:
-                    upstream_done, upstream_error = True, error
-                    finished = pending == 0
-                if finished:
-                    send_terminal(error)
-
+            acks = _Acks(observer, decide)
             subscription = source.subscribe(
-                on_next, upstream_ended, partial(upstream_ended, None), scheduler=scheduler
+                acks.on_next,
+                acks.upstream_ended,
+                partial(acks.upstream_ended, None),
+                scheduler=scheduler,
             )
-            return CompositeDisposable(subscription, Disposable(serial.dispose))
+            return CompositeDisposable(subscription, Disposable(acks.serial.dispose))
 
         return Observable(subscribe)
 

@@ -16,6 +16,7 @@ from reactivex.disposable import CompositeDisposable, Disposable
 from reactivex.scheduler import TimeoutScheduler
 
 from rx_pgmq._core._demand import Demand
+from rx_pgmq._operators._ack import settle_group
 from rx_pgmq._operators._batchresult import outcomes_of
 from rx_pgmq._operators._keyed import UNKEYED, KeyedQueue
 from rx_pgmq._operators._serial import Serial
@@ -299,8 +300,8 @@ def _batched(source: Observable[Message], cfg: _Settings) -> Observable[Outcome]
                     send_terminal(exc)
                     return
                 try:
-                    for outcome in outcomes:
-                        serial.on_next(outcome)  # a subscriber raising ends the stream
+                    with settle_group():  # an ack downstream settles the group in one call
+                        serial.on_next_many(outcomes)  # a subscriber raising ends the stream
                 finally:  # even if a subscriber raised, the slot must be freed
                     if serial.stopped:
                         send_terminal(None)  # clean up; the stream ended already

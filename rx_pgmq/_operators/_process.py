@@ -24,13 +24,12 @@ from rx_pgmq._operators._gate import (
     Task,
     end_fatal,
     not_a_message,
-    outcome_of,
     release,
 )
 from rx_pgmq._operators._process_loop import on_loop
 from rx_pgmq._values._fatal import FATAL
 from rx_pgmq._values._loop import LoopThread, check_scheduler, loop_of
-from rx_pgmq._values._outcome import Outcome, ProcessOperator
+from rx_pgmq._values._outcome import Outcome, ProcessOperator, success_of
 from rx_pgmq._values._telemetry import traced
 from rx_pgmq._values._validate import check_positive_int
 from rx_pgmq.errors import InvalidArgument
@@ -71,7 +70,9 @@ def _run(fn: _Handler, message: Message, wait: _Wait) -> Outcome | None:
         return None
     except Exception as exc:
         return Outcome(message, False, error=exc)
-    return outcome_of(message, result)
+    if isinstance(result, Outcome):  # outcome_of, without the call (once per message)
+        return result
+    return success_of(message, result)
 
 
 async def _await(awaitable: Awaitable[Any]) -> Any:

@@ -23,6 +23,7 @@ __all__ = ["Serial"]
 
 _T = TypeVar("_T")
 _NEXT, _ERROR, _COMPLETED = 0, 1, 2
+_NOTHING = object()  # no value handed to _drain
 
 
 class Serial(Generic[_T]):
@@ -58,7 +59,21 @@ class Serial(Generic[_T]):
         with self._lock:
             if self._stopped:
                 return
-            self._queue.append((_NEXT, value))
+            if self._busy:
+                self._queue.append((_NEXT, value))
+                return
+            self._busy = True  # idle means nothing is queued: deliver ``value`` first
+        self._drain(value)
+
+    def on_next_many(self, values: list[_T]) -> None:
+        """Queue ``values`` in order (dropped once stopped) and deliver the queue if idle:
+        one lock acquisition for all of them."""
+        if not values:
+            return
+        with self._lock:
+            if self._stopped:
+                return
+            self._queue.extend([(_NEXT, v) for v in values])
             if self._busy:
                 return
             self._busy = True
@@ -91,17 +106,20 @@ class Serial(Generic[_T]):
             self._stopped = True
             self._queue.clear()
 
-    def _drain(self) -> None:
-        """Deliver the queue until it is empty (this thread holds the ``_busy`` role)."""
+    def _drain(self, first: object = _NOTHING) -> None:
+        """Deliver ``first`` (if given), then the queue until it is empty (this thread
+        holds the ``_busy`` role)."""
         observer, queue, lock = self._observer, self._queue, self._lock
         fatal: BaseException | None = None
+        kind, value = _NEXT, first
         try:
             while True:
-                with lock:
-                    if not queue:
-                        self._busy = False
-                        break
-                    kind, value = queue.popleft()
+                if value is _NOTHING:
+                    with lock:
+                        if not queue:
+                            self._busy = False
+                            break
+                        kind, value = queue.popleft()
                 if kind == _NEXT:
                     try:
                         observer.on_next(value)  # type: ignore[arg-type]
@@ -114,6 +132,7 @@ class Serial(Generic[_T]):
                     observer.on_error(value)  # type: ignore[arg-type]  # fatal ones too
                 else:
                     observer.on_completed()
+                value = _NOTHING
         except BaseException:
             with lock:  # on_error/on_completed raised: nothing may follow a terminal
                 self._queue.clear()
