@@ -31,7 +31,7 @@ from rx_pgmq._consumer._reader import Reader
 from rx_pgmq._core._ackbatch import AckBatcher, Pending
 from rx_pgmq._core._demand import Demand
 from rx_pgmq._core._ledger import Ledger
-from rx_pgmq._core._settle import Token, report
+from rx_pgmq._core._settle import Token, report, resolve
 from rx_pgmq._core._stats import StatsRecorder
 from rx_pgmq._pg._consumer_sql import MOVED_HEADER
 from rx_pgmq._pg._listener import Listener
