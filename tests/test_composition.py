@@ -8,11 +8,14 @@ settles gets one WARNING once its window stayed full for a visibility timeout.
 
 from __future__ import annotations
 
+import copy
 import logging
+import pickle
 import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -248,6 +251,32 @@ def test_dropping_with_a_live_reference_elsewhere_does_not_release(
     watch(0.5)
     assert count(db, pgmq_queue, "vt > clock_timestamp()") == 2
     assert source.stats.dropped == 0
+
+
+def test_a_dropped_copy_of_a_kept_message_does_not_release_it(
+    pgmq_dsn: str, pgmq: PGMQ, pgmq_queue: str, subscribe: Subscribe, db: Conn
+) -> None:
+    """#14 item 1: only the emitted message tells its consumer it was dropped; copies
+    (copy.copy, copy.deepcopy, dataclasses.replace, pickle) freed while the original is
+    kept release nothing, and settling the original still deletes it."""
+    pgmq.send(pgmq_queue, {"i": 0})
+    source = source_of(pgmq_dsn, pgmq_queue)
+    kept: list[Message] = []
+
+    def copy_and_drop(m: Message) -> None:
+        kept.append(m)
+        plain = replace(m, _acknowledger=None)
+        copies = [copy.copy(m), copy.deepcopy(plain), replace(m), pickle.loads(pickle.dumps(plain))]
+        assert all(c.msg_id == m.msg_id for c in copies)
+        del copies  # every copy freed here, the original kept
+
+    subscribe(source, copy_and_drop)
+    assert wait_until(lambda: len(kept) == 1)
+    watch(0.3)
+    assert source.stats.dropped == 0
+    assert count(db, pgmq_queue, "vt > clock_timestamp()") == 1
+    assert kept[0].settle(Delete()).result(WAIT) == "acked"
+    assert count(db, pgmq_queue) == 0
 
 
 # -- item 2: terminating operators -------------------------------------------------------

@@ -106,18 +106,22 @@ def test_dropped_asks_for_one_release_of_a_held_delivery() -> None:
 
 
 def test_unsettled_alive_counts_held_deliveries_not_settling_and_ended_counts_ends() -> None:
-    """#14 item 2: a closing consumer waits for the deliveries whose messages are still
-    referenced and neither settling nor ended (unsettled_alive); ``ended`` counts ends
-    (#14 item 1: a full window with no change in it has stalled)."""
+    """#14 item 2: a closing consumer waits for the deliveries whose messages may still be
+    settled downstream: held, neither settling nor gone (unsettled_alive); ``ended`` counts
+    ends (#14 item 1: a full window with no change in it has stalled)."""
     ledger = _ledger()
-    ledger.emitted([Row(1, 1), Row(2, 1), Row(3, 1)], 0.0)
-    assert ledger.unsettled_alive([(1, 1), (2, 1), (9, 1)]) == 2
+    ledger.emitted([Row(1, 1), Row(2, 1), Row(3, 1), Row(4, 1)], 0.0)
+    ledger.gone([(4, 1), (9, 1)])  # 4 left the pipeline; 9 is not held
+    assert ledger.unsettled_alive() == 3
     ledger.settle_requested((1, 1))
-    assert ledger.unsettled_alive([(1, 1), (2, 1)]) == 1
+    assert ledger.unsettled_alive() == 2
     assert ledger.ended == 0
     ledger.settled([Row(1, 1), Row(2, 1)])
     assert ledger.ended == 2
-    assert ledger.unsettled_alive([(1, 1), (2, 1), (3, 1)]) == 1
+    assert ledger.unsettled_alive() == 1
+    assert ledger.to_release() == [3, 4]  # gone deliveries are released like the rest
+    assert ledger.close() == 2
+    assert ledger.unsettled_alive() == 0
 
 
 def test_heartbeat_picks_old_leases_not_settling_and_extension_renews_them() -> None:

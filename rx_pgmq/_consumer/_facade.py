@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import weakref
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
@@ -27,7 +26,7 @@ from reactivex import abc
 
 from rx_pgmq._consumer._acker import Acker
 from rx_pgmq._consumer._closing import Closer, Detached, track
-from rx_pgmq._consumer._reader import Reader
+from rx_pgmq._consumer._reader import Reader, set_on_drop
 from rx_pgmq._core._ackbatch import AckBatcher, Pending
 from rx_pgmq._core._demand import Demand
 from rx_pgmq._core._ledger import Ledger
@@ -54,17 +53,6 @@ SettleRequest = tuple[Message, Action, "str | None", Callable[[AckStatus], None]
 
 def _no_report(_status: AckStatus) -> None:
     """The token of a release nobody waits for (a dropped message)."""
-
-
-class _Watch(weakref.ref):  # type: ignore[type-arg]
-    """A weak reference to an emitted message that names its delivery.
-
-    Its callback gets the delivery from the reference, not from the message (which is
-    gone by then), so watching a message never keeps it alive.
-    """
-
-    __slots__ = ("key",)
-    key: tuple[int, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,11 +111,10 @@ class Consumer:
         self._failure: Exception | None = None
         self._ignored_warned = False
         self._drop_warned = False
-        # delivery -> weak reference to its emitted message; an entry leaves when the
-        # message dies (the callback), whatever happened to it (see ``watch``).
-        self._watches: dict[tuple[int, int], _Watch] = {}
         self._close_thread: threading.Thread | None = None
-        self._on_dead = self._dead  # one bound method for every watch
+        # The hook the reader sets on each message it emits (one bound method for all):
+        # the message calls it when it is freed before a settle of it was queued.
+        self.on_drop = self._dropped
         self.reader = Reader(self)
         self.acker = Acker(self)
         self._reader_thread = threading.Thread(
@@ -216,32 +203,16 @@ class Consumer:
 
     # -- dropped messages (#14 item 1) ----------------------------------------------------
 
-    def watch(self, message: Message) -> None:
-        """Watch an emitted message: once nothing references it, :meth:`_dead` runs.
+    def _dropped(self, message: Message) -> None:
+        """An emitted message was freed unsettled (its finalizer, any thread): release it.
 
-        Called by the reader for each message right before it is emitted (cheap: one weak
-        reference and a dict entry).
+        Must not raise. Once the consumer is closing, a dropped message is expected (the
+        subscriber left): the close releases it with the rest, without a warning.
         """
-        w = _Watch(message, self._on_dead)
-        w.key = key = (message.msg_id, message.read_ct)
-        self._watches[key] = w
-
-    def _dead(self, watch: _Watch) -> None:
-        """A watched message is gone (any thread): release it if it was never settled.
-
-        Runs wherever the last reference went (a weakref callback): it must not raise.
-        Settled and ended deliveries return on the first check without the lock. Once the
-        consumer is closing, a dropped message is expected (the subscriber left): the
-        close releases it with the rest, without a warning.
-        """
-        key = watch.key
-        watches = self._watches
-        if watches.get(key) is watch:
-            del watches[key]
-        if key not in self.ledger:
-            return
+        key = (message.msg_id, message.read_ct)
         with self._lock:
             if self.closing:  # the subscriber left: the close releases it, no warning
+                self.ledger.gone((key,))
                 self.cond.notify_all()  # the close may wait for this message
                 return
             if not self.ledger.dropped(key):
@@ -272,15 +243,15 @@ class Consumer:
             self.cond.notify_all()
 
     def alive_unsettled(self) -> int:
-        """Held deliveries whose messages are still referenced and not settling (lock
-        held): a closing consumer waits for them."""
-        while True:
-            try:
-                alive = list(self._watches)
-                break
-            except RuntimeError:  # a message died (another thread) while copying
-                continue
-        return self.ledger.unsettled_alive(alive)
+        """Held deliveries whose messages may still be settled downstream (lock held): a
+        closing consumer waits for them."""
+        return self.ledger.unsettled_alive()
+
+    def never_emitted(self, messages: list[Message]) -> None:
+        """The reader stopped before emitting ``messages`` (closing, or a subscriber
+        raised): nothing downstream holds them, the close releases them at once."""
+        with self._lock:
+            self.ledger.gone([(m.msg_id, m.read_ct) for m in messages])
 
     def settle(
         self, message: Message, action: Action, reason: str | None = None
@@ -327,6 +298,7 @@ class Consumer:
                 if status is not None:
                     now_reports.append((callback, status))
                     continue
+                set_on_drop(message, None)  # settling: no longer a drop when freed
                 items.append(
                     new_tuple(Pending, (msg_id, read_ct, action, reason, callback, message))
                 )
@@ -345,6 +317,7 @@ class Consumer:
         Its delivery ends (its room returns) without any SQL from this consumer; ``action``
         is counted in the stats (``None``: the lease was lost, nothing was applied).
         """
+        set_on_drop(message, None)
         with self._lock:
             ended = self.ledger.settled((message,))
             if ended:
@@ -386,6 +359,7 @@ class Consumer:
             status = self.ledger.settle_requested((msg_id, read_ct))
             if status is not None:
                 return status
+            set_on_drop(message, None)  # settling: no longer a drop when freed
             batcher = self.batcher
             item = new_tuple(Pending, (msg_id, read_ct, action, reason, token, message))
             pending = batcher.add(item, time.monotonic())

@@ -31,13 +31,14 @@ from rx_pgmq._pg._wakeup import SocketCondition
 from rx_pgmq._values import _telemetry
 from rx_pgmq._values._bodytype import text_decoder
 from rx_pgmq._values._channels import ListenerEvent, channel_name
+from rx_pgmq._values._slots import slot_setter
 from rx_pgmq.errors import ConnectionLost
 from rx_pgmq.message import Message
 
 if TYPE_CHECKING:
     from rx_pgmq._consumer._facade import Config, Consumer
 
-__all__ = ["Reader"]
+__all__ = ["Reader", "set_on_drop"]
 
 _log = logging.getLogger("rx_pgmq")
 
@@ -53,6 +54,10 @@ def _never_connected(config: Config, exc: BaseException) -> ConnectionLost:
         f"{config.connect_timeout:g}s (last error: {first_line(exc)}); check that the server "
         "runs and is reachable, or raise connect_timeout"
     )
+
+
+set_on_drop = slot_setter(Message, "_on_drop")
+"""``set_on_drop(message, hook)``: watch an emitted message (see ``Message``), or stop."""
 
 
 class Reader:
@@ -346,15 +351,15 @@ class Reader:
     def _emit(self, msgs: list[Message], pop: bool) -> None:
         consumer = self._consumer
         on_next = consumer.observer.on_next
-        watch = None if pop else consumer.watch
+        on_drop = None if pop else consumer.on_drop
         emitted = 0
         try:
             for m in msgs:
                 if consumer.closing:
                     break  # not emitted: released on shutdown like any unsettled message
                 emitted += 1
-                if watch is not None:
-                    watch(m)  # released once dropped unsettled (#14 item 1)
+                if on_drop is not None:
+                    set_on_drop(m, on_drop)  # released once dropped unsettled (#14 item 1)
                 on_next(m)
                 if pop:
                     with self._cond:
@@ -363,6 +368,8 @@ class Reader:
                     self._stats.settled("pop")
         finally:
             self._stats.add("messages", emitted)
+            if emitted < len(msgs) and not pop:
+                consumer.never_emitted(msgs[emitted:])
 
     # -- closing -------------------------------------------------------------------------
 

@@ -79,6 +79,7 @@ class Ledger:
     __slots__ = (
         "_extending",
         "_fencing",
+        "_gone",
         "_held",
         "_lease_vt",
         "_settling",
@@ -92,6 +93,9 @@ class Ledger:
         # delivery -> when it was read or its lease last extended (monotonic seconds)
         self._held: dict[Delivery, float] = {}
         self._settling: set[Delivery] = set()
+        # held deliveries whose messages are gone from the pipeline once closing began (or
+        # were never emitted): a closing consumer does not wait for them to settle
+        self._gone: set[Delivery] = set()
         # delivery -> the vt this consumer's heartbeat last set (absent: the read's vt)
         self._lease_vt: dict[Delivery, datetime] = {}
         self._fencing: set[Delivery] = set()  # fenced by a transaction: not extended
@@ -198,7 +202,7 @@ class Ledger:
         Returns:
             The number of deliveries ended (room given back).
         """
-        held, settling, lease_vt = self._held, self._settling, self._lease_vt
+        held, settling, lease_vt, gone = self._held, self._settling, self._lease_vt, self._gone
         n = 0
         for p in requests:
             key = (p.msg_id, p.read_ct)
@@ -207,16 +211,25 @@ class Ledger:
                 n += 1
                 if lease_vt:
                     lease_vt.pop(key, None)
+                if gone:
+                    gone.discard(key)
         if n:
             self.ended += n
             self.demand.on_settled(n)
         return n
 
-    def unsettled_alive(self, alive: Iterable[Delivery]) -> int:
-        """How many of the held deliveries ``alive`` (still referenced downstream) are not
-        settling: what a closing consumer still waits for (they may settle)."""
-        held, settling = self._held, self._settling
-        return sum(1 for key in alive if key in held and key not in settling)
+    def gone(self, keys: Iterable[Delivery]) -> None:
+        """The messages of ``keys`` left the pipeline unsettled while the consumer closed,
+        or were never emitted: nothing downstream will settle them (the close releases
+        them with the rest)."""
+        held = self._held
+        self._gone.update(key for key in keys if key in held)
+
+    def unsettled_alive(self) -> int:
+        """How many held deliveries are neither settling nor gone (their messages may still
+        be settled downstream): what a closing consumer waits for."""
+        settling, gone = self._settling, self._gone
+        return sum(1 for key in self._held if key not in settling and key not in gone)
 
     # -- leases ------------------------------------------------------------------------
 
@@ -343,6 +356,7 @@ class Ledger:
         """
         n = len(self._held)
         self._held.clear()
+        self._gone.clear()
         self._settling.clear()
         self._lease_vt.clear()
         if n:

@@ -276,6 +276,7 @@ _SETTERS = slot_setters(
         "queue",
         "_acknowledger",
         "decode_error",
+        "_on_drop",
     ),
 )
 
@@ -312,11 +313,12 @@ def messages_from_rows(
     and stored text, as its ``decode_error``.
     """
     load_body = body_loads or loads
-    s_id, s_rc, s_enq, s_last, s_vt, s_body, s_head, s_queue, s_ack, s_err = _SETTERS
+    s_id, s_rc, s_enq, s_last, s_vt, s_body, s_head, s_queue, s_ack, s_err, s_drop = _SETTERS
     new = object.__new__
     msgs = []
     for r in rows:
         m = new(Message)
+        s_drop(m, None)  # first: its finalizer reads it (see Message)
         s_id(m, r[0])
         s_rc(m, r[1])
         s_enq(m, r[2])
