@@ -131,3 +131,27 @@ def test_values_queued_by_other_threads_follow_a_direct_delivery_in_order() -> N
         ("next", 3, "first"),
         ("completed", None, "first"),
     ]
+
+
+def test_an_error_from_another_thread_drops_the_rest_of_a_run_being_delivered() -> None:
+    """#14 item 3: the first terminal event wins also inside a run of ``on_next_many``
+    (delivered as one queue entry): once another thread queues an error, the values of the
+    run not delivered yet are dropped and the error follows at once; a dispose does the
+    same without the error."""
+    for end in ("error", "dispose"):
+        observer = Blocking()
+        serial: Serial[int] = Serial(observer)
+        first = threading.Thread(target=serial.on_next_many, args=([0, 1, 2],), name="first")
+        first.start()
+        assert observer.inside.wait(WAIT)
+        if end == "error":
+            assert serial.terminal(RuntimeError("upstream failed")) is True
+        else:
+            serial.dispose()
+        observer.release.set()
+        first.join(WAIT)
+        kinds = [(k, v if k == "next" else type(v)) for k, v, _t in observer.calls]
+        expected: list[tuple[str, object]] = [("next", 0)]
+        if end == "error":
+            expected.append(("error", RuntimeError))
+        assert kinds == expected, end

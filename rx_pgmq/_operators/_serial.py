@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from typing import Generic, TypeVar
+from typing import Generic, TypeVar, cast
 
 from reactivex import abc
 
@@ -22,7 +22,7 @@ from rx_pgmq._values._fatal import FATAL, propagate
 __all__ = ["Serial"]
 
 _T = TypeVar("_T")
-_NEXT, _ERROR, _COMPLETED = 0, 1, 2
+_NEXT, _MANY, _ERROR, _COMPLETED = 0, 1, 2, 3
 _NOTHING = object()  # no value handed to _drain
 
 
@@ -40,14 +40,18 @@ class Serial(Generic[_T]):
         observer: The downstream observer.
     """
 
-    __slots__ = ("_busy", "_lock", "_observer", "_queue", "_stopped")
+    __slots__ = ("_busy", "_halted", "_lock", "_observer", "_queue", "_stopped")
 
     def __init__(self, observer: abc.ObserverBase[_T]) -> None:
         self._observer = observer
         self._lock = threading.Lock()  # guards the fields below; never held while calling
+        # (kind, value); a run of values from on_next_many is one entry (_MANY, list)
         self._queue: deque[tuple[int, object]] = deque()
         self._busy = False  # a thread is delivering the queue
         self._stopped = False  # a terminal event was queued, or disposed
+        # An error was queued, or disposed: values taken out of the queue already are
+        # dropped too (a plain flag, read without the lock between values of a run).
+        self._halted = False
 
     @property
     def stopped(self) -> bool:
@@ -63,7 +67,7 @@ class Serial(Generic[_T]):
                 self._queue.append((_NEXT, value))
                 return
             self._busy = True  # idle means nothing is queued: deliver ``value`` first
-        self._drain(value)
+        self._drain(_NEXT, value)
 
     def on_next_many(self, values: list[_T]) -> None:
         """Queue ``values`` in order (dropped once stopped) and deliver the queue if idle:
@@ -73,11 +77,11 @@ class Serial(Generic[_T]):
         with self._lock:
             if self._stopped:
                 return
-            self._queue.extend([(_NEXT, v) for v in values])
             if self._busy:
+                self._queue.append((_MANY, values))
                 return
             self._busy = True
-        self._drain()
+        self._drain(_MANY, values)
 
     def terminal(self, error: BaseException | None) -> bool:
         """Queue ``on_error(error)`` (or ``on_completed()`` for ``None``) unless stopped.
@@ -90,6 +94,7 @@ class Serial(Generic[_T]):
                 return False
             self._stopped = True
             if error is not None:
+                self._halted = True
                 self._queue.clear()
                 self._queue.append((_ERROR, error))
             else:
@@ -103,15 +108,15 @@ class Serial(Generic[_T]):
     def dispose(self) -> None:
         """Deliver nothing more (values and terminal events still queued are dropped)."""
         with self._lock:
-            self._stopped = True
+            self._stopped = self._halted = True
             self._queue.clear()
 
-    def _drain(self, first: object = _NOTHING) -> None:
-        """Deliver ``first`` (if given), then the queue until it is empty (this thread
-        holds the ``_busy`` role)."""
+    def _drain(self, kind: int = _NEXT, value: object = _NOTHING) -> None:
+        """Deliver ``(kind, value)`` (if given), then the queue until it is empty (this
+        thread holds the ``_busy`` role): one lock acquisition per entry, a run of values
+        being one entry."""
         observer, queue, lock = self._observer, self._queue, self._lock
         fatal: BaseException | None = None
-        kind, value = _NEXT, first
         try:
             while True:
                 if value is _NOTHING:
@@ -120,14 +125,17 @@ class Serial(Generic[_T]):
                             self._busy = False
                             break
                         kind, value = queue.popleft()
-                if kind == _NEXT:
-                    try:
-                        observer.on_next(value)  # type: ignore[arg-type]
-                    except Exception as exc:  # the subscriber failed: as at the source
-                        self._fail(exc)
-                    except FATAL as exc:  # the subscriber was interrupted or exits
-                        self._fail(exc)
-                        fatal = exc
+                if kind <= _MANY:  # _NEXT or _MANY
+                    for v in cast("list[_T]", value) if kind == _MANY else (value,):
+                        if self._halted:
+                            break  # an error or a dispose came meanwhile
+                        try:
+                            observer.on_next(v)  # type: ignore[arg-type]
+                        except Exception as exc:  # the subscriber failed: as at the source
+                            self._fail(exc)
+                        except FATAL as exc:  # the subscriber was interrupted or exits
+                            self._fail(exc)
+                            fatal = exc
                 elif kind == _ERROR:
                     observer.on_error(value)  # type: ignore[arg-type]  # fatal ones too
                 else:
@@ -144,6 +152,7 @@ class Serial(Generic[_T]):
     def _fail(self, error: BaseException) -> None:
         """``on_next`` raised: replace whatever is queued by ``on_error(error)``."""
         with self._lock:
+            self._halted = True  # the values after the failed one are dropped
             if self._stopped and not any(kind == _COMPLETED for kind, _v in self._queue):
                 return  # an error is on its way already (or the stream was disposed)
             self._stopped = True
