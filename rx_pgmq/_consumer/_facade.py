@@ -258,9 +258,7 @@ class Consumer:
     ) -> Future[AckStatus]:
         """Queue ``action`` for ``message``; resolved once it committed (acknowledger)."""
         fut: Future[AckStatus] = Future()
-        status = self._enqueue(message, action, reason, fut)
-        if status is not None:
-            fut.set_result(status)
+        self.settle_callback(message, action, reason, fut)
         return fut
 
     def settle_callback(
@@ -268,7 +266,7 @@ class Consumer:
         message: Message,
         action: Action,
         reason: str | None,
-        callback: Callable[[AckStatus], None],
+        callback: Token,
     ) -> None:
         """Like :meth:`settle` without a ``Future``: ``callback(status)`` once it committed.
 
@@ -276,10 +274,27 @@ class Consumer:
         settle path (see :mod:`rx_pgmq._values._slots`). ``callback`` runs on the acknowledger
         thread, or at once on the caller's thread if the request is not queued; like a
         ``Future``'s done-callback, an exception it raises is logged, not propagated.
+        :meth:`settle` passes its ``Future`` as ``callback``.
         """
-        status = self._enqueue(message, action, reason, callback)
-        if status is not None:
-            report(callback, status)
+        if self.config.options.delete_on_read:
+            report(callback, self._ignored(action))
+            return
+        msg_id, read_ct = message.msg_id, message.read_ct
+        with self._lock:
+            status = self.ledger.settle_requested((msg_id, read_ct))
+            if status is None:
+                set_on_drop(message, None)  # settling: no longer a drop when freed
+                batcher = self.batcher
+                item = new_tuple(Pending, (msg_id, read_ct, action, reason, callback, message))
+                pending = batcher.add(item, time.monotonic())
+                # Wake the acknowledger only when its plan changes: the first request
+                # starts the max_age timer, the max_batch-th makes the batch due. Waking it
+                # for every request would make it compete with this thread for the GIL once
+                # per message.
+                if pending == 1 or pending == batcher.max_batch:
+                    self.cond.notify_all()
+                return
+        report(callback, status)
 
     def settle_many(self, requests: list[SettleRequest]) -> None:
         """:meth:`settle_callback` for each ``(message, action, reason, callback)``, in
@@ -305,7 +320,7 @@ class Consumer:
             if items:
                 before = len(batcher)
                 pending = batcher.add_many(items, time.monotonic())
-                # Wake the acknowledger when its plan changes (as in _enqueue): the first
+                # Wake the acknowledger when its plan changes (as in settle_callback): the first
                 # request starts the max_age timer, reaching max_batch makes it due.
                 if before == 0 or before < batcher.max_batch <= pending:
                     self.cond.notify_all()
@@ -347,28 +362,6 @@ class Consumer:
         finally:
             with self._lock:
                 self.ledger.fence_ended(key)
-
-    def _enqueue(
-        self, message: Message, action: Action, reason: str | None, token: Token
-    ) -> AckStatus | None:
-        """Queue a settle request; return its status at once if it is not queued."""
-        if self.config.options.delete_on_read:
-            return self._ignored(action)
-        msg_id, read_ct = message.msg_id, message.read_ct
-        with self._lock:
-            status = self.ledger.settle_requested((msg_id, read_ct))
-            if status is not None:
-                return status
-            set_on_drop(message, None)  # settling: no longer a drop when freed
-            batcher = self.batcher
-            item = new_tuple(Pending, (msg_id, read_ct, action, reason, token, message))
-            pending = batcher.add(item, time.monotonic())
-            # Wake the acknowledger only when its plan changes: the first request starts
-            # the max_age timer, the max_batch-th makes the batch due. Waking it for every
-            # request would make it compete with this thread for the GIL once per message.
-            if pending == 1 or pending == batcher.max_batch:
-                self.cond.notify_all()
-        return None
 
     def _ignored(self, action: Action) -> AckStatus:
         """A settle request of a delete-on-read consumer: warn once, ignore."""

@@ -178,12 +178,19 @@ def _call_on(loop: asyncio.AbstractEventLoop, fn: Callable[[_R], None], arg: _R)
 
 class _Request(Grouped):
     """The settle callback of one message: its record is built from these once the
-    acknowledger reports a status (several at once through :meth:`_Acks.report_many`)."""
+    acknowledger reports a status (several at once through :meth:`_Acks.report_many`).
+
+    Built with ``_new_request`` and its three attributes set by the caller (no
+    ``__init__`` frame: one per message, see :mod:`rx_pgmq._values._slots`).
+    """
 
     __slots__ = ("action", "outcome")
 
-    def __init__(self, sink: _Acks, outcome: Outcome, action: Action) -> None:
-        self.sink, self.outcome, self.action = sink, outcome, action
+    outcome: Outcome
+    action: Action
+
+
+_new_request = partial(object.__new__, _Request)
 
 
 class _Acks:
@@ -255,10 +262,13 @@ class _Acks:
                 acker = message._acker()  # raises NotAcknowledgeable
             callback: SettleCallback = _ignore
             if track:
-                callback = _Request(self, outcome, action)
+                callback = request = _new_request()
+                request.sink, request.outcome, request.action = self, outcome, action
                 if _running_loop() is not None and (loop := user_loop()) is not None:
                     callback = partial(_call_on, loop, callback)
-            group: list[_GroupEntry] | None = getattr(_group, "requests", None)
+            group: list[_GroupEntry] | None = None
+            if _groups_open[0]:  # some thread has a group open: is it this one?
+                group = getattr(_group, "requests", None)
             if group is not None:  # sent with the rest of the group (settle_group)
                 group.append((acker, message, action, outcome.reason, callback, self, track))
             else:
@@ -285,6 +295,10 @@ class _Acks:
 
 _GroupEntry = tuple[Acknowledger, Message, Action, "str | None", SettleCallback, _Acks, bool]
 _group = threading.local()  # .requests: the open settle group of this thread, or None
+# How many threads have a group open (under _groups_lock): while none has, an ack skips
+# the thread-local lookup.
+_groups_open = [0]
+_groups_lock = threading.Lock()
 
 
 @contextmanager
@@ -302,10 +316,14 @@ def settle_group() -> Iterator[None]:
         return
     requests: list[_GroupEntry] = []
     _group.requests = requests
+    with _groups_lock:
+        _groups_open[0] += 1
     try:
         yield
     finally:
         _group.requests = None
+        with _groups_lock:
+            _groups_open[0] -= 1
         if requests:
             _send_group(requests)
 

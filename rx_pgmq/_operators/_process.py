@@ -63,6 +63,8 @@ def _run(fn: _Handler, message: Message, wait: _Wait) -> Outcome | None:
         return Outcome(message, False, error=message.decode_error)
     try:
         result = fn(message)
+        if result is None:  # the usual handler's result: no awaitable, no Outcome
+            return success_of(message, None)
         if getattr(type(result), "__await__", None) is not None:
             result = wait(result)
     except _CANCELLED:
