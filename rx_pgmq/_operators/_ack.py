@@ -217,12 +217,12 @@ class _Acks:
         an acknowledger's error ends the stream after the records before it."""
         failure: Exception | None = None
         records: list[Settled] = []
-        for request, status in run:
+        # Every callback of this sink is a _Request (one cast for the run: cast is a call)
+        for request, status in cast("list[tuple[_Request, AckStatus | Exception]]", run):
             if isinstance(status, Exception):  # an acknowledger failed the request
                 failure = failure or status
             elif failure is None:
-                r = cast(_Request, request)
-                records.append(settled_of(r.outcome, r.action, status))
+                records.append(settled_of(request.outcome, request.action, status))
         try:
             if records and not self.serial.stopped:
                 if len(records) == 1:
