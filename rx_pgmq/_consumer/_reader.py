@@ -245,7 +245,7 @@ class Reader:
             if now < collect_at:
                 return collect_at
             self._collected = True
-            gc.collect()  # a dropped message's weakref callback queues its release
+            gc.collect()  # a dropped message's finalizer queues its release
         if self._stall_warned or not full:
             return None
         due = self._full_since + self._consumer.config.vt
