@@ -124,4 +124,6 @@ def post_settled(future: asyncio.Future[Any], value: Any) -> None:
 def settle_callback(future: asyncio.Future[Any]) -> partial[None]:
     """:func:`post_settled` for ``future`` as a one-argument callback, without the extra call
     per status."""
-    return partial(inbox_of(future.get_loop()).settled, future)
+    loop, last = future.get_loop(), _last
+    inbox = last[1] if last is not None and last[0]() is loop else inbox_of(loop)
+    return partial(inbox.settled, future)
