@@ -7,7 +7,6 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field, fields
 from datetime import datetime
-from functools import partial
 from typing import Any, Generic, Protocol
 
 from typing_extensions import TypeVar
@@ -184,14 +183,17 @@ class Message(Generic[BodyT]):
             NotAcknowledgeable: If the message was not emitted by a consumer.
             RuntimeError: If no event loop runs on this thread.
         """
-        acker, checked = self._acker(), _checked(action)
+        acker = self._acknowledger
+        if acker is None:
+            acker = self._acker()  # raises NotAcknowledgeable
+        checked = _DELETE if action is None else _checked(action)
         future: asyncio.Future[AckStatus] = asyncio.get_running_loop().create_future()
-        acker.settle_callback(self, checked, reason, partial(_inbox.post_settled, future))
+        acker.settle_callback(self, checked, reason, _inbox.settle_callback(future))
         return future
 
     def arelease(self) -> asyncio.Future[AckStatus]:
         """:meth:`release` as a future of the running event loop (see :meth:`asettle`)."""
-        return self.asettle(SetVisibilityTimeout(0))
+        return self.asettle(_RELEASE)
 
     def _repr_html_(self) -> str:
         """The message as an HTML table (Jupyter)."""
@@ -293,6 +295,10 @@ def metrics_cells(m: QueueMetrics) -> list[str]:
 def metrics_html(metrics: QueueMetrics) -> str:
     """One queue's metrics as HTML (``QueueMetrics._repr_html_``)."""
     return wrap(table(METRICS_HEADERS, [metrics_cells(metrics)], numeric=(1, 2, 3, 4, 5)))
+
+
+_DELETE: Action = Delete()  # actions are immutable values: safe to share
+_RELEASE: Action = SetVisibilityTimeout(0)
 
 
 def _checked(action: object) -> Action:

@@ -6,9 +6,11 @@ Async tests run with anyio's pytest plugin (``@pytest.mark.anyio``, asyncio back
 from __future__ import annotations
 
 import asyncio
+import gc
 import inspect
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from contextlib import aclosing
 from dataclasses import dataclass
@@ -197,6 +199,34 @@ async def test_asettle_requests_at_once_and_carries_the_acknowledgers_result() -
     assert await asyncio.wait_for(settled, WAIT) == "acked"
     with pytest.raises(RuntimeError, match="acker failed"):
         await asyncio.wait_for(released, WAIT)
+
+
+def test_asettle_does_not_keep_its_event_loop_alive() -> None:
+    """#16 item 2: the inbox that brings asettle's statuses onto a loop does not keep the
+    loop alive once it is closed and dropped (each asyncio.run would leave one behind)."""
+
+    def run_one() -> weakref.ref[asyncio.AbstractEventLoop]:
+        acker = RecordingAcknowledger(auto=False)
+        message = make_message({"n": 1}, acknowledger=acker)
+
+        async def settle() -> str:
+            future = message.asettle()
+            poster = threading.Thread(target=acker.resolve, args=("acked",))  # posts a result
+            poster.start()
+            status = await asyncio.wait_for(future, WAIT)
+            poster.join(WAIT)
+            return status
+
+        loop = asyncio.new_event_loop()
+        try:
+            assert loop.run_until_complete(settle()) == "acked"
+        finally:
+            loop.close()
+        return weakref.ref(loop)
+
+    gone = run_one()
+    gc.collect()
+    assert gone() is None
 
 
 # -- AsyncPGMQ (#16 item 3) --------------------------------------------------------------

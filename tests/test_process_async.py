@@ -82,6 +82,73 @@ def test_async_handlers_never_exceed_max_concurrency() -> None:
     assert len(outcomes) == 40 and most == 7
 
 
+def test_handlers_that_finish_at_once_and_that_suspend_mix_within_the_limit() -> None:
+    """#16 item 1: handlers finishing without awaiting anything and handlers that suspend
+    (some then raising) mix on one loop: every message gets its outcome once, a failure
+    for those that raised, never more than max_concurrency run at once, and each handler
+    runs inside a task (``asyncio.timeout`` works, before and after suspending)."""
+    running = 0
+    most = 0
+    tasks: list[bool] = []
+
+    async def handle(message: Message) -> int:
+        nonlocal running, most
+        n = int(message.body["n"])
+        running += 1
+        most = max(most, running)
+        tasks.append(asyncio.current_task() is not None)
+        try:
+            if n % 3:  # two in three suspend; one in three finish at once
+                async with asyncio.timeout(WAIT):
+                    await asyncio.sleep(0.001 * (n % 4))
+                tasks.append(asyncio.current_task() is not None)
+                if n % 5 == 0:
+                    raise ValueError(f"bad {n}")
+            return n
+        finally:
+            running -= 1
+
+    messages = [make_message({"n": i}, msg_id=i + 1) for i in range(60)]
+    done = threading.Event()
+    outcomes: list[Outcome] = []
+    reactivex.from_iterable(messages).pipe(pgops.process(handle, max_concurrency=4)).subscribe(
+        outcomes.append, on_completed=done.set
+    )
+    assert done.wait(WAIT)
+    assert sorted(o.message.msg_id for o in outcomes) == list(range(1, 61))
+    bad = sorted(str(o.error) for o in outcomes if not o.ok)
+    assert bad == sorted(f"bad {n}" for n in range(60) if n % 3 and n % 5 == 0)
+    assert all(o.value == o.message.body["n"] for o in outcomes if o.ok)
+    assert all(tasks) and len(tasks) == 60 + sum(1 for n in range(60) if n % 3)
+    assert 1 < most <= 4
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_sync_handler_on_the_loop_returning_a_future_has_it_awaited(
+    anyio_backend: str,
+) -> None:
+    """#16 item 1: with an asyncio scheduler, a sync handler may return any awaitable (here
+    a future of the loop, resolved later): it is awaited and its result is the value."""
+    loop = asyncio.get_running_loop()
+    futures: list[asyncio.Future[int]] = []
+
+    def handle(message: Message) -> asyncio.Future[int]:
+        future: asyncio.Future[int] = loop.create_future()
+        loop.call_later(0.01, future.set_result, int(message.body["n"]) * 10)
+        futures.append(future)
+        return future
+
+    messages = [make_message({"n": i}, msg_id=i + 1) for i in range(6)]
+    done: asyncio.Future[None] = loop.create_future()
+    values: list[Any] = []
+    reactivex.from_iterable(messages).pipe(
+        pgops.process(handle, max_concurrency=3, scheduler=AsyncIOThreadSafeScheduler(loop))
+    ).subscribe(lambda o: values.append(o.value), on_completed=lambda: done.set_result(None))
+    await asyncio.wait_for(done, WAIT)
+    assert sorted(values) == [0, 10, 20, 30, 40, 50] and len(futures) == 6
+
+
 def test_an_async_handler_raising_gives_a_failed_outcome(
     pgmq: rx_pgmq.PGMQ, pgmq_queue: str, pgmq_dsn: str, db: Conn, subscribe: Subscribe
 ) -> None:

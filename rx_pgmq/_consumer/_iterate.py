@@ -20,6 +20,8 @@ __all__ = ["SourceBase", "iterate"]
 
 T = TypeVar("T")
 
+_EMPTY = object()  # no value waits (_Handover.take)
+
 
 class _Handover(abc.ObserverBase[T], Generic[T]):
     """Values from the observer's threads to the loop's iterator, at most ``limit`` at once.
@@ -27,12 +29,16 @@ class _Handover(abc.ObserverBase[T], Generic[T]):
     A producer on another thread waits while ``limit`` values wait (so a source with
     demand stops reading); one on the loop's own thread cannot wait and appends anyway (a
     synchronous source subscribed on the loop delivers everything while subscribing).
+
+    A plain lock guards the fields (a ``Condition``'s own ``with`` is two Python calls per
+    value); ``_room`` shares it, for producers waiting for room.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, limit: int) -> None:
         self._loop = loop
         self._limit = limit
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
+        self._room = threading.Condition(self._lock)
         self._items: deque[T] = deque()
         self._end: BaseException | None = None
         self._ended = False
@@ -42,14 +48,17 @@ class _Handover(abc.ObserverBase[T], Generic[T]):
     # -- the observer (any thread) --------------------------------------------------------
 
     def on_next(self, value: T) -> None:
-        with self._cond:
+        with self._lock:
             if len(self._items) >= self._limit and not on_loop(self._loop):
                 while len(self._items) >= self._limit and not self._closed:
-                    self._cond.wait()
+                    self._room.wait()
             if self._closed or self._ended:
                 return  # the iterator is gone: disposing releases what it held
             self._items.append(value)
-            waiter, self._waiter = self._waiter, None
+            waiter = self._waiter
+            if waiter is None:  # the iterator is not waiting: it takes this one in turn
+                return
+            self._waiter = None
         self._wake(waiter)
 
     def on_error(self, error: BaseException) -> None:  # fatal ones too
@@ -59,7 +68,7 @@ class _Handover(abc.ObserverBase[T], Generic[T]):
         self._finish(None)
 
     def _finish(self, error: BaseException | None) -> None:
-        with self._cond:
+        with self._lock:
             if self._ended:
                 return
             self._ended, self._end = True, error
@@ -77,6 +86,16 @@ class _Handover(abc.ObserverBase[T], Generic[T]):
 
     # -- the iterator (on the loop) ---------------------------------------------------------
 
+    def take(self) -> T | object:
+        """The next value if one waits, else :data:`_EMPTY` (no await: the usual case)."""
+        with self._lock:
+            items = self._items
+            if not items:
+                return _EMPTY
+            if len(items) == self._limit:
+                self._room.notify_all()  # a producer may wait for room
+            return items.popleft()
+
     async def get(self) -> tuple[bool, T | None]:
         """The next value as ``(True, value)``, or ``(False, None)`` once completed.
 
@@ -84,10 +103,10 @@ class _Handover(abc.ObserverBase[T], Generic[T]):
             BaseException: The error the observable ended with (after its values).
         """
         while True:
-            with self._cond:
+            with self._lock:
                 if self._items:
                     if len(self._items) == self._limit:
-                        self._cond.notify_all()  # a producer may wait for room
+                        self._room.notify_all()  # a producer may wait for room
                     return True, self._items.popleft()
                 if self._ended:
                     if self._end is not None:
@@ -98,10 +117,10 @@ class _Handover(abc.ObserverBase[T], Generic[T]):
 
     def close(self) -> None:
         """Drop what waits and free any producer waiting for room."""
-        with self._cond:
+        with self._lock:
             self._closed = True
             self._items.clear()
-            self._cond.notify_all()
+            self._room.notify_all()
 
 
 def _set(waiter: asyncio.Future[None]) -> None:
@@ -144,11 +163,14 @@ async def iterate(observable: Observable[T], *, max_buffer: int = 1000) -> Async
     limit = check_positive_int(max_buffer, "max_buffer")
     handover: _Handover[T] = _Handover(asyncio.get_running_loop(), limit)
     subscription = observable.subscribe(handover)
+    take = handover.take
     try:
         while True:
-            more, value = await handover.get()
-            if not more:
-                return
+            value = take()  # a value waiting is taken without a coroutine for get()
+            if value is _EMPTY:
+                more, value = await handover.get()
+                if not more:
+                    return
             yield value  # type: ignore[misc]  # a T: only None when more is False
     finally:
         handover.close()

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import threading
 import weakref
+from asyncio import _get_running_loop  # a public low-level API
 
 from reactivex import abc
 from reactivex.scheduler.eventloop import AsyncIOScheduler, AsyncIOThreadSafeScheduler
@@ -52,17 +53,28 @@ def loop_of(scheduler: abc.SchedulerBase | None) -> asyncio.AbstractEventLoop | 
 
 def on_loop(loop: asyncio.AbstractEventLoop) -> bool:
     """Whether the calling thread is running ``loop``."""
-    return asyncio._get_running_loop() is loop  # a public low-level API
+    return _get_running_loop() is loop
 
 
-_PRIVATE: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
-"""The loops of :class:`LoopThread` objects (rx_pgmq's own, closed with their subscription)."""
+_PRIVATE: dict[int, weakref.ref[asyncio.AbstractEventLoop]] = {}
+"""The loops of :class:`LoopThread` objects (rx_pgmq's own, closed with their subscription),
+by ``id``: the ack operator asks :func:`user_loop` once per message, and a dict look-up is
+cheaper than a ``WeakSet``'s (a Python-level ``__contains__``)."""
+
+
+def _private(loop: asyncio.AbstractEventLoop) -> None:
+    """Count ``loop`` among rx_pgmq's own until it is garbage-collected."""
+    key = id(loop)
+    _PRIVATE[key] = weakref.ref(loop, lambda _ref: _PRIVATE.pop(key, None))
 
 
 def user_loop() -> asyncio.AbstractEventLoop | None:
     """The event loop running on the calling thread, unless it is one of rx_pgmq's own."""
-    loop = asyncio._get_running_loop()  # a public low-level API
-    return None if loop is None or loop in _PRIVATE else loop
+    loop = _get_running_loop()
+    if loop is None:
+        return None
+    own = _PRIVATE.get(id(loop))
+    return loop if own is None or own() is not loop else None
 
 
 class LoopThread:
@@ -75,7 +87,7 @@ class LoopThread:
 
     def __init__(self, name: str) -> None:
         self.loop = asyncio.new_event_loop()
-        _PRIVATE.add(self.loop)
+        _private(self.loop)
         self._thread = threading.Thread(target=self._run, name=name, daemon=False)
         self._thread.start()
 
