@@ -19,7 +19,7 @@ from reactivex.scheduler.eventloop import AsyncIOScheduler, AsyncIOThreadSafeSch
 import rx_pgmq
 from rx_pgmq import Message, Outcome, Settled
 from rx_pgmq import operators as pgops
-from rx_pgmq._front._fakes import make_message
+from rx_pgmq._front._fakes import RecordingAcknowledger, make_message
 from rx_pgmq.errors import InvalidArgument
 
 
@@ -121,6 +121,33 @@ def test_handlers_that_finish_at_once_and_that_suspend_mix_within_the_limit() ->
     assert all(o.value == o.message.body["n"] for o in outcomes if o.ok)
     assert all(tasks) and len(tasks) == 60 + sum(1 for n in range(60) if n % 3)
     assert 1 < most <= 4
+
+
+def test_a_handler_cancelling_itself_releases_its_message_and_the_rest_go_on() -> None:
+    """#16 item 1: a handler that raises ``CancelledError`` by itself (its task was not
+    cancelled: no dispose) is not a failure: its message is released, its slot frees, the
+    messages waiting for it still run, and the stream completes (before: they never
+    started and the stream hung)."""
+    acker = RecordingAcknowledger()
+
+    async def handle(message: Message) -> int:
+        n = int(message.body["n"])
+        await asyncio.sleep(0)
+        if n in (0, 3):
+            raise asyncio.CancelledError(f"handler {n} gave up")
+        return n
+
+    messages = [make_message({"n": i}, msg_id=i + 1, acknowledger=acker) for i in range(6)]
+    done = threading.Event()
+    outcomes: list[Outcome] = []
+    reactivex.from_iterable(messages).pipe(pgops.process(handle, max_concurrency=1)).subscribe(
+        outcomes.append, on_completed=done.set
+    )
+    assert done.wait(WAIT), f"hung after {[o.value for o in outcomes]}"
+    assert [o.value for o in outcomes] == [1, 2, 4, 5]
+    assert all(o.ok for o in outcomes)
+    released = [r.message.msg_id for r in acker.requests if r.action.name == "set_vt"]
+    assert released == [1, 4]
 
 
 @pytest.mark.anyio

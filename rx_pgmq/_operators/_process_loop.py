@@ -109,6 +109,13 @@ async def _finish(message: Message, rest: _Rest) -> Outcome:
         return Outcome(message, False, error=exc)
 
 
+def _cancelled_here() -> bool:
+    """Whether a ``CancelledError`` the worker caught came from its handler alone, not from
+    a cancellation of the worker's task (a dispose): the task has none pending."""
+    task = asyncio.current_task()
+    return task is not None and not task.cancelling()
+
+
 def _emit(gate: Gate, outcomes: list[Outcome]) -> None:
     """:meth:`Gate.emit_outcome` for several outcomes: one hand-over to the subscriber, and
     the settle requests the ack operators make meanwhile sent together, one per consumer."""
@@ -185,10 +192,15 @@ def on_loop(
                             if rest[1] is not _RAISE:
                                 hire()  # the messages behind it need workers of their own
                             outcome = await _finish(message, rest)
+                        except asyncio.CancelledError:
+                            if _cancelled_here():  # the handler's own: released, go on
+                                release(message)
+                                ready.extend(gate.done(k, None))
+                                continue
+                            failed(k, message, None)
+                            raise
                         except BaseException as exc:
                             failed(k, message, exc)
-                            if isinstance(exc, asyncio.CancelledError):
-                                raise
                             return
                         finally:
                             busy -= 1
@@ -199,8 +211,8 @@ def on_loop(
                 if ready:  # it ended early (a cancellation): the messages behind it go on
                     hire_one()
 
-        def failed(k: Hashable, message: Message, exc: BaseException) -> None:
-            if isinstance(exc, asyncio.CancelledError):  # a dispose: not a failure
+        def failed(k: Hashable, message: Message, exc: BaseException | None) -> None:
+            if exc is None:  # the worker was cancelled (a dispose): not a failure
                 release(message)
                 gate.done(k, None)  # starts nothing: the gate stopped
             else:  # KeyboardInterrupt, SystemExit, GeneratorExit
