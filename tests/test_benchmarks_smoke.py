@@ -192,3 +192,17 @@ def test_scale_drains_with_every_consumer_count_and_writes_the_chart(
     assert all(r[4] == "0" for r in rows)  # duplicates
     assert svg.read_text().startswith("<svg") and "polyline" in svg.read_text()
     assert json.loads(out.read_text())["benchmark"] == "scale"
+
+
+@pytest.mark.parametrize("batch_op", [False, True])
+def test_hotpath_pushes_messages_through_the_real_pipeline_without_a_database(
+    batch_op: bool,
+) -> None:
+    """``benchmarks/hotpath.py`` drives ``read_queue -> process (or process_batch) -> ack``
+    with tiny sizes and no server: every message gets its record (the script checks it)
+    and a CPU figure is printed."""
+    proc = run_script(
+        "hotpath.py", "-n", "200", "--batch", "10", *(["--batch-op"] if batch_op else [])
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "us CPU per message (batch 10, best of 1)" in proc.stdout
