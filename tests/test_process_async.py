@@ -28,6 +28,21 @@ def visible(db: Conn, queue: str) -> int:
     return count(db, queue, "vt <= clock_timestamp()")
 
 
+def process_all(
+    handle: Callable[[Message], Any], count: int, limit: int, acker: Any = None
+) -> list[Outcome]:
+    """Run ``count`` fake messages (bodies ``{"n": i}``) through ``process(handle,
+    max_concurrency=limit)`` with no database; return the outcomes once it completed."""
+    messages = [make_message({"n": i}, msg_id=i + 1, acknowledger=acker) for i in range(count)]
+    done = threading.Event()
+    outcomes: list[Outcome] = []
+    reactivex.from_iterable(messages).pipe(pgops.process(handle, max_concurrency=limit)).subscribe(
+        outcomes.append, on_completed=done.set
+    )
+    assert done.wait(WAIT), f"no completion; outcomes so far: {[o.value for o in outcomes]}"
+    return outcomes
+
+
 # -- async handlers (#16 item 1) -------------------------------------------------------------
 
 
@@ -72,13 +87,7 @@ def test_async_handlers_never_exceed_max_concurrency() -> None:
         await asyncio.sleep(0.01)
         running -= 1
 
-    messages = [make_message({"n": i}, msg_id=i + 1) for i in range(40)]
-    done = threading.Event()
-    outcomes: list[Outcome] = []
-    reactivex.from_iterable(messages).pipe(pgops.process(handle, max_concurrency=7)).subscribe(
-        outcomes.append, on_completed=done.set
-    )
-    assert done.wait(WAIT)
+    outcomes = process_all(handle, 40, 7)
     assert len(outcomes) == 40 and most == 7
 
 
@@ -108,13 +117,7 @@ def test_handlers_that_finish_at_once_and_that_suspend_mix_within_the_limit() ->
         finally:
             running -= 1
 
-    messages = [make_message({"n": i}, msg_id=i + 1) for i in range(60)]
-    done = threading.Event()
-    outcomes: list[Outcome] = []
-    reactivex.from_iterable(messages).pipe(pgops.process(handle, max_concurrency=4)).subscribe(
-        outcomes.append, on_completed=done.set
-    )
-    assert done.wait(WAIT)
+    outcomes = process_all(handle, 60, 4)
     assert sorted(o.message.msg_id for o in outcomes) == list(range(1, 61))
     bad = sorted(str(o.error) for o in outcomes if not o.ok)
     assert bad == sorted(f"bad {n}" for n in range(60) if n % 3 and n % 5 == 0)
@@ -137,13 +140,7 @@ def test_a_handler_cancelling_itself_releases_its_message_and_the_rest_go_on() -
             raise asyncio.CancelledError(f"handler {n} gave up")
         return n
 
-    messages = [make_message({"n": i}, msg_id=i + 1, acknowledger=acker) for i in range(6)]
-    done = threading.Event()
-    outcomes: list[Outcome] = []
-    reactivex.from_iterable(messages).pipe(pgops.process(handle, max_concurrency=1)).subscribe(
-        outcomes.append, on_completed=done.set
-    )
-    assert done.wait(WAIT), f"hung after {[o.value for o in outcomes]}"
+    outcomes = process_all(handle, 6, 1, acker)
     assert [o.value for o in outcomes] == [1, 2, 4, 5]
     assert all(o.ok for o in outcomes)
     released = [r.message.msg_id for r in acker.requests if r.action.name == "set_vt"]
