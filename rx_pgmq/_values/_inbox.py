@@ -68,12 +68,7 @@ class Inbox:
         with self._lock:
             items, self._items = self._items, []
         for future, result, error in items:
-            if future.done():  # cancelled by whoever awaited it
-                continue
-            if error is None:
-                future.set_result(result)
-            else:
-                future.set_exception(error)
+            _set(future, result, error)
 
 
 _INBOXES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Inbox] = weakref.WeakKeyDictionary()
