@@ -89,7 +89,8 @@ def test_drain_prints_a_row_per_implementation_and_writes_json(
 
 def test_latency_prints_percentiles_for_every_mode(pgmq_dsn: str) -> None:
     """A tiny latency run reports p50/p99/max for each mode (with #16's async handler row)
-    and the raw LISTEN floor."""
+    and the raw LISTEN floor, and each row's time from the send's commit to ``on_next``
+    (below the row's p50: each message's figure leaves its send's duration out)."""
     proc = run_script(
         "latency.py", "--dsn", pgmq_dsn, "--sends", "5", "--warmup", "1", "--interval", "0.01"
     )
@@ -103,6 +104,10 @@ def test_latency_prints_percentiles_for_every_mode(pgmq_dsn: str) -> None:
         "raw LISTEN floor",
     ]
     assert all(r[1] == "5" for r in rows)
+    assert "after commit p50 ms" in proc.stdout
+    for r in rows:
+        p50, after_commit = float(r[2].replace(",", "")), float(r[-1].replace(",", ""))
+        assert after_commit < p50, r
 
 
 def test_idle_counts_server_statements_per_mode(pgmq_dsn: str) -> None:
