@@ -310,6 +310,60 @@ async def test_with_an_asyncio_scheduler_everything_lands_on_the_loop_thread(
     assert count(db, pgmq_queue) == 0
 
 
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_on_a_user_loop_the_records_of_one_flush_come_back_in_one_wake_up(
+    pgmq: rx_pgmq.PGMQ, pgmq_queue: str, pgmq_dsn: str, db: Conn, anyio_backend: str
+) -> None:
+    """#16 item 4: with AsyncIOThreadSafeScheduler(loop), the acker thread hands the Settled
+    records of a flush back to the loop at once (at most one call_soon_threadsafe per
+    flush, not one per message); they all land on the loop's thread, in the same number."""
+    n = 50
+    pgmq.send_batch(pgmq_queue, [{"n": i} for i in range(n)])
+    loop = asyncio.get_running_loop()
+    scheduler = AsyncIOThreadSafeScheduler(loop)
+    me = threading.current_thread()
+    from_acker = [0]
+    real_call = loop.call_soon_threadsafe
+
+    def counting_call(callback: Any, *args: Any, **kwargs: Any) -> Any:
+        if threading.current_thread().name.startswith("rx_pgmq-acker"):
+            from_acker[0] += 1
+        return real_call(callback, *args, **kwargs)
+
+    done: asyncio.Future[None] = loop.create_future()
+    threads: set[threading.Thread] = set()
+    records: list[Settled] = []
+
+    def record(settled: Settled) -> None:
+        threads.add(threading.current_thread())
+        records.append(settled)
+        if len(records) == n and not done.done():
+            done.set_result(None)
+
+    async def handle(message: Message) -> None:
+        await asyncio.sleep(0)
+
+    # flushes by size (10 settles each), long before the age bound
+    source = source_of(pgmq_dsn, pgmq_queue, scheduler=scheduler, batch_size=10, ack_max_age=1.0)
+    loop.call_soon_threadsafe = counting_call  # type: ignore[method-assign,assignment]
+    try:
+        subscription = source.pipe(
+            pgops.process(handle, max_concurrency=4, scheduler=scheduler), pgops.ack()
+        ).subscribe(record)
+        try:
+            await asyncio.wait_for(done, WAIT)
+        finally:
+            await asyncio.to_thread(subscription.dispose)
+    finally:
+        del loop.call_soon_threadsafe  # the loop's own method again
+    flushes = source.stats.ack_flushes
+    assert len(records) == n and all(r.status == "acked" for r in records)
+    assert threads == {me}
+    assert 1 <= from_acker[0] <= flushes < n, (from_acker[0], flushes)
+    assert count(db, pgmq_queue) == 0
+
+
 # -- fatal exceptions (#14 item 5) ------------------------------------------------------------
 
 FATAL_CASES = [KeyboardInterrupt, SystemExit, GeneratorExit]

@@ -176,6 +176,20 @@ def _call_on(loop: asyncio.AbstractEventLoop, fn: Callable[[_R], None], arg: _R)
         fn(arg)
 
 
+class _OnLoop:
+    """Where the requests of an ack operator made on a user's event loop report: each run
+    of statuses (a flush's, see :class:`Grouped`) goes to the operator on that loop with one
+    ``call_soon_threadsafe``, so its records land on the loop, one wake-up per flush."""
+
+    __slots__ = ("acks", "loop")
+
+    def __init__(self, acks: _Acks, loop: asyncio.AbstractEventLoop) -> None:
+        self.acks, self.loop = acks, loop
+
+    def report_many(self, run: list[tuple[Grouped, AckStatus | Exception]]) -> None:
+        _call_on(self.loop, self.acks.report_many, run)
+
+
 class _Request(Grouped):
     """The settle callback of one message: its record is built from these once the
     acknowledger reports a status (several at once through :meth:`_Acks.report_many`).
@@ -205,6 +219,7 @@ class _Acks:
         self.upstream_error: Exception | None = None  # sent once the pending settles finished
         self.seen = SeenConsumers()
         self.last_acker: object = None  # the consumer of the last message (seen already)
+        self.on_loop: _OnLoop | None = None  # the sink of requests made on a user's loop
 
     def send_terminal(self, error: Exception | None) -> None:
         if error is not None:  # nothing downstream settles now: release at once
@@ -265,7 +280,7 @@ class _Acks:
                 callback = request = _new_request()
                 request.sink, request.outcome, request.action = self, outcome, action
                 if _running_loop() is not None and (loop := user_loop()) is not None:
-                    callback = partial(_call_on, loop, callback)
+                    request.sink = self.loop_sink(loop)  # its record goes back to the loop
             group: list[_GroupEntry] | None = None
             if _groups_open[0]:  # some thread has a group open: is it this one?
                 group = getattr(_group, "requests", None)
@@ -275,6 +290,13 @@ class _Acks:
                 acker.settle_callback(message, action, outcome.reason, callback)
         except Exception as exc:  # e.g. NotAcknowledgeable: the request was not made
             self.request_failed(exc, track)
+
+    def loop_sink(self, loop: asyncio.AbstractEventLoop) -> _OnLoop:
+        """The sink that reports to this operator on ``loop`` (one per loop in a row)."""
+        sink = self.on_loop
+        if sink is None or sink.loop is not loop:
+            sink = self.on_loop = _OnLoop(self, loop)
+        return sink
 
     def request_failed(self, exc: Exception, track: bool) -> None:
         """A settle request could not be made: the stream ends with ``exc``."""
