@@ -17,6 +17,7 @@ from typing import Any
 from reactivex import Observable, abc
 from reactivex.disposable import CompositeDisposable, Disposable
 
+from rx_pgmq._operators._ack import settle_group
 from rx_pgmq._operators._keyed import UNKEYED, KeyedQueue
 from rx_pgmq._operators._seen import SeenConsumers
 from rx_pgmq._operators._serial import Serial
@@ -117,12 +118,23 @@ class Gate:
 
     def emit_outcome(self, outcome: Outcome) -> None:
         """Deliver ``outcome`` (no lock held; a subscriber raising ends the stream)."""
+        self.emit_outcomes([outcome])
+
+    def emit_outcomes(self, outcomes: list[Outcome]) -> None:
+        """Deliver ``outcomes`` in one hand-over to the subscriber (no lock held; a
+        subscriber raising ends the stream); the settle requests the ack operators make
+        meanwhile are sent together, one call per consumer."""
         if self.stopped:
             return
+        serial = self.serial
         try:
-            self.serial.on_next(outcome)
+            if len(outcomes) == 1:
+                serial.on_next(outcomes[0])
+            else:
+                with settle_group():
+                    serial.on_next_many(outcomes)
         finally:
-            if self.serial.stopped:  # the subscriber raised: the stream fails
+            if serial.stopped:  # the subscriber raised: the stream fails
                 self.seen.stream_failed()
                 self.stop()
 
@@ -130,8 +142,21 @@ class Gate:
         """Emit ``outcome`` (if any) and free the slot and ``key``; return what starts next."""
         if outcome is not None:
             self.emit_outcome(outcome)
+        return self._free((key,))
+
+    def done_many(self, keys: list[Hashable], outcomes: list[Outcome]) -> list[Task]:
+        """:meth:`done` for several finished calls: their outcomes in one hand-over
+        (:meth:`emit_outcomes`), then their slots and keys freed under one lock."""
+        if outcomes:
+            self.emit_outcomes(outcomes)
+        return self._free(keys)
+
+    def _free(self, keys: tuple[Hashable] | list[Hashable]) -> list[Task]:
+        """Free the slots and ``keys`` of finished calls; send the terminal event if that
+        was the last call after upstream ended; return what starts next."""
         with self.lock:
-            following = self.queue.done(key)  # empty once stopped: the queue was cleared
+            queue_done = self.queue.done  # empty once stopped: the queue was cleared
+            following = [task for k in keys for task in queue_done(k)]
             finished = self.upstream_done and self.queue.idle
         if finished:
             self.terminal(self.upstream_error)

@@ -28,7 +28,6 @@ from typing import Any
 from reactivex import Observable, abc
 from reactivex.disposable import CompositeDisposable, Disposable
 
-from rx_pgmq._operators._ack import settle_group
 from rx_pgmq._operators._gate import Gate, KeyFn, Task, outcome_of, release
 from rx_pgmq._values._loop import LoopThread
 from rx_pgmq._values._outcome import Outcome, success_of
@@ -116,24 +115,6 @@ def _cancelled_here() -> bool:
     return task is not None and not task.cancelling()
 
 
-def _emit(gate: Gate, outcomes: list[Outcome]) -> None:
-    """:meth:`Gate.emit_outcome` for several outcomes: one hand-over to the subscriber, and
-    the settle requests the ack operators make meanwhile sent together, one per consumer."""
-    if gate.stopped:
-        return
-    serial = gate.serial
-    try:
-        if len(outcomes) == 1:
-            serial.on_next(outcomes[0])
-        else:
-            with settle_group():
-                serial.on_next_many(outcomes)
-    finally:
-        if serial.stopped:  # the subscriber raised: the stream fails
-            gate.seen.stream_failed()
-            gate.stop()
-
-
 def on_loop(
     source: Observable[Message],
     fn: Callable[[Message], Any],
@@ -160,14 +141,7 @@ def on_loop(
 
         def report(keys: list[Hashable], outcomes: list[Outcome]) -> None:
             """Emit the outcomes of finished calls, then free their slots (and keys)."""
-            if outcomes:
-                _emit(gate, outcomes)
-            with gate.lock:
-                queue_done = gate.queue.done
-                following = [task for k in keys for task in queue_done(k)]
-                finished = gate.upstream_done and gate.queue.idle
-            if finished:
-                gate.terminal(gate.upstream_error)
+            following = gate.done_many(keys, outcomes)
             if following:  # empty once stopped: the queue was cleared
                 ready.extend(following)
                 hire_one()
