@@ -8,6 +8,7 @@ to each message's own queue, and queues on two databases in one read_queues.
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -31,7 +32,9 @@ from rx_pgmq.message import Message
 
 @pytest.fixture
 def queues(pgmq_dsn: str) -> Iterator[Callable[[int], list[str]]]:
-    """Make ``n`` fresh queues (dropped after the test)."""
+    """Make ``n`` fresh queues (dropped after the test, once their consumers closed: a
+    dispose returns at once and the close, which releases what was held, goes on in a
+    thread of its own; dropping the queue under it would fail that release)."""
     made: list[str] = []
 
     def make(n: int) -> list[str]:
@@ -43,6 +46,11 @@ def queues(pgmq_dsn: str) -> Iterator[Callable[[int], list[str]]]:
         return names
 
     yield make
+    closers = {f"rx_pgmq-close-{name}" for name in made}
+    deadline = time.monotonic() + 15.0
+    for thread in threading.enumerate():
+        if thread.name in closers:
+            thread.join(max(0.0, deadline - time.monotonic()))
     with PGMQ(pgmq_dsn) as admin:
         for name in made:
             admin.drop_queue(name)
@@ -128,6 +136,7 @@ def test_deliveries_follow_the_weights_within_10_percent_over_5000(
         assert sink.stopped.wait(120), sink.by_queue
     finally:
         sub.dispose()
+        sink.held.clear()  # dropped, so released at once (the close need not wait for them)
     assert not sink.errors
     assert sink.peak <= 40  # one window over both queues
     ratio = sink.by_queue[high] / sink.by_queue[low]
@@ -162,6 +171,7 @@ def test_an_idle_queue_gives_its_share_to_the_other_at_once(
         assert wait_until(lambda: sink.count(idle) == 1 or sink.count(busy) == 8)
     finally:
         sub.dispose()
+        sink.held.clear()  # dropped, so released at once (the close need not wait for them)
     assert not sink.errors
 
 
