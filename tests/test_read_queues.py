@@ -49,8 +49,12 @@ def queues(pgmq_dsn: str) -> Iterator[Callable[[int], list[str]]]:
     closers = {f"rx_pgmq-close-{name}" for name in made}
     deadline = time.monotonic() + 15.0
     for thread in threading.enumerate():
-        if thread.name in closers:
-            thread.join(max(0.0, deadline - time.monotonic()))
+        while thread.name in closers and time.monotonic() < deadline:
+            try:
+                thread.join(max(0.0, deadline - time.monotonic()))
+                break
+            except RuntimeError:  # another thread is inside its start(): running at once
+                time.sleep(0.001)
     with PGMQ(pgmq_dsn) as admin:
         for name in made:
             admin.drop_queue(name)
