@@ -8,7 +8,6 @@ to each message's own queue, and queues on two databases in one read_queues.
 from __future__ import annotations
 
 import threading
-import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -16,7 +15,7 @@ from contextlib import aclosing
 
 import psycopg
 import pytest
-from _support import Conn, wait_until, watch
+from _support import WAIT, Conn, count, wait_until, watch
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import ConnectionPool
@@ -29,12 +28,14 @@ from rx_pgmq.client import PGMQ
 from rx_pgmq.errors import InvalidArgument, QueueNotFound
 from rx_pgmq.message import Message
 
+_opened: list[rx_pgmq.MultiQueueSource] = []  # sources subscribed by the running test
+
 
 @pytest.fixture
 def queues(pgmq_dsn: str) -> Iterator[Callable[[int], list[str]]]:
-    """Make ``n`` fresh queues (dropped after the test, once their consumers closed: a
-    dispose returns at once and the close, which releases what was held, goes on in a
-    thread of its own; dropping the queue under it would fail that release)."""
+    """Make ``n`` fresh queues (dropped after the test, once the consumers of the sources
+    it subscribed closed: a dispose returns at once and the close, which releases what was
+    held, goes on in the background; dropping the queue under it would fail that release)."""
     made: list[str] = []
 
     def make(n: int) -> list[str]:
@@ -46,15 +47,9 @@ def queues(pgmq_dsn: str) -> Iterator[Callable[[int], list[str]]]:
         return names
 
     yield make
-    closers = {f"rx_pgmq-close-{name}" for name in made}
-    deadline = time.monotonic() + 15.0
-    for thread in threading.enumerate():
-        while thread.name in closers and time.monotonic() < deadline:
-            try:
-                thread.join(max(0.0, deadline - time.monotonic()))
-                break
-            except RuntimeError:  # another thread is inside its start(): running at once
-                time.sleep(0.001)
+    for source in _opened:
+        source.wait_closed(15.0)
+    _opened.clear()
     with PGMQ(pgmq_dsn) as admin:
         for name in made:
             admin.drop_queue(name)
@@ -112,6 +107,7 @@ class Deliveries:
 
 
 def _subscribe(source: rx_pgmq.MultiQueueSource, sink: Deliveries) -> abc.DisposableBase:
+    _opened.append(source)  # closed before the queues are dropped (``queues``)
     return source.subscribe(on_next=sink.on_next, on_error=sink.on_error)
 
 
@@ -177,6 +173,30 @@ def test_an_idle_queue_gives_its_share_to_the_other_at_once(
         sub.dispose()
         sink.held.clear()  # dropped, so released at once (the close need not wait for them)
     assert not sink.errors
+
+
+def test_wait_closed_waits_for_every_queue_consumer_to_close_and_release(
+    pgmq: PGMQ, pgmq_dsn: str, db: Conn, queues: Callable[[int], list[str]]
+) -> None:
+    """#14 item 4 for read_queues: after dispose (which returns at once), ``wait_closed``
+    returns once each queue's consumer closed; the messages the subscriber still held were
+    released (visible again) in both queues by then, after their close_timeout."""
+    a, b = queues(2)
+    pgmq.send_batch(a, [{"i": i} for i in range(3)])
+    pgmq.send_batch(b, [{"i": i} for i in range(3)])
+    sink = Deliveries(action=None)  # holds every message: the close waits for them
+    source = rx_pgmq.read_queues({a: 1, b: 1}, pgmq_dsn, visibility_timeout=60, close_timeout=3.0)
+    sub = _subscribe(source, sink)
+    try:
+        assert wait_until(lambda: sink.count(a) == 3 and sink.count(b) == 3), sink.by_queue
+    finally:
+        sub.dispose()
+    assert count(db, a, "vt <= clock_timestamp()") == 0  # still held: the close waits
+    assert source.wait_closed(WAIT)
+    assert count(db, a, "vt <= clock_timestamp()") == 3
+    assert count(db, b, "vt <= clock_timestamp()") == 3
+    assert not sink.errors
+    assert source.wait_closed(0)  # nothing left closing
 
 
 def test_a_weight_1_queue_does_not_starve(
@@ -516,6 +536,7 @@ async def test_async_for_over_read_queues_settles_on_each_queue(
     pgmq.send_batch(b, [{"q": b}] * 2)
     seen: Counter[str] = Counter()
     source = rx_pgmq.read_queues({a: 1, b: 1}, pgmq_dsn, visibility_timeout=60)
+    _opened.append(source)
     async with aclosing(aiter(source)) as messages:
         async for message in messages:
             assert message.body == {"q": message.queue}

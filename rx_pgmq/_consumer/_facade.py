@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -41,7 +41,7 @@ from rx_pgmq._values._slots import new_tuple
 from rx_pgmq.actions import AckStatus, Action, SetVisibilityTimeout
 from rx_pgmq.message import Message
 
-__all__ = ["MOVED_HEADER", "Config", "Consumer", "SettleRequest"]
+__all__ = ["MOVED_HEADER", "Config", "Consumer", "SettleRequest", "wait_closing"]
 
 _log = logging.getLogger("rx_pgmq")
 
@@ -381,3 +381,16 @@ class Consumer:
     def _run_reader(self) -> None:
         error = self.reader.run()
         self._closer.shutdown(error if error is not None else self._failure)
+
+
+def wait_closing(consumers: Iterable[Consumer], timeout: float | None) -> bool:
+    """Wait until each of ``consumers`` that is closing has closed (running ones are not
+    waited for); False if ``timeout`` seconds (``None``: no limit) passed first."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    for consumer in consumers:
+        if not consumer.closing:
+            continue
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        if not consumer.wait_closed(left):
+            return False
+    return True

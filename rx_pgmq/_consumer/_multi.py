@@ -11,6 +11,7 @@ from psycopg_pool import ConnectionPool
 from reactivex import abc
 from reactivex.disposable import Disposable
 
+from rx_pgmq._consumer._facade import wait_closing
 from rx_pgmq._consumer._iterate import SourceBase
 from rx_pgmq._consumer._multirun import Plan, Run, database_key
 from rx_pgmq._consumer._source import check_listener, read_queue
@@ -212,6 +213,7 @@ class MultiQueueSource(SourceBase[Message]):
         self._recorders = [StatsRecorder() for _ in plan.sources]
         self._lock = threading.Lock()
         self._runs: list[Run] = []
+        self._disposed: list[Run] = []  # disposed runs whose consumers may still be closing
 
     @property
     def queue_stats(self) -> list[ConsumerStats]:
@@ -250,6 +252,28 @@ class MultiQueueSource(SourceBase[Message]):
         """Each queue's weight, in the order of :attr:`queues`."""
         return list(self._plan.weights)
 
+    def wait_closed(self, timeout: float | None = None) -> bool:
+        """Wait until every subscription of this source that is closing has closed.
+
+        As :meth:`rx_pgmq.QueueSource.wait_closed`: ``dispose()`` returns at once and each
+        queue's consumer closes in the background (held messages may settle for up to
+        ``close_timeout``, the rest is released).
+
+        Args:
+            timeout: Most seconds to wait (``None``: no limit).
+
+        Returns:
+            True if no subscription is left closing, False if ``timeout`` passed first.
+
+        Example:
+            >>> subscription.dispose()  # doctest: +SKIP
+            >>> source.wait_closed(10)  # doctest: +SKIP
+            True
+        """
+        with self._lock:
+            runs = [*self._runs, *self._disposed]
+        return wait_closing([c for run in runs for c in run.consumers], timeout)
+
     def _subscribe_direct(
         self,
         observer: abc.ObserverBase[Message],
@@ -265,6 +289,13 @@ class MultiQueueSource(SourceBase[Message]):
             with self._lock:
                 if run in self._runs:
                     self._runs.remove(run)
+                    self._disposed = [r for r in self._disposed if not _closed(r)]
+                    self._disposed.append(run)
 
         run.start()
         return Disposable(dispose)
+
+
+def _closed(run: Run) -> bool:
+    """Whether every consumer of a disposed ``run`` has closed."""
+    return all(c.closed for c in run.consumers)

@@ -149,6 +149,11 @@ class Run:
         for listener in self._owned:
             listener.close()
 
+    @property
+    def consumers(self) -> list[Consumer]:
+        """This subscription's consumers started so far (one per queue)."""
+        return [c for c in self._consumers if c is not None]
+
     def in_flight(self, index: int) -> int:
         """Messages of queue ``index`` emitted and not yet settled, now."""
         consumer = self._consumers[index]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any, Literal
@@ -12,7 +11,7 @@ from psycopg_pool import ConnectionPool
 from reactivex import Observable, abc
 from reactivex.disposable import CompositeDisposable, Disposable
 
-from rx_pgmq._consumer._facade import Config, Consumer
+from rx_pgmq._consumer._facade import Config, Consumer, wait_closing
 from rx_pgmq._consumer._iterate import SourceBase
 from rx_pgmq._core._stats import ConsumerStats, StatsRecorder
 from rx_pgmq._pg._listener import Listener
@@ -295,16 +294,9 @@ class QueueSource(SourceBase[Message[BodyT]]):
             >>> source.wait_closed(10)  # doctest: +SKIP
             True
         """
-        deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
             family = list(self._family)
-        for consumer in family:
-            if not consumer.closing:
-                continue
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            if not consumer.wait_closed(left):
-                return False
-        return True
+        return wait_closing(family, timeout)
 
     def derive(self, **changes: Any) -> QueueSource[BodyT]:
         """A copy with other consumer settings (used by the backpressure operators)."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable
 from typing import Any
 
 from reactivex import Observable, abc
@@ -151,7 +151,7 @@ class Gate:
             self.emit_outcomes(outcomes)
         return self._free(keys)
 
-    def _free(self, keys: tuple[Hashable] | list[Hashable]) -> list[Task]:
+    def _free(self, keys: Iterable[Hashable]) -> list[Task]:
         """Free the slots and ``keys`` of finished calls; send the terminal event if that
         was the last call after upstream ended; return what starts next."""
         with self.lock:
